@@ -1,0 +1,10 @@
+//! armorwatch: watches for AppArmor denials and explains each one.
+//!
+//! The pipeline, one module per stage: [`sources`] → [`parse`] → [`correlate`] → [`profiles`] →
+//! [`sinks`]. [`parse`], [`correlate`] and [`profiles`] are pure (no I/O side effects, no tokio)
+//! so they can be tested with plain values.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod event;
+pub mod parse;
