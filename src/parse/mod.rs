@@ -512,7 +512,7 @@ type=EOE msg=audit(1.000:2):
         )
         .unwrap()
         .unwrap();
-        assert_eq!(e.time().as_deref(), Some("2026-11-26T13:38:36.359Z"));
+        assert_eq!(e.time().as_deref(), Some("2026-11-25T16:18:36.359Z"));
         assert_eq!(e.audit.as_ref().unwrap().serial, 6);
         assert_eq!(e.name(), Some("/var/log/msmtp.log"));
     }
