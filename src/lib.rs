@@ -5,6 +5,7 @@
 //! so they can be tested with plain values.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alert;
 pub mod cli;
 pub mod event;
 pub mod parse;
