@@ -160,8 +160,14 @@ fn next_interpreted_key(bytes: &[u8], from: usize) -> usize {
             }
             let k = j;
             let mut m = k;
-            while m < bytes.len() && (bytes[m].is_ascii_lowercase() || bytes[m] == b'_') {
-                m += 1;
+            if m < bytes.len() && bytes[m].is_ascii_lowercase() {
+                while m < bytes.len()
+                    && (bytes[m].is_ascii_lowercase()
+                        || bytes[m].is_ascii_digit()
+                        || bytes[m] == b'_')
+                {
+                    m += 1;
+                }
             }
             if m > k && m < bytes.len() && bytes[m] == b'=' {
                 return i;
@@ -258,7 +264,8 @@ fn looks_hex(value: &str) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
         && b.len() % 2 == 0
-        && b.iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
 }
 
 /// Decode a PROCTITLE value into argv: hex with NUL separators, or a quoted plain string.
