@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// Events are many small strings allocated on one thread and freed on another; mimalloc handles
+/// that pattern far better than glibc's allocator (measured in docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     armorwatch::cli::main()
 }

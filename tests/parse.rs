@@ -292,7 +292,7 @@ fn every_form_fields() {
         ]
     );
     assert_eq!(p.paths.len(), 1);
-    assert_eq!(e.raw.len(), 5, "AVC + SYSCALL + CWD + PATH + PROCTITLE");
+    assert_eq!(e.raw.len(), 1, "companions go to `process`, not `raw`");
     // Same serial on another node: a separate event without companions.
     assert_eq!(ev[1].audit.as_ref().unwrap().node.as_deref(), Some("web2"));
     assert!(ev[1].process.is_none());

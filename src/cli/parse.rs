@@ -4,9 +4,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-
-use anyhow::Context;
+use std::sync::{Arc, mpsc};
+use std::thread;
 
 use crate::event::Source;
 use crate::parse::{Output, Parser};
@@ -27,19 +26,61 @@ pub struct ParseArgs {
 
 #[derive(Debug, Default)]
 struct Summary {
-    files_failed: usize,
     malformed: Vec<String>,
     malformed_total: u64,
     losses: u64,
 }
 
-/// Run the subcommand.
+/// Outputs travel to the writer thread in batches of this many.
+const BATCH: usize = 256;
+
+/// Run the subcommand. Parsing runs on this thread and JSON serialization on a second one, so the
+/// two overlap on a multi-core machine; the bounded channel keeps memory constant.
 pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
-    let stdout = io::stdout();
-    let mut writer = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let (tx, rx) = mpsc::sync_channel::<Vec<Output>>(4);
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<Output>>();
+    let max_malformed = args.max_malformed;
+    let writer = thread::spawn(move || -> anyhow::Result<Summary> {
+        let stdout = io::stdout();
+        let mut writer = BufWriter::with_capacity(1 << 17, stdout.lock());
+        let mut summary = Summary::default();
+        let mut failed: Option<io::Error> = None;
+        for mut batch in rx {
+            if failed.is_none() {
+                if let Err(e) = write_outputs(&mut writer, &mut batch, &mut summary, max_malformed)
+                {
+                    failed = Some(e);
+                }
+            }
+            count_only(&mut batch, &mut summary, max_malformed);
+            let _ = recycle_tx.send(batch);
+        }
+        if failed.is_none() {
+            if let Err(e) = writer.flush() {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            // `armorwatch parse … | head`: the reader went away; not an error.
+            Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(summary),
+            Some(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+            None => Ok(summary),
+        }
+    });
+
     let mut parser = Parser::new();
-    let mut summary = Summary::default();
-    let mut out = Vec::with_capacity(64);
+    let mut files_failed = 0usize;
+    let mut out: Vec<Output> = Vec::with_capacity(BATCH + 64);
+    let send = |out: &mut Vec<Output>, force: bool| {
+        if out.len() >= BATCH || (force && !out.is_empty()) {
+            let next = recycle_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BATCH + 64));
+            let full = std::mem::replace(out, next);
+            // A send error means the writer stopped; its result says why.
+            let _ = tx.send(full);
+        }
+    };
     let inputs: Vec<Option<&PathBuf>> = if args.files.is_empty() {
         vec![None]
     } else {
@@ -55,12 +96,12 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
                 Ok(f) => (Box::new(f), Some(Arc::from(path.display().to_string()))),
                 Err(e) => {
                     eprintln!("armorwatch: cannot read {}: {e}", path.display());
-                    summary.files_failed += 1;
+                    files_failed += 1;
                     continue;
                 }
             },
         };
-        let mut reader = BufReader::with_capacity(1 << 16, reader);
+        let mut reader = BufReader::with_capacity(1 << 17, reader);
         let mut buf = Vec::with_capacity(4096);
         let mut line_no = 0u64;
         loop {
@@ -70,7 +111,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => {
                     let what = name.as_deref().unwrap_or("standard input");
                     eprintln!("armorwatch: error reading {what}: {e}");
-                    summary.files_failed += 1;
+                    files_failed += 1;
                     break;
                 }
             };
@@ -92,13 +133,16 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
                 Ok(text) => parser.push_line(text, &source, &mut out),
                 Err(_) => parser.push_line(&String::from_utf8_lossy(&buf), &source, &mut out),
             }
-            write_outputs(&mut writer, &mut out, &mut summary, args.max_malformed)?;
+            send(&mut out, false);
         }
     }
     parser.finish(&mut out);
-    write_outputs(&mut writer, &mut out, &mut summary, args.max_malformed)?;
-    writer.flush().context("writing to standard output")?;
-    drop(writer);
+    send(&mut out, true);
+    drop(tx);
+    let summary = match writer.join() {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("the output thread panicked"),
+    };
 
     let stats = parser.stats();
     eprintln!(
@@ -117,10 +161,35 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     if args.strict && summary.malformed_total > 0 {
         return Ok(ExitCode::from(1));
     }
-    if summary.files_failed > 0 {
+    if files_failed > 0 {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a write error, keep counting malformed lines and losses for the summary.
+fn count_only(batch: &mut Vec<Output>, summary: &mut Summary, max_malformed: usize) {
+    for o in batch.drain(..) {
+        note(o, summary, max_malformed);
+    }
+}
+
+fn note(o: Output, summary: &mut Summary, max_malformed: usize) {
+    match o {
+        Output::Event(_) => {}
+        Output::Malformed(m) => {
+            summary.malformed_total += 1;
+            if summary.malformed.len() < max_malformed {
+                let at = match &m.source {
+                    Source::File { path, line } => format!("{path}:{line}"),
+                    Source::Stdin { line } => format!("<stdin>:{line}"),
+                    other => format!("{other:?}"),
+                };
+                summary.malformed.push(format!("{at}: {}", m.reason));
+            }
+        }
+        Output::Loss(_) => summary.losses += 1,
+    }
 }
 
 fn write_outputs(
@@ -128,28 +197,13 @@ fn write_outputs(
     out: &mut Vec<Output>,
     summary: &mut Summary,
     max_malformed: usize,
-) -> anyhow::Result<()> {
+) -> io::Result<()> {
     for o in out.drain(..) {
-        match o {
-            Output::Event(event) => {
-                serde_json::to_writer(&mut *writer, &event).context("writing JSON")?;
-                writer
-                    .write_all(b"\n")
-                    .context("writing to standard output")?;
-            }
-            Output::Malformed(m) => {
-                summary.malformed_total += 1;
-                if summary.malformed.len() < max_malformed {
-                    let at = match &m.source {
-                        Source::File { path, line } => format!("{path}:{line}"),
-                        Source::Stdin { line } => format!("<stdin>:{line}"),
-                        other => format!("{other:?}"),
-                    };
-                    summary.malformed.push(format!("{at}: {}", m.reason));
-                }
-            }
-            Output::Loss(_) => summary.losses += 1,
+        if let Output::Event(event) = &o {
+            serde_json::to_writer(&mut *writer, event)?;
+            writer.write_all(b"\n")?;
         }
+        note(o, summary, max_malformed);
     }
     Ok(())
 }

@@ -414,18 +414,25 @@ fn syslog_host(prefix: &str) -> Option<&str> {
 
 /// Kernel notices that report lost records.
 fn loss_notice(line: &str) -> Option<LossReport> {
-    if let Some(p) = line.find("kauditd_printk_skb: ") {
+    static PRINTK: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+    static LOST: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+    static BACKLOG: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+    let bytes = line.as_bytes();
+    if let Some(p) = finder("kauditd_printk_skb: ", &PRINTK).find(bytes) {
         let rest = &line[p + 20..];
         let n: u64 = rest.split(' ').next()?.parse().ok()?;
         if rest.contains("callbacks suppressed") {
             return Some(LossReport::PrintkSuppressed(n));
         }
     }
-    if let Some(p) = line.find("audit_lost=") {
+    if let Some(p) = finder("audit_lost=", &LOST).find(bytes) {
         let n: u64 = line[p + 11..].split(' ').next()?.parse().ok()?;
         return Some(LossReport::AuditLost(n));
     }
-    if line.contains("audit: backlog limit exceeded") {
+    if finder("audit: backlog limit exceeded", &BACKLOG)
+        .find(bytes)
+        .is_some()
+    {
         return Some(LossReport::BacklogExceeded);
     }
     None

@@ -268,6 +268,7 @@ impl Parser {
     }
 
     fn companion(&mut self, env: &Envelope<'_>, t: RecordType, text: &str) {
+        // `text` is kept only for companions that arrive before their AppArmor record.
         let Some(stamp) = env.stamp else { return };
         let records = self.records;
         if let Some(p) = self
@@ -280,7 +281,7 @@ impl Parser {
             if t == RecordType::Eoe {
                 p.done = true;
             } else {
-                merge(&mut p.event, env, text);
+                merge(&mut p.event, env);
             }
             return;
         }
@@ -319,25 +320,27 @@ fn attach(event: &mut Event, line: &str) -> bool {
         if env.record_type == Some(RecordType::Eoe) {
             return true;
         }
-        merge(event, &env, line);
+        merge(event, &env);
     }
     false
 }
 
-fn merge(event: &mut Event, env: &Envelope<'_>, text: &str) {
+/// Companion records enrich `process`; `raw` keeps only the AppArmor record's own line(s).
+fn merge(event: &mut Event, env: &Envelope<'_>) {
     let process = event.process.get_or_insert_with(Process::default);
     record::merge_companion(process, env);
-    event.raw.push(text.to_string());
 }
 
 /// A line that opens `msg='` (USER_AVC) and does not close it: dbus-daemon put a newline before
 /// ` exe=`, so the rest comes on the next line.
 fn opens_unterminated_msg(line: &str) -> bool {
-    match line.find("msg='") {
-        Some(p) => {
-            let rest = &line[p + 5..];
-            rest.contains("apparmor=") && !rest.contains('\'')
-        }
+    // Only AppArmor records matter; `find_apparmor_key` is a memchr-speed scan.
+    let Some(at) = line::find_apparmor_key(line) else {
+        return false;
+    };
+    let head = &line.as_bytes()[..at];
+    match head.windows(5).rposition(|w| w == b"msg='") {
+        Some(_) => memchr::memchr(b'\'', &line.as_bytes()[at..]).is_none(),
         None => false,
     }
 }
@@ -443,7 +446,7 @@ type=EOE msg=audit(1700000015.544:140):
         );
         assert_eq!(p.cwd.as_deref(), Some("/"));
         assert_eq!(p.key, None);
-        assert_eq!(ev[0].raw.len(), 4);
+        assert_eq!(ev[0].raw.len(), 1, "raw keeps the AppArmor line only");
     }
 
     #[test]

@@ -54,22 +54,25 @@ mkdir -p /mnt/t; busybox-mnt mount -t tmpfs none /mnt/t
 busybox-complain sh -c 'echo x > /var/log/complain.log; chown 65534 /var/log/complain.log'
 : scenario unix-socket: socket AF_UNIX without unix create rule
 busybox-unix logger fixture-unix
-: scenario profile-name-space: profile named with a space, profile= hex-encoded
-busybox-space sh -c 'echo x > /tmp/space-profile'
+: scenario profile-name-space: profile "aa space" and binary "busybox space", profile= and comm= hex-encoded
+"busybox space" sh -c 'echo x > /tmp/space-profile'
 : scenario exec-px-missing: px to a program without a profile
 busybox-trans sh -c '/usr/bin/busybox true'
 : scenario change-profile: no change_profile rule
 busybox-trans sh -c 'echo -n "changeprofile aatarget" > /proc/self/attr/current'
 : scenario change-onexec: no change_profile rule, exec variant
 busybox-trans sh -c 'echo -n "exec aatarget" > /proc/self/attr/exec'
-: scenario change-hat-missing: change_hat to a hat that does not exist
-busybox-trans sh -c 'echo -n "changehat 0000000000000001^nohat" > /proc/self/attr/current'
+: scenario change-hat-missing: change_hat to a hat that does not exist.  The
+: kernel logs this only when several hats are probed, so ask for two
+busybox-trans sh -c 'printf "changehat 0000000000000001^nohat\\0nohat2\\0" > /proc/self/attr/current'
 : scenario hat-denial: change_hat to ^sub, then a write the hat does not allow
-busybox-trans sh -c 'echo -n "changehat 0000000000000001^sub" > /proc/self/attr/current && cat /proc/self/attr/current && echo x > /tmp/in-hat'
-: scenario status: profile_load, profile_replace, profile_remove
+busybox-trans sh -c 'echo -n "changehat 0000000000000001^sub" > /proc/self/attr/current && echo x > /tmp/in-hat'
+: scenario status: profile_load, profile_replace of identical text skipped, real profile_replace, profile_remove
 apparmor_parser -a /root/aalife
 apparmor_parser -r /root/aalife
-apparmor_parser -R /root/aalife
+sed 's/^}$/  \/tmp\/** r,\n}/' /root/aalife > /tmp/aalife.v2
+apparmor_parser -r /tmp/aalife.v2
+apparmor_parser -R /tmp/aalife.v2
 
 if [ -n "${NL:-}" ]; then
     # the last record of the run is aalife's profile_remove: stop the reader once it has it
