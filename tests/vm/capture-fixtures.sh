@@ -12,7 +12,7 @@
 # they were and the script can be rerun at any time.
 #
 # usage: tests/vm/capture-fixtures.sh [DEST]   (default DEST: tests/fixtures/kernel)
-# Needs the packages in tests/deps/vm.apt.  Takes about 30-40 s under TCG.
+# Needs the packages in tests/deps/vm.apt.  Takes about 20-40 s under TCG.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
@@ -236,6 +236,10 @@ journald quirk (systemd 252), visible in journal.json: the \`_AUDIT_FIELD_*\`
 fields are split at spaces even inside quotes (\`_AUDIT_FIELD_INFO="hat\` for
 \`info="hat not found"\`), while hex values are decoded
 (\`_AUDIT_FIELD_NAME=aa space\`); MESSAGE holds the record as sent.
+
+Lines that look like records but are not: the kernel command line
+(\`Command line: … apparmor=1 security=apparmor …\`, twice near the top of
+each dmesg/kmsg file) carries \`apparmor=1\`; a parser must not count it.
 
 Values that change on every run: timestamps, serials, pids, the boot id and
 cursors in journal.json.
