@@ -8,4 +8,5 @@
 pub mod alert;
 pub mod cli;
 pub mod event;
+pub mod linereader;
 pub mod parse;

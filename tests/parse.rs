@@ -499,3 +499,155 @@ fn memory_is_bounded_by_the_assembly_window() {
     parser.finish(&mut out);
     assert_eq!(out.len(), 10_000);
 }
+
+/// `tests/fixtures/kernel/expected.tsv`: serial, apparmor, operation, profile, name, denied, as
+/// written in the kernel's lines (hex stays hex).
+fn expected_kernel_rows() -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(fixture("kernel/expected.tsv")).unwrap();
+    text.lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// The kernel hex-encodes these values (see tests/fixtures/kernel/README.md).
+fn unhex(v: &str) -> String {
+    let is_hex = v.len() % 2 == 0
+        && v.len() >= 8
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    if !is_hex {
+        return v.to_string();
+    }
+    let bytes: Vec<u8> = (0..v.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&v[i..i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn row_of(e: &Event) -> Vec<String> {
+    let d = |v: Option<&str>| v.unwrap_or("-").to_string();
+    vec![
+        e.audit.as_ref().unwrap().serial.to_string(),
+        e.field("apparmor").unwrap().to_string(),
+        d(e.operation()),
+        d(e.profile()),
+        d(e.name()),
+        d(e.field("denied_mask").or_else(|| e.field("denied"))),
+    ]
+}
+
+fn expected_decoded() -> Vec<Vec<String>> {
+    expected_kernel_rows()
+        .into_iter()
+        .map(|r| r.iter().map(|v| unhex(v)).collect())
+        .collect()
+}
+
+#[test]
+fn real_kernel_dmesg_and_kmsg() {
+    let want = expected_decoded();
+    assert_eq!(want.len(), 38);
+    for file in ["kernel/dmesg.log", "kernel/kmsg.raw"] {
+        let (out, _) = parse_file(file);
+        let mut got = Vec::new();
+        for o in &out {
+            match o {
+                Output::Event(e) => got.push(row_of(e)),
+                Output::Malformed(m) => panic!("{file}: malformed {m:?}"),
+                Output::Loss(_) => {}
+            }
+        }
+        assert_eq!(got, want, "{file}");
+    }
+}
+
+#[test]
+fn real_kernel_netlink_records_match_dmesg() {
+    let want = expected_decoded();
+    let (out, _) = parse_file("kernel/netlink.txt");
+    let got: Vec<Vec<String>> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(row_of(e)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 30);
+    for row in &got {
+        assert!(want.contains(row), "netlink record not in dmesg: {row:?}");
+    }
+}
+
+#[test]
+fn real_kernel_audit1_companions_are_assembled() {
+    let (out, _) = parse_file("kernel/audit1-dmesg.log");
+    let events: Vec<&Event> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(&**e),
+            _ => None,
+        })
+        .collect();
+    let denials: Vec<&&Event> = events.iter().filter(|e| e.kind == Kind::Denied).collect();
+    assert!(!denials.is_empty());
+    for e in denials {
+        let p = e
+            .process
+            .as_ref()
+            .unwrap_or_else(|| panic!("no process: {e:?}"));
+        assert_eq!(p.pid, e.pid(), "SYSCALL pid matches the AVC pid");
+        assert!(p.exe.is_some() && p.syscall.is_some(), "{p:?}");
+        assert!(p.cmdline.as_ref().is_some_and(|c| !c.is_empty()), "{p:?}");
+    }
+}
+
+#[test]
+fn real_journal_both_transports_agree() {
+    let text = std::fs::read_to_string(fixture("kernel/journal.json")).unwrap();
+    let mut kernel = Vec::new();
+    let mut audit = Vec::new();
+    for line in text.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        let field = |k: &str| entry[k].as_str().unwrap_or_default().to_string();
+        let source = Source::Journald {
+            cursor: field("__CURSOR"),
+            transport: field("_TRANSPORT"),
+        };
+        match field("_TRANSPORT").as_str() {
+            "kernel" => {
+                for o in parse_text(&field("MESSAGE"), &source) {
+                    if let Output::Event(e) = o {
+                        kernel.push(*e);
+                    }
+                }
+            }
+            "audit" => {
+                let usec = field("_SOURCE_REALTIME_TIMESTAMP").parse().unwrap();
+                let parsed = armorwatch::parse::parse_journal_audit(
+                    &field("MESSAGE"),
+                    field("_AUDIT_TYPE").parse().unwrap(),
+                    field("_AUDIT_ID").parse().unwrap(),
+                    usec,
+                    &source,
+                );
+                if let Some(r) = parsed {
+                    audit.push(*r.unwrap());
+                }
+            }
+            other => panic!("unexpected transport {other}"),
+        }
+    }
+    let want = expected_decoded();
+    assert_eq!(kernel.iter().map(row_of).collect::<Vec<_>>(), want);
+    assert_eq!(audit.iter().map(row_of).collect::<Vec<_>>(), want);
+    // The same record through both transports has the same stamp: the cross-transport dedup key.
+    for (k, a) in kernel.iter().zip(&audit) {
+        let (ks, asm) = (k.audit.as_ref().unwrap(), a.audit.as_ref().unwrap());
+        assert_eq!(
+            (ks.epoch, ks.millis, ks.serial),
+            (asm.epoch, asm.millis, asm.serial)
+        );
+        assert_eq!(k.fields, a.fields);
+    }
+}

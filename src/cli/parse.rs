@@ -1,13 +1,14 @@
 //! `armorwatch parse [FILE…]`: stream one JSON object per AppArmor event, in input order.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
 use std::thread;
 
 use crate::event::Source;
+use crate::linereader::{MAX_LINE, read_line_capped};
 use crate::parse::{Output, Parser};
 
 /// Arguments of `armorwatch parse`.
@@ -70,6 +71,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
 
     let mut parser = Parser::new();
     let mut files_failed = 0usize;
+    let mut long_lines = 0u64;
     let mut out: Vec<Output> = Vec::with_capacity(BATCH + 64);
     let send = |out: &mut Vec<Output>, force: bool| {
         if out.len() >= BATCH || (force && !out.is_empty()) {
@@ -105,9 +107,8 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
         let mut buf = Vec::with_capacity(4096);
         let mut line_no = 0u64;
         loop {
-            buf.clear();
-            let n = match reader.read_until(b'\n', &mut buf) {
-                Ok(n) => n,
+            let read = match read_line_capped(&mut reader, &mut buf, MAX_LINE) {
+                Ok(r) => r,
                 Err(e) => {
                     let what = name.as_deref().unwrap_or("standard input");
                     eprintln!("armorwatch: error reading {what}: {e}");
@@ -115,12 +116,12 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
             };
-            if n == 0 {
+            if read.consumed == 0 {
                 break;
             }
             line_no += 1;
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
+            if read.truncated {
+                long_lines += 1;
             }
             let source = match &name {
                 Some(path) => Source::File {
@@ -149,6 +150,9 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
         "armorwatch parse: {} lines, {} events, {} malformed, {} legacy ignored, {} loss notices",
         stats.lines, stats.events, summary.malformed_total, stats.legacy_ignored, summary.losses
     );
+    if long_lines > 0 {
+        eprintln!("  {long_lines} lines longer than {MAX_LINE} bytes were cut at that length");
+    }
     for m in &summary.malformed {
         eprintln!("  malformed: {m}");
     }

@@ -189,7 +189,11 @@ pub fn find_apparmor_key(line: &str) -> Option<usize> {
     let mut from = 0;
     while let Some(p) = f.find(&bytes[from..]) {
         let at = from + p;
-        if at == 0 || matches!(bytes[at - 1], b' ' | b'\'' | b'"' | b'\t' | b'\x1d') {
+        let boundary = at == 0 || matches!(bytes[at - 1], b' ' | b'\'' | b'"' | b'\t' | b'\x1d');
+        // AppArmor writes `apparmor="DENIED"` (`apparmor=DENIED` after `ausearch -i`); the kernel
+        // command line's `apparmor=1` is not a record.
+        let value = bytes.get(at + 9).copied();
+        if boundary && matches!(value, Some(b'"' | b'A'..=b'Z')) {
             return Some(at);
         }
         from = at + 1;
@@ -530,6 +534,14 @@ mod tests {
         ));
         assert_eq!(
             classify("type=BPF msg=audit(12x:1): prog-id=1"),
+            Line::Other
+        );
+    }
+
+    #[test]
+    fn kernel_command_line_is_not_a_record() {
+        assert_eq!(
+            classify("[    0.000000] Command line: console=ttyS0 apparmor=1 security=apparmor"),
             Line::Other
         );
     }

@@ -372,8 +372,10 @@ pub fn parse_text(text: &str, source: &Source) -> Vec<Output> {
 }
 
 /// Parse a journald audit-transport entry: `MESSAGE` (e.g. `AVC apparmor="DENIED" …`), together
-/// with `_AUDIT_TYPE`, `_AUDIT_ID` and the entry's realtime timestamp (journald sets it from the
-/// audit stamp). `None` when the entry is not an AppArmor record.
+/// with `_AUDIT_TYPE`, `_AUDIT_ID` and `_SOURCE_REALTIME_TIMESTAMP` in microseconds — journald sets
+/// that field from the audit stamp (`__REALTIME_TIMESTAMP` is when journald received the record;
+/// use it only when the source timestamp is missing). `None` when the entry is not an AppArmor
+/// record.
 pub fn parse_journal_audit(
     message: &str,
     audit_type: u32,
