@@ -41,33 +41,36 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::sync_channel::<Vec<Output>>(4);
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<Output>>();
     let max_malformed = args.max_malformed;
-    let writer = thread::spawn(move || -> anyhow::Result<Summary> {
-        let stdout = io::stdout();
-        let mut writer = BufWriter::with_capacity(1 << 17, stdout.lock());
-        let mut summary = Summary::default();
-        let mut failed: Option<io::Error> = None;
-        for mut batch in rx {
+    let writer = thread::Builder::new().name("json-writer".into()).spawn(
+        move || -> anyhow::Result<Summary> {
+            let stdout = io::stdout();
+            let mut writer = BufWriter::with_capacity(1 << 17, stdout.lock());
+            let mut summary = Summary::default();
+            let mut failed: Option<io::Error> = None;
+            for mut batch in rx {
+                if failed.is_none() {
+                    if let Err(e) =
+                        write_outputs(&mut writer, &mut batch, &mut summary, max_malformed)
+                    {
+                        failed = Some(e);
+                    }
+                }
+                count_only(&mut batch, &mut summary, max_malformed);
+                let _ = recycle_tx.send(batch);
+            }
             if failed.is_none() {
-                if let Err(e) = write_outputs(&mut writer, &mut batch, &mut summary, max_malformed)
-                {
+                if let Err(e) = writer.flush() {
                     failed = Some(e);
                 }
             }
-            count_only(&mut batch, &mut summary, max_malformed);
-            let _ = recycle_tx.send(batch);
-        }
-        if failed.is_none() {
-            if let Err(e) = writer.flush() {
-                failed = Some(e);
+            match failed {
+                // `armorwatch parse … | head`: the reader went away; not an error.
+                Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(summary),
+                Some(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+                None => Ok(summary),
             }
-        }
-        match failed {
-            // `armorwatch parse … | head`: the reader went away; not an error.
-            Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(summary),
-            Some(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
-            None => Ok(summary),
-        }
-    });
+        },
+    )?;
 
     let mut parser = Parser::new();
     let mut files_failed = 0usize;

@@ -180,19 +180,33 @@ pub fn merge_companion(process: &mut Process, env: &Envelope<'_>) {
     let num = |key: &str| get(key).and_then(|f| f.value.parse::<u32>().ok());
     match env.record_type {
         Some(RecordType::Syscall) => {
-            process.exe = text("exe");
-            process.comm = text("comm");
-            process.pid = num("pid");
-            process.ppid = num("ppid");
-            process.uid = num("uid");
-            process.auid = num("auid");
-            process.ses = num("ses");
-            process.tty = text("tty");
-            process.subj = text("subj");
-            process.syscall = text("syscall");
-            process.success = text("success");
-            process.exit = text("exit");
-            process.key = text("key").filter(|k| k != "(null)");
+            // One pass over the ~30 fields of a SYSCALL record.
+            for f in &raw {
+                let value = || {
+                    if env.interpreted {
+                        f.value.to_string()
+                    } else {
+                        fields::decode_value(f).into_owned()
+                    }
+                };
+                let number = || f.value.parse::<u32>().ok();
+                match f.key {
+                    "exe" => process.exe = Some(value()),
+                    "comm" => process.comm = Some(value()),
+                    "pid" => process.pid = number(),
+                    "ppid" => process.ppid = number(),
+                    "uid" => process.uid = number(),
+                    "auid" => process.auid = number(),
+                    "ses" => process.ses = number(),
+                    "tty" => process.tty = Some(value()),
+                    "subj" => process.subj = Some(value()),
+                    "syscall" => process.syscall = Some(value()),
+                    "success" => process.success = Some(value()),
+                    "exit" => process.exit = Some(value()),
+                    "key" => process.key = Some(value()).filter(|k| k != "(null)"),
+                    _ => {}
+                }
+            }
         }
         Some(RecordType::Proctitle) => {
             if let Some(f) = get("proctitle") {
