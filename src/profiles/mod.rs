@@ -1,0 +1,11 @@
+//! Profile knowledge: the /etc/apparmor.d index, glob matching, and the near-miss explainer.
+//!
+//! Pure: everything here works on text handed to it. The only I/O lives in [`loader`] (read a
+//! profile tree from disk into memory) and [`system`] (optional `apparmor_parser` compile check,
+//! `dpkg -S`, the kernel's profile modes), which the CLI and the daemon call explicitly.
+
+pub mod glob;
+pub mod index;
+pub mod lexer;
+pub mod parser;
+pub mod resolve;
