@@ -9,3 +9,12 @@ pub mod index;
 pub mod lexer;
 pub mod parser;
 pub mod resolve;
+pub mod explain;
+pub mod loader;
+pub mod render;
+pub mod suggest;
+pub mod system;
+
+pub use explain::{Context, Explanation, Verdict, alert_values, explain};
+pub use index::{Index, ProfileTree};
+pub use render::render_text;

@@ -1,0 +1,156 @@
+//! `armorwatch explain [--profiles DIR] [--json] [RECORD…|-]`: for each AppArmor record, the
+//! responsible profile, why the access was denied, the closest rules, and the line to add.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::event::{Event, Source};
+use crate::parse::{self, Output, Parser};
+use crate::profiles::{self, Context, Index, explain, loader, render_text, system};
+
+/// Arguments of `armorwatch explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// AppArmor records (any form `armorwatch parse` reads), one per argument; `-` or nothing
+    /// reads records from standard input.
+    records: Vec<String>,
+    /// The profile tree to explain against.
+    #[arg(long, value_name = "DIR", default_value = "/etc/apparmor.d")]
+    profiles: PathBuf,
+    /// One JSON object per record instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Do not compile-check suggestions with apparmor_parser.
+    #[arg(long)]
+    no_check: bool,
+    /// Do not ask dpkg/rpm which package owns the profile.
+    #[arg(long)]
+    no_packages: bool,
+    /// List syntax errors found in the profile tree.
+    #[arg(long)]
+    show_syntax_errors: bool,
+}
+
+/// Run the subcommand.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let (tree, report) = loader::load_tree(&args.profiles)
+        .with_context(|| format!("loading profiles from {}", args.profiles.display()))?;
+    for (path, why) in &report.unreadable {
+        eprintln!("armorwatch explain: skipped {}: {why}", path.display());
+    }
+    let index = Index::build(&tree);
+    if !index.errors().is_empty() {
+        eprintln!(
+            "armorwatch explain: {} syntax error(s) in {} (the rest is indexed){}",
+            index.errors().len(),
+            args.profiles.display(),
+            if args.show_syntax_errors {
+                ":"
+            } else {
+                "; --show-syntax-errors lists them"
+            }
+        );
+        if args.show_syntax_errors {
+            for e in index.errors() {
+                eprintln!("  {}/{e}", index.base());
+            }
+        }
+    }
+
+    let events = read_events(&args.records)?;
+    if events.is_empty() {
+        eprintln!("armorwatch explain: no AppArmor records in the input");
+        return Ok(ExitCode::from(1));
+    }
+
+    let modes = system::kernel_modes();
+    let mut packages = system::Packages::default();
+    let mut checks: HashMap<(String, String, String), (profiles::suggest::CheckStatus, Option<String>)> =
+        HashMap::new();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for event in &events {
+        let mut ctx = Context::default();
+        if let Some(label) = event.profile() {
+            ctx.mode = modes.get(label).cloned();
+        }
+        let mut exp = explain(&index, event, &Context::default());
+        if !args.no_packages
+            && let Some(file) = &exp.profile.file
+        {
+            let path = PathBuf::from(file);
+            ctx.package = packages.owner(&path);
+            if let Some(pkg) = &ctx.package {
+                ctx.modified_locally = system::conffile_modified(pkg, &path);
+            }
+        }
+        if ctx.mode.is_some() || ctx.package.is_some() {
+            exp = explain(&index, event, &ctx);
+        }
+        if !args.no_check
+            && let Some(s) = exp.explanation.suggestion.as_mut()
+        {
+            let key = (s.profile_file.clone(), format!("{:?}", s.edit), s.rule.clone());
+            let (status, message) = checks
+                .entry(key)
+                .or_insert_with(|| {
+                    system::check_suggestion(&args.profiles, s);
+                    (s.check, s.check_message.clone())
+                })
+                .clone();
+            s.check = status;
+            s.check_message = message;
+        }
+        if args.json {
+            serde_json::to_writer(&mut out, &exp).context("writing JSON")?;
+            writeln!(out).context("writing to standard output")?;
+        } else {
+            write!(out, "{}", render_text(&exp, &index)).context("writing to standard output")?;
+            writeln!(out).context("writing to standard output")?;
+        }
+    }
+    out.flush().context("writing to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn collect(outputs: Vec<Output>, events: &mut Vec<Event>) {
+    for o in outputs {
+        match o {
+            Output::Event(e) => events.push(*e),
+            Output::Malformed(m) => eprintln!("armorwatch explain: malformed record: {}", m.reason),
+            Output::Loss(_) => {}
+        }
+    }
+}
+
+fn read_events(records: &[String]) -> anyhow::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    let from_stdin = records.is_empty() || records.iter().any(|r| r == "-");
+    for r in records.iter().filter(|r| *r != "-") {
+        collect(parse::parse_text(r, &Source::Text), &mut events);
+    }
+    if from_stdin {
+        let mut parser = Parser::new();
+        let mut out = Vec::new();
+        let stdin = io::stdin();
+        let mut line_no = 0u64;
+        for line in stdin.lock().split(b'\n') {
+            let line = line.context("reading standard input")?;
+            line_no += 1;
+            let text = String::from_utf8_lossy(&line);
+            parser.push_line(
+                text.trim_end_matches('\r'),
+                &Source::Stdin { line: line_no },
+                &mut out,
+            );
+            collect(std::mem::take(&mut out), &mut events);
+        }
+        parser.finish(&mut out);
+        collect(out, &mut events);
+    }
+    Ok(events)
+}
