@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -33,16 +34,40 @@ pub struct ExplainArgs {
     /// List syntax errors found in the profile tree.
     #[arg(long)]
     show_syntax_errors: bool,
+    /// Print how long loading and indexing the tree took (to standard error).
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Run the subcommand.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let (tree, report) = loader::load_tree(&args.profiles)
         .with_context(|| format!("loading profiles from {}", args.profiles.display()))?;
     for (path, why) in &report.unreadable {
         eprintln!("armorwatch explain: skipped {}: {why}", path.display());
     }
+    let loaded = started.elapsed();
     let index = Index::build(&tree);
+    let indexed = started.elapsed();
+    if args.stats {
+        let rules: usize = index
+            .profiles()
+            .iter()
+            .enumerate()
+            .map(|(i, _)| index.effective(i).rules.len())
+            .sum();
+        eprintln!(
+            "armorwatch explain: read {} files in {:.1} ms; parsed and indexed {} declarations ({} syntax errors) in {:.1} ms; resolved includes of every declaration ({} rules) in {:.1} ms",
+            index.file_count(),
+            loaded.as_secs_f64() * 1e3,
+            index.profiles().len(),
+            index.errors().len(),
+            (indexed - loaded).as_secs_f64() * 1e3,
+            rules,
+            (started.elapsed() - indexed).as_secs_f64() * 1e3
+        );
+    }
     if !index.errors().is_empty() {
         eprintln!(
             "armorwatch explain: {} syntax error(s) in {} (the rest is indexed){}",
@@ -69,8 +94,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 
     let modes = system::kernel_modes();
     let mut packages = system::Packages::default();
-    let mut checks: HashMap<(String, String, String), (profiles::suggest::CheckStatus, Option<String>)> =
-        HashMap::new();
+    let mut checks: HashMap<
+        (String, String, String),
+        (profiles::suggest::CheckStatus, Option<String>),
+    > = HashMap::new();
     let stdout = io::stdout();
     let mut out = stdout.lock();
     for event in &events {
@@ -94,7 +121,11 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         if !args.no_check
             && let Some(s) = exp.explanation.suggestion.as_mut()
         {
-            let key = (s.profile_file.clone(), format!("{:?}", s.edit), s.rule.clone());
+            let key = (
+                s.profile_file.clone(),
+                format!("{:?}", s.edit),
+                s.rule.clone(),
+            );
             let (status, message) = checks
                 .entry(key)
                 .or_insert_with(|| {
@@ -137,10 +168,9 @@ fn read_events(records: &[String]) -> anyhow::Result<Vec<Event>> {
         let mut parser = Parser::new();
         let mut out = Vec::new();
         let stdin = io::stdin();
-        let mut line_no = 0u64;
-        for line in stdin.lock().split(b'\n') {
+        for (n, line) in stdin.lock().split(b'\n').enumerate() {
             let line = line.context("reading standard input")?;
-            line_no += 1;
+            let line_no = u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1);
             let text = String::from_utf8_lossy(&line);
             parser.push_line(
                 text.trim_end_matches('\r'),

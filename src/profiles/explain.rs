@@ -69,12 +69,16 @@ impl Verdict {
         match self {
             Verdict::NoRuleMatches => "no rule matches",
             Verdict::MissingPermission => "a rule matches but lacks the permission",
-            Verdict::OwnerRuleDoesNotApply => "only an `owner` rule matches, and the task does not own the file",
+            Verdict::OwnerRuleDoesNotApply => {
+                "only an `owner` rule matches, and the task does not own the file"
+            }
             Verdict::DenyRuleWins => "a deny rule matches, and deny always wins",
             Verdict::DisconnectedPath => "disconnected path",
             Verdict::ExecWithoutXRule => "exec without a matching x rule",
             Verdict::ExecTargetProfileMissing => "exec transition to a profile that is not loaded",
-            Verdict::AllowedOnDisk => "the profile on disk allows this; the loaded policy is different",
+            Verdict::AllowedOnDisk => {
+                "the profile on disk allows this; the loaded policy is different"
+            }
             Verdict::NotEvaluated => "rules of this class exist; conditions not compared",
             Verdict::ProfileNotFound => "profile not found in the tree",
             Verdict::GeneratedProfile => "generated profile: do not edit by hand",
@@ -213,7 +217,10 @@ fn bare(verdict: Verdict, summary: String, needed: String) -> Details {
 
 fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut ProfileInfo) -> Details {
     let label = info.name.clone();
-    if !matches!(event.kind, Kind::Denied | Kind::Allowed | Kind::Killed | Kind::Audit) {
+    if !matches!(
+        event.kind,
+        Kind::Denied | Kind::Allowed | Kind::Killed | Kind::Audit
+    ) {
         return bare(
             Verdict::NotADenial,
             format!("a {} record, not an access decision", event.kind.as_str()),
@@ -231,7 +238,9 @@ fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut Profi
     }) {
         let mut d = bare(
             Verdict::GeneratedProfile,
-            format!("`{label}` is a generated profile; change it through the software that generates it"),
+            format!(
+                "`{label}` is a generated profile; change it through the software that generates it"
+            ),
             needed_of(event).0,
         );
         d.advice = Some(advice);
@@ -400,7 +409,12 @@ impl<'a> Evaluator<'a> {
             .unwrap_or_default()
     }
 
-    fn closest(&self, rule: &Rule, reason: String, caret_on: Option<(&str, usize, usize)>) -> ClosestRule {
+    fn closest(
+        &self,
+        rule: &Rule,
+        reason: String,
+        caret_on: Option<(&str, usize, usize)>,
+    ) -> ClosestRule {
         let caret = caret_on.and_then(|(needle, offset, width)| {
             let line = self.index.line(&rule.span.file, rule.span.line)?;
             let from = usize::try_from(rule.span.col).ok()?.saturating_sub(1);
@@ -541,8 +555,11 @@ impl<'a> Evaluator<'a> {
                 self.index.base()
             );
             for c in matching.iter().filter(|c| !c.rule.qualifiers.deny).take(3) {
-                d.closest_rules
-                    .push(self.closest(c.rule, "matches and allows the access".into(), None));
+                d.closest_rules.push(self.closest(
+                    c.rule,
+                    "matches and allows the access".into(),
+                    None,
+                ));
             }
             let top_file = self.top_file();
             d.advice = Some(format!(
@@ -551,16 +568,29 @@ impl<'a> Evaluator<'a> {
             ));
             return d;
         }
-        let missing_letters = Perms { bits: missing, exec: None }.letters();
+        let missing_letters = Perms {
+            bits: missing,
+            exec: None,
+        }
+        .letters();
 
         if is_exec {
             if let Some(c) = matching.iter().find(|c| c.perms.exec.is_some()) {
                 // Has an x rule; the transition itself failed.
                 d.verdict = Verdict::ExecTargetProfileMissing;
-                d.summary = format!("`{pname}` may exec {shown} but the transition failed ({info})");
+                d.summary =
+                    format!("`{pname}` may exec {shown} but the transition failed ({info})");
                 d.closest_rules.push(self.closest(
                     c.rule,
-                    format!("grants `{}`; {}", c.perms.letters(), if info.is_empty() { "see the record's info" } else { info }),
+                    format!(
+                        "grants `{}`; {}",
+                        c.perms.letters(),
+                        if info.is_empty() {
+                            "see the record's info"
+                        } else {
+                            info
+                        }
+                    ),
                     None,
                 ));
                 return d;
@@ -601,9 +631,8 @@ impl<'a> Evaluator<'a> {
                 }
             } else if !partial.is_empty() {
                 d.verdict = Verdict::MissingPermission;
-                d.summary = format!(
-                    "`{pname}` has a rule for {shown}, but it lacks `{missing_letters}`"
-                );
+                d.summary =
+                    format!("`{pname}` has a rule for {shown}, but it lacks `{missing_letters}`");
                 for c in partial.iter().take(3) {
                     let letters = c.perms.letters();
                     d.closest_rules.push(self.closest(
@@ -621,10 +650,15 @@ impl<'a> Evaluator<'a> {
         if d.closest_rules.len() < 3 {
             let mut near: Vec<(i64, &FileCandidate<'_>)> = cands
                 .iter()
-                .filter(|c| !c.probe.matched && !c.rule.qualifiers.deny && !c.origin_path.is_empty())
+                .filter(|c| {
+                    !c.probe.matched && !c.rule.qualifiers.deny && !c.origin_path.is_empty()
+                })
                 .map(|c| (closeness(c, &path, needed), c))
                 .collect();
-            near.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.rule.span.line.cmp(&b.1.rule.span.line)));
+            near.sort_by(|a, b| {
+                b.0.cmp(&a.0)
+                    .then(a.1.rule.span.line.cmp(&b.1.rule.span.line))
+            });
             let dir_len = path.rfind('/').map_or(0, |p| p + 1);
             let first_free = d.closest_rules.is_empty();
             for (_, (_, c)) in near
@@ -647,10 +681,16 @@ impl<'a> Evaluator<'a> {
             .iter()
             .filter(|c| !c.probe.matched && !c.rule.qualifiers.deny && !c.origin_path.is_empty())
             .max_by_key(|c| closeness(c, &path, needed))
-            .filter(|c| c.perms.exec.is_none() && granted(&c.perms) & missing == missing && closeness(c, &path, needed) > 0)
+            .filter(|c| {
+                c.perms.exec.is_none()
+                    && granted(&c.perms) & missing == missing
+                    && closeness(c, &path, needed) > 0
+            })
             .map(|c| (c.perms.bits, c.rule.qualifiers.owner));
         let (bits, owner) = match (d.verdict, near_perms) {
-            (Verdict::NoRuleMatches, Some((bits, owner))) => (bits | missing, owner && owner_applies),
+            (Verdict::NoRuleMatches, Some((bits, owner))) => {
+                (bits | missing, owner && owner_applies)
+            }
             _ => (missing, false),
         };
         let perms_text = if is_exec {
@@ -730,7 +770,9 @@ impl<'a> Evaluator<'a> {
                 reload,
                 placement: None,
                 check_message: None,
-                edit: Edit::Append { file: local.clone() },
+                edit: Edit::Append {
+                    file: local.clone(),
+                },
                 profile_file: top,
             });
         }
@@ -775,7 +817,7 @@ impl<'a> Evaluator<'a> {
                 _ => None,
             })
             .collect();
-        let covers = |names: &Vec<String>| names.is_empty() || names.iter().any(|n| *n == cap);
+        let covers = |names: &Vec<String>| names.is_empty() || names.contains(&cap);
         if let Some((r, _)) = rules.iter().find(|(r, n)| r.qualifiers.deny && covers(n)) {
             d.verdict = Verdict::DenyRuleWins;
             d.summary = format!("`{pname}` denies capability {cap} explicitly");
@@ -838,9 +880,16 @@ impl<'a> Evaluator<'a> {
             .iter()
             .filter_map(|r| match &r.body {
                 RuleBody::Network(words) => {
-                    let words: Vec<&String> = words.iter().filter(|w| !w.starts_with('(')).collect();
-                    let t = words.iter().find(|w| TYPES.contains(&w.as_str())).map(|s| (*s).clone());
-                    let f = words.iter().find(|w| !TYPES.contains(&w.as_str())).map(|s| (*s).clone());
+                    let words: Vec<&String> =
+                        words.iter().filter(|w| !w.starts_with('(')).collect();
+                    let t = words
+                        .iter()
+                        .find(|w| TYPES.contains(&w.as_str()))
+                        .map(|s| (*s).clone());
+                    let f = words
+                        .iter()
+                        .find(|w| !TYPES.contains(&w.as_str()))
+                        .map(|s| (*s).clone());
                     Some((*r, f, t))
                 }
                 _ => None,
@@ -849,19 +898,26 @@ impl<'a> Evaluator<'a> {
         let covers = |f: &Option<String>, t: &Option<String>| {
             f.as_ref().is_none_or(|f| *f == family) && t.as_ref().is_none_or(|t| *t == sock_type)
         };
-        if let Some((r, ..)) = rules.iter().find(|(r, f, t)| r.qualifiers.deny && covers(f, t)) {
+        if let Some((r, ..)) = rules
+            .iter()
+            .find(|(r, f, t)| r.qualifiers.deny && covers(f, t))
+        {
             d.verdict = Verdict::DenyRuleWins;
             d.summary = format!("`{pname}` denies network {family} {sock_type} explicitly");
             d.closest_rules
                 .push(self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4))));
             return d;
         }
-        if let Some((r, ..)) = rules.iter().find(|(r, f, t)| !r.qualifiers.deny && covers(f, t)) {
+        if let Some((r, ..)) = rules
+            .iter()
+            .find(|(r, f, t)| !r.qualifiers.deny && covers(f, t))
+        {
             d.verdict = Verdict::AllowedOnDisk;
             d.summary = format!(
                 "`{pname}` as written allows network {family} {sock_type}; reload the profile"
             );
-            d.closest_rules.push(self.closest(r, "allows it".into(), None));
+            d.closest_rules
+                .push(self.closest(r, "allows it".into(), None));
             return d;
         }
         d.summary = format!("`{pname}` has no network rule for {family} {sock_type}");
@@ -876,10 +932,9 @@ impl<'a> Evaluator<'a> {
                         "right family, but socket type `{}`, not `{sock_type}`",
                         t.as_deref().unwrap_or("")
                     ),
-                    (false, true) => format!(
-                        "family `{}`, not `{family}`",
-                        f.as_deref().unwrap_or("")
-                    ),
+                    (false, true) => {
+                        format!("family `{}`, not `{family}`", f.as_deref().unwrap_or(""))
+                    }
                     _ => format!(
                         "family `{}` type `{}`",
                         f.as_deref().unwrap_or("any"),
@@ -893,8 +948,13 @@ impl<'a> Evaluator<'a> {
         for (_, r, reason) in near.into_iter().take(3) {
             d.closest_rules.push(self.closest(r, reason, None));
         }
-        if !family.is_empty() && family.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let t = if sock_type.chars().all(|c| c.is_ascii_alphanumeric()) && !sock_type.is_empty() {
+        if !family.is_empty()
+            && family
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            let t = if sock_type.chars().all(|c| c.is_ascii_alphanumeric()) && !sock_type.is_empty()
+            {
                 format!(" {sock_type}")
             } else {
                 String::new()
@@ -937,8 +997,11 @@ impl<'a> Evaluator<'a> {
                 same.len()
             );
             for r in same.iter().filter(|r| !r.qualifiers.deny).take(3) {
-                d.closest_rules
-                    .push(self.closest(r, format!("a {keyword} rule with other conditions"), None));
+                d.closest_rules.push(self.closest(
+                    r,
+                    format!("a {keyword} rule with other conditions"),
+                    None,
+                ));
             }
         }
         if let Some(rule) = other_rule(event, keyword) {
@@ -1010,7 +1073,10 @@ fn other_rule(event: &Event, keyword: &str) -> Option<String> {
             let _ = write!(r, " {src} -> {dst}");
             r
         }
-        "umount" => format!("umount {}", event.name().and_then(|n| suggest::quote_path(n).ok())?),
+        "umount" => format!(
+            "umount {}",
+            event.name().and_then(|n| suggest::quote_path(n).ok())?
+        ),
         "userns" => "userns".to_string(),
         _ => return None,
     };
@@ -1041,7 +1107,10 @@ fn closeness(c: &FileCandidate<'_>, path: &str, needed: u16) -> i64 {
     let p: String = path.chars().take(256).collect();
     let dist = i64::try_from(edit_distance(&literal, &p)).unwrap_or(i64::MAX / 4);
     let perms_fit = granted(&c.perms) & needed == needed;
-    fraction + consumed * 2 + i64::from(same_dir) * 20 + i64::from(same_ext) * 6
+    fraction
+        + consumed * 2
+        + i64::from(same_dir) * 20
+        + i64::from(same_ext) * 6
         + i64::from(perms_fit) * 10
         - dist / 2
         - if consumed <= 1 { 1000 } else { 0 }
@@ -1055,7 +1124,13 @@ fn miss_reason(c: &FileCandidate<'_>, path: &str) -> (String, Option<(usize, usi
     let rest = sanitize(path.get(consumed..).unwrap_or(""));
     let text = &c.expanded.text;
     let off = c.probe.pattern_offset.min(text.len());
-    let origin = |o: usize| c.expanded.origin.get(o).copied().unwrap_or(c.origin_path.len());
+    let origin = |o: usize| {
+        c.expanded
+            .origin
+            .get(o)
+            .copied()
+            .unwrap_or(c.origin_path.len())
+    };
     if c.probe.pattern_could_end && consumed < path.len() && off >= text.len() {
         return (
             format!("the rule's pattern ends after `{matched}`; the path continues with `{rest}`"),
@@ -1073,7 +1148,10 @@ fn miss_reason(c: &FileCandidate<'_>, path: &str) -> (String, Option<(usize, usi
     let expected: String = text.get(off..).unwrap_or("").chars().take(24).collect();
     if consumed >= path.len() {
         return (
-            format!("the path `{matched}` ends where the rule still expects `{}`", sanitize(&expected)),
+            format!(
+                "the path `{matched}` ends where the rule still expects `{}`",
+                sanitize(&expected)
+            ),
             Some((origin(off), 1)),
         );
     }
@@ -1150,7 +1228,10 @@ mod tests {
             "profile x /usr/bin/x flags=(attach_disconnected) {"
         );
         assert_eq!(
-            add_flag("profile x /usr/bin/x flags=(complain) {", "attach_disconnected"),
+            add_flag(
+                "profile x /usr/bin/x flags=(complain) {",
+                "attach_disconnected"
+            ),
             "profile x /usr/bin/x flags=(complain,attach_disconnected) {"
         );
     }

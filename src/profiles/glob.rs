@@ -545,7 +545,11 @@ mod tests {
             ("/m/\\{a\\}", "/m/{a}", true),
             ("/tmp/{,.}krb5cc_*", "/tmp/.krb5cc_0", true),
             ("/dev/pts/[0-9]*", "/dev/pts/12", true),
-            ("/usr/lib*/samba/{,samba/}rpcd_{a,b}", "/usr/lib64/samba/samba/rpcd_b", true),
+            (
+                "/usr/lib*/samba/{,samba/}rpcd_{a,b}",
+                "/usr/lib64/samba/samba/rpcd_b",
+                true,
+            ),
             ("/l/*x*y", "/l/axbxy", true),
             ("/l/*x*y", "/l/axb/xy", false),
         ];
@@ -571,12 +575,18 @@ mod tests {
     fn expansion_like_apparmor_parser() {
         let mut vars = Vars::new();
         vars.insert("HOMEDIRS".into(), vec!["/home/".into()]);
-        vars.insert("HOME".into(), vec!["@{HOMEDIRS}/*/".into(), "/root/".into()]);
+        vars.insert(
+            "HOME".into(),
+            vec!["@{HOMEDIRS}/*/".into(), "/root/".into()],
+        );
         vars.insert("run".into(), vec!["/run/".into(), "/var/run/".into()]);
         let e = expand("@{HOME}/.x", &vars).expect("expands");
         assert_eq!(e.text, "{/home/*,/root}/.x");
         assert_eq!(e.origin.len(), e.text.len() + 1);
-        assert_eq!(expand("@{run}/foo", &vars).expect("ok").text, "{/run,/var/run}/foo");
+        assert_eq!(
+            expand("@{run}/foo", &vars).expect("ok").text,
+            "{/run,/var/run}/foo"
+        );
         assert_eq!(expand("/a//b", &vars).expect("ok").text, "/a/b");
         assert!(expand("@{nope}/x", &vars).is_err());
         let g = Glob::compile(&e.text).expect("compiles");

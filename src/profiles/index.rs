@@ -418,10 +418,19 @@ mod tests {
     #[test]
     fn declarations_includes_and_variables() {
         let t = tree(&[
-            ("tunables/global", "include <tunables/home>\n@{x}=a\n@{x}+=b\n"),
-            ("tunables/home", "@{HOME}=/home/*/ /root/\ninclude <tunables/home.d>\n"),
+            (
+                "tunables/global",
+                "include <tunables/home>\n@{x}=a\n@{x}+=b\n",
+            ),
+            (
+                "tunables/home",
+                "@{HOME}=/home/*/ /root/\ninclude <tunables/home.d>\n",
+            ),
             ("tunables/home.d/site", "@{HOME}+=/srv/home/*/\n"),
-            ("abstractions/base", "/etc/ld.so.cache r,\n#include \"abstractions/extra\"\n"),
+            (
+                "abstractions/base",
+                "/etc/ld.so.cache r,\n#include \"abstractions/extra\"\n",
+            ),
             ("abstractions/extra", "/extra r,\n"),
             (
                 "usr.bin.foo",

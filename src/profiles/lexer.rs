@@ -267,10 +267,7 @@ fn is_line_directive(s: &[u8]) -> bool {
 }
 
 fn trim_start_ascii(s: &[u8]) -> &[u8] {
-    let n = s
-        .iter()
-        .take_while(|c| **c == b' ' || **c == b'\t')
-        .count();
+    let n = s.iter().take_while(|c| **c == b' ' || **c == b'\t').count();
     &s[n..]
 }
 
@@ -364,8 +361,13 @@ mod tests {
 
     #[test]
     fn variables_and_includes_are_line_directives() {
-        let got = kinds("@{HOME}=@{HOMEDIRS}/*/ /root/\n@{x} += a b # c\ninclude if exists <local/x>\n@{HOME}/.x r,\n");
-        assert_eq!(got[0], (StmtKind::Directive, "@{HOME}=@{HOMEDIRS}/*/ /root/".into()));
+        let got = kinds(
+            "@{HOME}=@{HOMEDIRS}/*/ /root/\n@{x} += a b # c\ninclude if exists <local/x>\n@{HOME}/.x r,\n",
+        );
+        assert_eq!(
+            got[0],
+            (StmtKind::Directive, "@{HOME}=@{HOMEDIRS}/*/ /root/".into())
+        );
         assert_eq!(got[1], (StmtKind::Directive, "@{x} += a b".into()));
         assert_eq!(
             got[2],

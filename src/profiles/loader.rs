@@ -77,7 +77,7 @@ pub fn load_tree(root: &Path) -> Result<(ProfileTree, LoadReport), LoadError> {
                 }
                 continue;
             }
-            if is_ignored_name(&name) && name != "README" {
+            if is_ignored_name(&name) {
                 continue;
             }
             let Ok(meta) = fs::metadata(&path) else {
@@ -110,7 +110,10 @@ pub fn load_tree(root: &Path) -> Result<(ProfileTree, LoadReport), LoadError> {
     }
     Ok((
         ProfileTree {
-            base: absolute(root).to_string_lossy().trim_end_matches('/').to_string(),
+            base: absolute(root)
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string(),
             files,
             disabled,
         },

@@ -4,14 +4,14 @@
 //! profile tree from disk into memory) and [`system`] (optional `apparmor_parser` compile check,
 //! `dpkg -S`, the kernel's profile modes), which the CLI and the daemon call explicitly.
 
+pub mod explain;
 pub mod glob;
 pub mod index;
 pub mod lexer;
-pub mod parser;
-pub mod resolve;
-pub mod explain;
 pub mod loader;
+pub mod parser;
 pub mod render;
+pub mod resolve;
 pub mod suggest;
 pub mod system;
 

@@ -430,7 +430,10 @@ pub fn words(text: &str) -> Vec<String> {
 
 fn parse_directive(text: &str, span: &Span) -> Result<Option<Item>, String> {
     let t = text.trim();
-    if let Some(rest) = t.strip_prefix("#include").or_else(|| t.strip_prefix("include")) {
+    if let Some(rest) = t
+        .strip_prefix("#include")
+        .or_else(|| t.strip_prefix("include"))
+    {
         let mut rest = rest.trim();
         let mut if_exists = false;
         if let Some(r) = rest.strip_prefix("if exists") {
@@ -674,7 +677,9 @@ fn parse_rule(text: &str, inherited: Qualifiers, span: &Span) -> Result<Option<I
                     link: link.clone(),
                     target: target.clone(),
                 }),
-                _ => Err(format!("link rule: expected `link PATH -> TARGET`: `{text}`")),
+                _ => Err(format!(
+                    "link rule: expected `link PATH -> TARGET`: `{text}`"
+                )),
             }
         }
         "file" => {
@@ -800,7 +805,10 @@ mod tests {
                 _ => None,
             })
             .expect("child");
-        assert_eq!((child.kind, child.name.as_str()), (DeclKind::Child, "helpers"));
+        assert_eq!(
+            (child.kind, child.name.as_str()),
+            (DeclKind::Child, "helpers")
+        );
         let dbus = rules(&p.body)
             .into_iter()
             .filter(|r| matches!(&r.body, RuleBody::Other { class } if class == "dbus"))
@@ -820,7 +828,9 @@ mod tests {
         let r = rules(&p.body);
         assert!(r[0].qualifiers.deny && r[0].qualifiers.owner && r[0].qualifiers.audit);
         assert!(r[1].qualifiers.owner);
-        assert!(matches!(&r[2].body, RuleBody::File { exec_target: Some(t), perms, .. } if t == "other" && perms.exec.as_deref() == Some("Px")));
+        assert!(
+            matches!(&r[2].body, RuleBody::File { exec_target: Some(t), perms, .. } if t == "other" && perms.exec.as_deref() == Some("Px"))
+        );
         assert!(matches!(&r[3].body, RuleBody::File { path: Some(p), .. } if p == "/d"));
         let hat = p
             .body

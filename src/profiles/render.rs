@@ -15,7 +15,11 @@ pub fn render_text(exp: &Explanation, index: &Index) -> String {
     let d = &exp.explanation;
     let op = ev.operation().unwrap_or("?");
     let object = if ev.class() == Some("file") {
-        d.object.as_deref().or(ev.name()).map(sanitize).unwrap_or_default()
+        d.object
+            .as_deref()
+            .or(ev.name())
+            .map(sanitize)
+            .unwrap_or_default()
     } else {
         String::new()
     };
@@ -93,7 +97,9 @@ pub fn render_text(exp: &Explanation, index: &Index) -> String {
             CheckStatus::Passed => "passed".to_string(),
             CheckStatus::Failed => format!(
                 "FAILED: {}",
-                s.check_message.as_deref().unwrap_or("apparmor_parser rejected it")
+                s.check_message
+                    .as_deref()
+                    .unwrap_or("apparmor_parser rejected it")
             ),
             CheckStatus::Skipped => match &s.check_message {
                 Some(m) => format!("skipped ({m})"),

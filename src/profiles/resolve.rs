@@ -181,7 +181,10 @@ mod tests {
         let p = parse_label("/usr/bin/foo//null-/usr/bin/bar");
         assert_eq!(p[0].path, vec!["/usr/bin/foo", "null-/usr/bin/bar"]);
         let p = parse_label(":lxd-c1_<var-snap-lxd-common-lxd>://unconfined");
-        assert_eq!(p[0].namespace.as_deref(), Some("lxd-c1_<var-snap-lxd-common-lxd>"));
+        assert_eq!(
+            p[0].namespace.as_deref(),
+            Some("lxd-c1_<var-snap-lxd-common-lxd>")
+        );
         assert_eq!(p[0].path, vec!["unconfined"]);
         let p = parse_label("docker-default//&:ns:inner (enforce)");
         assert_eq!(p.len(), 2);
@@ -202,7 +205,10 @@ mod tests {
             disabled: Default::default(),
         });
         let r = resolve(&idx, "msmtp//helpers");
-        assert_eq!(idx.profiles()[r.profile.expect("found")].name, "msmtp//helpers");
+        assert_eq!(
+            idx.profiles()[r.profile.expect("found")].name,
+            "msmtp//helpers"
+        );
         let r = resolve(&idx, "/usr/sbin/x//h");
         assert_eq!(idx.profiles()[r.profile.expect("found")].decl.span.line, 6);
         let r = resolve(&idx, "msmtp//null-/usr/bin/zsh");

@@ -46,9 +46,9 @@ impl Edit {
     /// The relative path edited.
     pub fn file(&self) -> &str {
         match self {
-            Edit::Append { file } | Edit::InsertAfter { file, .. } | Edit::ReplaceLine { file, .. } => {
-                file
-            }
+            Edit::Append { file }
+            | Edit::InsertAfter { file, .. }
+            | Edit::ReplaceLine { file, .. } => file,
         }
     }
 }
@@ -197,10 +197,16 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(quote_path("/var/log/msmtp.log").as_deref(), Ok("/var/log/msmtp.log"));
+        assert_eq!(
+            quote_path("/var/log/msmtp.log").as_deref(),
+            Ok("/var/log/msmtp.log")
+        );
         assert_eq!(quote_path("/a b/c*d").as_deref(), Ok("\"/a b/c\\*d\""));
         assert_eq!(quote_path("/x,y").as_deref(), Ok("\"/x,y\""));
-        assert_eq!(quote_path("/x\n  capability sys_admin"), Err(RuleTextError::Unsafe));
+        assert_eq!(
+            quote_path("/x\n  capability sys_admin"),
+            Err(RuleTextError::Unsafe)
+        );
         assert_eq!(quote_path("relative"), Err(RuleTextError::NotAbsolute));
         assert_eq!(quote_word("unconfined").as_deref(), Ok("unconfined"));
         assert_eq!(quote_word("a b").as_deref(), Ok("\"a b\""));
@@ -208,7 +214,10 @@ mod tests {
 
     #[test]
     fn advice_for_generated_profiles() {
-        assert!(special_advice("snap.firefox.firefox").is_some_and(|a| a.contains("snap connect firefox:")));
+        assert!(
+            special_advice("snap.firefox.firefox")
+                .is_some_and(|a| a.contains("snap connect firefox:"))
+        );
         assert!(special_advice("docker-default").is_some_and(|a| a.contains("--security-opt")));
         assert!(special_advice("lxc-container-default-cgns").is_some());
         assert!(special_advice("libvirt-0f7a4f5e-2b7c-4f6e-9a43-8d8d4b1f2c3a").is_some());

@@ -20,9 +20,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Copy a profile tree (files and directories; symlinked files as their contents; `cache`
@@ -70,7 +68,11 @@ pub fn compile(parser: &Path, root: &Path, profile_file: &str) -> Result<(), Str
         .filter(|l| !l.starts_with("Cache read/write disabled"))
         .collect();
     let root_s = root.to_string_lossy();
-    Err(msg.join(" ").replace(root_s.as_ref(), "").trim().to_string())
+    Err(msg
+        .join(" ")
+        .replace(root_s.as_ref(), "")
+        .trim()
+        .to_string())
 }
 
 fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
@@ -91,7 +93,9 @@ fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
         Edit::InsertAfter { line, .. } | Edit::ReplaceLine { line, .. } => {
             let text = fs::read_to_string(&path)?;
             let mut lines: Vec<&str> = text.lines().collect();
-            let at = usize::try_from(*line).unwrap_or(usize::MAX).min(lines.len());
+            let at = usize::try_from(*line)
+                .unwrap_or(usize::MAX)
+                .min(lines.len());
             let indented = format!("  {line_text}");
             if matches!(edit, Edit::ReplaceLine { .. }) {
                 if at == 0 {
@@ -228,7 +232,9 @@ mod tests {
 
     #[test]
     fn kernel_profile_list() {
-        let m = parse_kernel_profiles("msmtp (enforce)\nmsmtp//helpers (enforce)\n/usr/bin/x (complain)\n");
+        let m = parse_kernel_profiles(
+            "msmtp (enforce)\nmsmtp//helpers (enforce)\n/usr/bin/x (complain)\n",
+        );
         assert_eq!(m["msmtp"], "enforce");
         assert_eq!(m["/usr/bin/x"], "complain");
     }
