@@ -220,6 +220,18 @@ fn rule_matches_but_lacks_permission() {
     assert_eq!(d.closest_rules[0].line, 15);
     assert!(d.closest_rules[0].reason.contains("grants `r`, not `w`"));
     assert_eq!(d.suggestion.as_ref().unwrap().rule, "/etc/aliases w,");
+    // A pid in the path becomes @{pid}, and the rule still compiles.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name="/proc/4242/loginuid" pid=4242 comm="msmtp" requested_mask="w" denied_mask="w" fsuid=0 ouid=0"#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::MissingPermission);
+    assert_eq!(exp.explanation.closest_rules[0].line, 31);
+    let mut s = exp.explanation.suggestion.unwrap();
+    assert_eq!(s.rule, "@{PROC}/@{pid}/loginuid w,");
+    if parser_bin().is_some() {
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
 }
 
 #[test]

@@ -11,7 +11,8 @@ use anyhow::Context as _;
 
 use crate::event::{Event, Source};
 use crate::parse::{self, Output, Parser};
-use crate::profiles::{self, Context, Index, explain, loader, render_text, system};
+use crate::profiles::suggest::CheckStatus;
+use crate::profiles::{Context, Explainer, Index, loader, render_text, resolve, system};
 
 /// Arguments of `armorwatch explain`.
 #[derive(Debug, clap::Args)]
@@ -94,30 +95,34 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 
     let modes = system::kernel_modes();
     let mut packages = system::Packages::default();
-    let mut checks: HashMap<
-        (String, String, String),
-        (profiles::suggest::CheckStatus, Option<String>),
-    > = HashMap::new();
+    let mut modified: HashMap<String, Option<bool>> = HashMap::new();
+    let mut checks: HashMap<(String, String, String), (CheckStatus, Option<String>)> =
+        HashMap::new();
+    let mut explainer = Explainer::new(index, 4096);
     let stdout = io::stdout();
     let mut out = stdout.lock();
+    let explain_started = Instant::now();
     for event in &events {
         let mut ctx = Context::default();
         if let Some(label) = event.profile() {
             ctx.mode = modes.get(label).cloned();
-        }
-        let mut exp = explain(&index, event, &Context::default());
-        if !args.no_packages
-            && let Some(file) = &exp.profile.file
-        {
-            let path = PathBuf::from(file);
-            ctx.package = packages.owner(&path);
-            if let Some(pkg) = &ctx.package {
-                ctx.modified_locally = system::conffile_modified(pkg, &path);
+            let declared = resolve::resolve(explainer.index(), label)
+                .profile
+                .and_then(|i| explainer.index().profile(i))
+                .map(|p| explainer.index().absolute(p.file()));
+            if !args.no_packages
+                && let Some(file) = declared
+            {
+                let path = PathBuf::from(&file);
+                ctx.package = packages.owner(&path);
+                if let Some(pkg) = &ctx.package {
+                    ctx.modified_locally = *modified
+                        .entry(file)
+                        .or_insert_with(|| system::conffile_modified(pkg, &path));
+                }
             }
         }
-        if ctx.mode.is_some() || ctx.package.is_some() {
-            exp = explain(&index, event, &ctx);
-        }
+        let mut exp = explainer.explain(event, &ctx);
         if !args.no_check
             && let Some(s) = exp.explanation.suggestion.as_mut()
         {
@@ -140,11 +145,20 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_writer(&mut out, &exp).context("writing JSON")?;
             writeln!(out).context("writing to standard output")?;
         } else {
-            write!(out, "{}", render_text(&exp, &index)).context("writing to standard output")?;
+            write!(out, "{}", render_text(&exp, explainer.index()))
+                .context("writing to standard output")?;
             writeln!(out).context("writing to standard output")?;
         }
     }
     out.flush().context("writing to standard output")?;
+    if args.stats {
+        let (hits, misses) = explainer.stats();
+        eprintln!(
+            "armorwatch explain: explained {} records in {:.1} ms ({hits} from the cache, {misses} computed)",
+            events.len(),
+            explain_started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

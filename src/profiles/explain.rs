@@ -203,6 +203,124 @@ pub fn alert_values(explanation: &Explanation) -> (serde_json::Value, serde_json
     )
 }
 
+/// Explanations cached per incident-like key (profile, class, operation, object, mask,
+/// ownership), so a burst of identical denials costs one explanation. Dropped wholesale when the
+/// tree is replaced or the cache is full.
+#[derive(Debug)]
+pub struct Explainer {
+    index: Index,
+    cache: std::collections::HashMap<String, (ProfileInfo, Details)>,
+    capacity: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl Explainer {
+    /// An explainer over `index` keeping at most `capacity` explanations.
+    pub fn new(index: Index, capacity: usize) -> Self {
+        Explainer {
+            index,
+            cache: std::collections::HashMap::new(),
+            capacity: capacity.max(1),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The index explanations are computed against.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Swap in a re-read tree (after a `profile_replace`, or a change under /etc/apparmor.d).
+    pub fn replace_index(&mut self, index: Index) {
+        self.index = index;
+        self.cache.clear();
+    }
+
+    /// (hits, misses) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+
+    /// Explain an event, from the cache when an event with the same key was explained before.
+    pub fn explain(&mut self, event: &Event, ctx: &Context) -> Explanation {
+        let key = cache_key(event, ctx);
+        if let Some((profile, details)) = self.cache.get(&key) {
+            self.hits += 1;
+            let mut profile = profile.clone();
+            profile.name = event.profile().unwrap_or("").to_string();
+            return Explanation {
+                event: event.clone(),
+                profile,
+                explanation: details.clone(),
+            };
+        }
+        self.misses += 1;
+        let exp = explain(&self.index, event, ctx);
+        if self.cache.len() >= self.capacity {
+            self.cache.clear();
+        }
+        self.cache
+            .insert(key, (exp.profile.clone(), exp.explanation.clone()));
+        exp
+    }
+
+    /// The `profile` and `explanation` values for an alert about `event`.
+    pub fn alert_values(
+        &mut self,
+        event: &Event,
+        ctx: &Context,
+    ) -> (serde_json::Value, serde_json::Value) {
+        alert_values(&self.explain(event, ctx))
+    }
+}
+
+fn cache_key(event: &Event, ctx: &Context) -> String {
+    let owner = match (event.field("fsuid"), event.field("ouid")) {
+        (Some(a), Some(b)) => {
+            if a == b {
+                "owner"
+            } else {
+                "other"
+            }
+        }
+        _ => "",
+    };
+    let mut key = String::new();
+    for part in [
+        event.kind.as_str(),
+        event.profile().unwrap_or(""),
+        event.class().unwrap_or(""),
+        event.operation().unwrap_or(""),
+        event.name().unwrap_or(""),
+        event.denied().or_else(|| event.requested()).unwrap_or(""),
+        owner,
+        event.field("info").unwrap_or(""),
+        event.field("capname").unwrap_or(""),
+        event.field("family").unwrap_or(""),
+        event.field("sock_type").unwrap_or(""),
+        event.field("signal").unwrap_or(""),
+        event.field("peer").unwrap_or(""),
+        event.field("bus").unwrap_or(""),
+        event.field("path").unwrap_or(""),
+        event.field("interface").unwrap_or(""),
+        event.field("member").unwrap_or(""),
+        event.field("fstype").unwrap_or(""),
+        event.field("srcname").unwrap_or(""),
+        ctx.mode.as_deref().unwrap_or(""),
+        ctx.package.as_deref().unwrap_or(""),
+    ] {
+        key.push_str(part);
+        key.push('\0');
+    }
+    key.push_str(match ctx.after_profile_replace {
+        Some(true) => "replaced",
+        _ => "",
+    });
+    key
+}
+
 fn bare(verdict: Verdict, summary: String, needed: String) -> Details {
     Details {
         verdict,
@@ -664,8 +782,20 @@ impl<'a> Evaluator<'a> {
             for (_, (_, c)) in near
                 .into_iter()
                 .enumerate()
-                // Beyond the best one, only rules that got through the whole directory.
-                .filter(|(n, (_, c))| (first_free && *n == 0) || c.probe.consumed >= dir_len)
+                // Only rules that got somewhere: through the path's directory, or through its
+                // first two components; beyond the best one, only the same directory.
+                .filter(|(n, (_, c))| {
+                    let deep = path
+                        .match_indices('/')
+                        .nth(2)
+                        .is_some_and(|(p, _)| c.probe.consumed > p);
+                    let same_dir = c.probe.consumed >= dir_len;
+                    if first_free && *n == 0 {
+                        same_dir || deep
+                    } else {
+                        same_dir
+                    }
+                })
                 .take(3 - d.closest_rules.len())
             {
                 let (reason, caret) = miss_reason(c, &path);
@@ -685,6 +815,10 @@ impl<'a> Evaluator<'a> {
                 c.perms.exec.is_none()
                     && granted(&c.perms) & missing == missing
                     && closeness(c, &path, needed) > 0
+                    // Only a near miss of the same file: the path extends the pattern
+                    // (`msmtp` → `msmtp.log`) or differs by a few characters.
+                    && (c.probe.pattern_could_end
+                        || edit_distance(&c.expanded.text, &path) <= 3)
             })
             .map(|c| (c.perms.bits, c.rule.qualifiers.owner));
         let (bits, owner) = match (d.verdict, near_perms) {
@@ -700,6 +834,8 @@ impl<'a> Evaluator<'a> {
         };
         match suggest::quote_path(&path) {
             Ok(quoted) => {
+                // A rule for one pid is useless after the process exits: use the tunables.
+                let quoted = generalise_proc(&quoted, &self.eff.vars);
                 let owner_kw = if owner { "owner " } else { "" };
                 d.suggestion = self.suggestion(format!("{owner_kw}{quoted} {perms_text},"));
                 if is_exec {
@@ -1145,7 +1281,7 @@ fn miss_reason(c: &FileCandidate<'_>, path: &str) -> (String, Option<(usize, usi
             Some((origin(off), 1)),
         );
     }
-    let expected: String = text.get(off..).unwrap_or("").chars().take(24).collect();
+    let expected = expected_from(&c.origin_path, origin(off));
     if consumed >= path.len() {
         return (
             format!(
@@ -1162,6 +1298,80 @@ fn miss_reason(c: &FileCandidate<'_>, path: &str) -> (String, Option<(usize, usi
         ),
         Some((origin(off), 1)),
     )
+}
+
+/// The rule's text from `offset` on, as written: when `offset` falls inside a `{…}` group (or a
+/// variable), from the start of the outermost group, so the reader sees whole alternatives.
+fn expected_from(original: &str, offset: usize) -> String {
+    let bytes = original.as_bytes();
+    let offset = offset.min(bytes.len());
+    let mut depth = 0usize;
+    let mut group_start = None;
+    let mut i = 0;
+    while i < offset {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'{' => {
+                if depth == 0 {
+                    group_start = Some(if i > 0 && bytes[i - 1] == b'@' {
+                        i - 1
+                    } else {
+                        i
+                    });
+                }
+                depth += 1;
+            }
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    group_start = None;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut start = if depth > 0 {
+        group_start.unwrap_or(offset)
+    } else {
+        offset
+    };
+    start = start.min(original.len());
+    while !original.is_char_boundary(start) {
+        start -= 1;
+    }
+    let tail: String = original[start..].chars().take(40).collect();
+    if tail.is_empty() {
+        "(end of pattern)".into()
+    } else {
+        tail
+    }
+}
+
+/// `/proc/1234/status` → `@{PROC}/@{pid}/status` (and `task/5678/` → `task/@{tid}/`) when the
+/// profile sees those variables.
+fn generalise_proc(path: &str, vars: &glob::Vars) -> String {
+    let Some(rest) = path.strip_prefix("/proc/") else {
+        return path.to_string();
+    };
+    if !(vars.contains_key("PROC") && vars.contains_key("pid")) {
+        return path.to_string();
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || rest.as_bytes().get(digits).is_some_and(|b| *b != b'/') {
+        return path.to_string();
+    }
+    let mut out = format!("@{{PROC}}/@{{pid}}{}", &rest[digits..]);
+    if vars.contains_key("tid")
+        && let Some(pos) = out.find("/task/")
+    {
+        let after = &out[pos + 6..];
+        let d = after.bytes().take_while(u8::is_ascii_digit).count();
+        if d > 0 && after.as_bytes().get(d).is_none_or(|b| *b == b'/') {
+            out = format!("{}/task/@{{tid}}{}", &out[..pos], &after[d..]);
+        }
+    }
+    out
 }
 
 /// Levenshtein distance over chars (inputs are capped by callers).
@@ -1234,6 +1444,38 @@ mod tests {
             ),
             "profile x /usr/bin/x flags=(complain,attach_disconnected) {"
         );
+    }
+
+    #[test]
+    fn proc_paths_use_tunables() {
+        let mut vars = glob::Vars::new();
+        assert_eq!(generalise_proc("/proc/12/status", &vars), "/proc/12/status");
+        for v in ["PROC", "pid", "tid"] {
+            vars.insert(v.into(), vec!["x".into()]);
+        }
+        assert_eq!(
+            generalise_proc("/proc/12/status", &vars),
+            "@{PROC}/@{pid}/status"
+        );
+        assert_eq!(
+            generalise_proc("/proc/12/task/13/comm", &vars),
+            "@{PROC}/@{pid}/task/@{tid}/comm"
+        );
+        assert_eq!(
+            generalise_proc("/proc/self/status", &vars),
+            "/proc/self/status"
+        );
+        assert_eq!(generalise_proc("/proc/12abc", &vars), "/proc/12abc");
+    }
+
+    #[test]
+    fn expected_text_keeps_groups_whole() {
+        assert_eq!(
+            expected_from("@{PROC}/@{pid}/{maps,status}", 21),
+            "{maps,status}"
+        );
+        assert_eq!(expected_from("@{run}/x", 3), "@{run}/x");
+        assert_eq!(expected_from("/a/b", 4), "(end of pattern)");
     }
 
     #[test]

@@ -15,6 +15,6 @@ pub mod resolve;
 pub mod suggest;
 pub mod system;
 
-pub use explain::{Context, Explanation, Verdict, alert_values, explain};
+pub use explain::{Context, Explainer, Explanation, Verdict, alert_values, explain};
 pub use index::{Index, ProfileTree};
 pub use render::render_text;
