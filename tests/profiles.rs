@@ -830,3 +830,105 @@ mod fuzz {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real kernel (tests/vm/aa-vm): the msmtp denial, explained, fixed with the suggested rule.
+
+/// Boot the guest once with the fixture's msmtp profile and our `local/usr.bin.msmtp`, run the
+/// real msmtp so it tries to write its log, and return (guest output, kernel log).
+fn boot_msmtp(aa_vm: &Path, guest: &Path, out: &Path) -> (String, String) {
+    let status = Command::new(aa_vm)
+        .arg("--add")
+        .arg("/usr/bin/msmtp")
+        .arg("-o")
+        .arg(out)
+        .arg(guest)
+        .arg("msmtp --logfile=/var/log/msmtp.log --host=127.0.0.1 --port=1 --from=a@b.c x@y.z </dev/null; echo rc=$?; cat /var/log/msmtp.log")
+        .status()
+        .expect("run aa-vm");
+    // The exit status is the guest command's (`cat` fails on the first boot); 124 and 125 are
+    // the harness's own (timeout, error).
+    assert!(
+        status.code().is_some_and(|c| c < 124),
+        "aa-vm failed: {status}"
+    );
+    (
+        std::fs::read_to_string(out.join("output.log")).expect("output.log"),
+        std::fs::read_to_string(out.join("dmesg.log")).expect("dmesg.log"),
+    )
+}
+
+#[test]
+fn real_kernel_msmtp_denial_fixed_by_the_suggestion() {
+    let aa_vm = std::env::var_os("ARMORWATCH_AA_VM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/aa-vm"));
+    for (what, path) in [
+        ("tests/vm/aa-vm", aa_vm.clone()),
+        (
+            "msmtp (Debian package msmtp)",
+            PathBuf::from("/usr/bin/msmtp"),
+        ),
+    ] {
+        if !path.exists() {
+            eprintln!("SKIP: {what} not present");
+            return;
+        }
+    }
+    if system::find_program("qemu-system-x86_64").is_none() {
+        eprintln!("SKIP: qemu-system-x86_64 not installed (see tests/deps/vm.apt)");
+        return;
+    }
+    let Some(_) = parser_bin() else { return };
+    let guest = tempfile::tempdir().unwrap();
+    let g = guest.path();
+    std::fs::create_dir_all(g.join("etc/apparmor.d/local")).unwrap();
+    std::fs::create_dir_all(g.join("var/log")).unwrap();
+    std::fs::write(g.join("var/log/.keep"), "").unwrap();
+    std::fs::copy(
+        fixture_root().join("usr.bin.msmtp"),
+        g.join("etc/apparmor.d/usr.bin.msmtp"),
+    )
+    .unwrap();
+    let local = g.join("etc/apparmor.d/local/usr.bin.msmtp");
+    std::fs::write(&local, "").unwrap();
+
+    // 1. The denial, from the real kernel.
+    let out1 = tempfile::tempdir().unwrap();
+    let (output, dmesg) = boot_msmtp(&aa_vm, g, out1.path());
+    assert!(
+        output.contains("cannot log to /var/log/msmtp.log"),
+        "{output}"
+    );
+    let mut parser = armorwatch::parse::Parser::new();
+    let mut outs = Vec::new();
+    for line in dmesg.lines() {
+        parser.push_line(line, &Source::Text, &mut outs);
+    }
+    parser.finish(&mut outs);
+    let denial = outs
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Event(e) if e.operation() == Some("mknod") => Some(*e),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no msmtp denial in the kernel log:\n{dmesg}"));
+
+    // 2. Explained against the same profile tree.
+    let exp = explain(fixture_index(), &denial, &Context::default());
+    assert_eq!(exp.explanation.closest_rules[0].line, 24);
+    let mut s = exp.explanation.suggestion.expect("suggestion");
+    system::check_suggestion(&fixture_root(), &mut s);
+    assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    assert!(s.file.ends_with("local/usr.bin.msmtp"));
+
+    // 3. The rule added where the suggestion says, the profile reloaded (at boot), denial gone.
+    std::fs::write(&local, format!("{}\n", s.rule)).unwrap();
+    let out2 = tempfile::tempdir().unwrap();
+    let (output, dmesg) = boot_msmtp(&aa_vm, g, out2.path());
+    assert!(!dmesg.contains("apparmor=\"DENIED\""), "{dmesg}");
+    assert!(
+        output.contains("exitcode=EX_TEMPFAIL"),
+        "the log was not written:\n{output}"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::event::{Event, Source};
+use crate::event::{Event, Kind, Source};
 use crate::parse::{self, Output, Parser};
 use crate::profiles::suggest::CheckStatus;
 use crate::profiles::{Context, Explainer, Index, loader, render_text, resolve, system};
@@ -87,7 +87,16 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let events = read_events(&args.records)?;
+    let mut events = read_events(&args.records)?;
+    // Policy loads and hints are not access decisions: nothing to explain.
+    let before = events.len();
+    events.retain(|e| !matches!(e.kind, Kind::Status | Kind::Hint));
+    if events.len() < before {
+        eprintln!(
+            "armorwatch explain: skipped {} status/hint record(s)",
+            before - events.len()
+        );
+    }
     if events.is_empty() {
         eprintln!("armorwatch explain: no AppArmor records in the input");
         return Ok(ExitCode::from(1));
