@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -117,8 +117,23 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             ctx.mode = modes.get(label).cloned();
             let declared = resolve::resolve(explainer.index(), label)
                 .profile
-                .and_then(|i| explainer.index().profile(i))
-                .map(|p| explainer.index().absolute(p.file()));
+                .and_then(|i| explainer.index().profile(i));
+            // The binary: the record's exe, else an attachment that is a plain path.
+            ctx.binary = event
+                .process
+                .as_ref()
+                .and_then(|p| p.exe.clone())
+                .or_else(|| {
+                    declared
+                        .and_then(|p| p.decl.attachment.clone())
+                        .filter(|a| a.starts_with('/') && !a.contains(['*', '?', '{', '[', '@']))
+                });
+            let declared = declared.map(|p| explainer.index().absolute(p.file()));
+            if !args.no_packages
+                && let Some(bin) = &ctx.binary
+            {
+                ctx.binary_package = packages.owner(Path::new(bin));
+            }
             if !args.no_packages
                 && let Some(file) = declared
             {

@@ -25,7 +25,9 @@ pub struct Context {
     pub mode: Option<String>,
     /// The package owning the profile file.
     pub package: Option<String>,
-    /// The package owning the binary (`exe=`), when known.
+    /// The confined binary (`exe=` of the record's SYSCALL, else a literal attachment).
+    pub binary: Option<String>,
+    /// The package owning that binary.
     pub binary_package: Option<String>,
     /// The profile file differs from the packaged version.
     pub modified_locally: Option<bool>,
@@ -111,6 +113,12 @@ pub struct ProfileInfo {
     /// The file differs from the packaged version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modified_locally: Option<bool>,
+    /// The confined binary, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// The package owning the binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary_package: Option<String>,
     /// Resolution notes (stacking, namespaces, null profiles).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -184,6 +192,8 @@ pub fn explain(index: &Index, event: &Event, ctx: &Context) -> Explanation {
         kind: None,
         declared: None,
         modified_locally: ctx.modified_locally,
+        binary: ctx.binary.clone(),
+        binary_package: ctx.binary_package.clone(),
         notes: Vec::new(),
         rel_file: None,
     };
@@ -310,6 +320,7 @@ fn cache_key(event: &Event, ctx: &Context) -> String {
         event.field("srcname").unwrap_or(""),
         ctx.mode.as_deref().unwrap_or(""),
         ctx.package.as_deref().unwrap_or(""),
+        ctx.binary.as_deref().unwrap_or(""),
     ] {
         key.push_str(part);
         key.push('\0');

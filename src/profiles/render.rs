@@ -45,6 +45,15 @@ pub fn render_text(exp: &Explanation, index: &Index) -> String {
             if let Some(p) = &exp.profile.package {
                 extra.push(format!("package {p}"));
             }
+            if exp.profile.modified_locally == Some(true) {
+                extra.push("modified locally".into());
+            }
+            if let Some(b) = &exp.profile.binary {
+                match &exp.profile.binary_package {
+                    Some(p) => extra.push(format!("binary {} from {p}", sanitize(b))),
+                    None => extra.push(format!("binary {}", sanitize(b))),
+                }
+            }
             let _ = writeln!(out, "  --> {file}:{line} ({})", extra.join(", "));
         }
         _ => {
