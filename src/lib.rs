@@ -10,3 +10,4 @@ pub mod cli;
 pub mod event;
 pub mod linereader;
 pub mod parse;
+pub mod profiles;

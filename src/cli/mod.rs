@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
+mod explain;
 mod parse;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Parse AppArmor records from log files (or stdin) into JSON lines, event schema 1.
     Parse(parse::ParseArgs),
+    /// Explain AppArmor records: the responsible profile, the rule that nearly matched, the fix.
+    Explain(explain::ExplainArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -28,6 +31,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => parse::run(&args),
+        Command::Explain(args) => explain::run(&args),
     };
     match result {
         Ok(code) => code,

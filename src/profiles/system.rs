@@ -1,0 +1,241 @@
+//! Optional facts from the running system, kept apart from the pure explainer: the
+//! `apparmor_parser` compile check of a suggestion (on a temporary copy of the tree), the package
+//! owning a file (`dpkg -S`, `rpm -qf`), whether a conffile was modified, and the profile modes
+//! the kernel reports. Every function degrades to "unknown" when a tool or file is missing.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::suggest::{CheckStatus, Edit, Suggestion};
+
+/// Where the kernel lists loaded profiles and their modes.
+pub const KERNEL_PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+
+/// Find an executable in PATH, /usr/sbin or /sbin.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Copy a profile tree (files and directories; symlinked files as their contents; `cache`
+/// directories skipped).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let src = entry.path();
+        let dst = to.join(&name);
+        let meta = match fs::metadata(&src) {
+            Ok(m) => m,
+            Err(_) => continue, // dangling symlink
+        };
+        if meta.is_dir() {
+            if name == "cache" || entry.file_type()?.is_symlink() {
+                continue;
+            }
+            copy_tree(&src, &dst)?;
+        } else if meta.is_file() {
+            fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Run `apparmor_parser -Q -K --base ROOT ROOT/FILE` (compile only, no kernel, no cache).
+/// Ok(()) when it compiles, Err(message) with the parser's complaint otherwise.
+pub fn compile(parser: &Path, root: &Path, profile_file: &str) -> Result<(), String> {
+    let out = Command::new(parser)
+        .arg("-Q")
+        .arg("-K")
+        .arg("--base")
+        .arg(root)
+        .arg(root.join(profile_file))
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", parser.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let msg: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("Cache read/write disabled"))
+        .collect();
+    let root_s = root.to_string_lossy();
+    Err(msg
+        .join(" ")
+        .replace(root_s.as_ref(), "")
+        .trim()
+        .to_string())
+}
+
+fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
+    let path = root.join(edit.file());
+    match edit {
+        Edit::Append { .. } => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let mut text = fs::read_to_string(&path).unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line_text);
+            text.push('\n');
+            fs::write(&path, text)
+        }
+        Edit::InsertAfter { line, .. } | Edit::ReplaceLine { line, .. } => {
+            let text = fs::read_to_string(&path)?;
+            let mut lines: Vec<&str> = text.lines().collect();
+            let at = usize::try_from(*line)
+                .unwrap_or(usize::MAX)
+                .min(lines.len());
+            let indented = format!("  {line_text}");
+            if matches!(edit, Edit::ReplaceLine { .. }) {
+                if at == 0 {
+                    return Err(io::Error::other("line 0"));
+                }
+                lines[at - 1] = line_text;
+            } else {
+                lines.insert(at, &indented);
+            }
+            let mut out = lines.join("\n");
+            out.push('\n');
+            fs::write(&path, out)
+        }
+    }
+}
+
+/// Compile-check a suggestion: copy the tree at `root` to a temporary directory, make sure the
+/// profile compiles as it is, apply the edit, compile again. Sets `check` and `check_message`.
+pub fn check_suggestion(root: &Path, suggestion: &mut Suggestion) {
+    let Some(parser) = find_program("apparmor_parser") else {
+        suggestion.check = CheckStatus::Skipped;
+        suggestion.check_message = Some("apparmor_parser is not installed".into());
+        return;
+    };
+    let result = (|| -> Result<Result<(), String>, String> {
+        let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        copy_tree(root, tmp.path()).map_err(|e| format!("copying {}: {e}", root.display()))?;
+        if let Err(e) = compile(&parser, tmp.path(), &suggestion.profile_file) {
+            return Err(format!("the profile does not compile even unchanged: {e}"));
+        }
+        apply_edit(tmp.path(), &suggestion.edit, &suggestion.rule)
+            .map_err(|e| format!("applying the edit: {e}"))?;
+        Ok(compile(&parser, tmp.path(), &suggestion.profile_file))
+    })();
+    match result {
+        Ok(Ok(())) => {
+            suggestion.check = CheckStatus::Passed;
+            suggestion.check_message = None;
+        }
+        Ok(Err(msg)) => {
+            suggestion.check = CheckStatus::Failed;
+            suggestion.check_message = Some(msg);
+        }
+        Err(msg) => {
+            suggestion.check = CheckStatus::Skipped;
+            suggestion.check_message = Some(msg);
+        }
+    }
+}
+
+/// Package lookups, cached.
+#[derive(Debug, Default)]
+pub struct Packages {
+    owner: HashMap<PathBuf, Option<String>>,
+}
+
+impl Packages {
+    /// The package owning `path` (`dpkg -S`, else `rpm -qf`), cached per path.
+    pub fn owner(&mut self, path: &Path) -> Option<String> {
+        if let Some(hit) = self.owner.get(path) {
+            return hit.clone();
+        }
+        let found = dpkg_owner(path).or_else(|| rpm_owner(path));
+        self.owner.insert(path.to_path_buf(), found.clone());
+        found
+    }
+}
+
+fn dpkg_owner(path: &Path) -> Option<String> {
+    let dpkg = find_program("dpkg-query")?;
+    let out = Command::new(dpkg).arg("-S").arg(path).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| !l.starts_with("diversion by"))
+        .find_map(|l| l.split_once(": ").map(|(pkg, _)| pkg.trim().to_string()))
+}
+
+fn rpm_owner(path: &Path) -> Option<String> {
+    let rpm = find_program("rpm")?;
+    let out = Command::new(rpm).arg("-qf").arg(path).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether a dpkg conffile differs from the packaged version (None when unknown).
+pub fn conffile_modified(package: &str, path: &Path) -> Option<bool> {
+    let dpkg = find_program("dpkg-query")?;
+    let out = Command::new(dpkg)
+        .args(["-W", "-f=${Conffiles}\n", package])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = path.to_string_lossy();
+    let md5 = text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        (parts.next()? == want).then(|| parts.next().map(str::to_string))?
+    })?;
+    let md5sum = find_program("md5sum")?;
+    let out = Command::new(md5sum).arg(path).output().ok()?;
+    let actual = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some(actual != md5)
+}
+
+/// Profile name → mode, from the kernel's list (empty when not readable).
+pub fn kernel_modes() -> HashMap<String, String> {
+    fs::read_to_string(KERNEL_PROFILES)
+        .map(|t| parse_kernel_profiles(&t))
+        .unwrap_or_default()
+}
+
+/// Parse lines like `msmtp (enforce)`.
+pub fn parse_kernel_profiles(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_end();
+            let open = l.rfind(" (")?;
+            let mode = l[open + 2..].strip_suffix(')')?;
+            Some((l[..open].to_string(), mode.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_profile_list() {
+        let m = parse_kernel_profiles(
+            "msmtp (enforce)\nmsmtp//helpers (enforce)\n/usr/bin/x (complain)\n",
+        );
+        assert_eq!(m["msmtp"], "enforce");
+        assert_eq!(m["/usr/bin/x"], "complain");
+    }
+}

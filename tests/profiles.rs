@@ -1,0 +1,934 @@
+//! Profile knowledge on real Debian profiles: the msmtp case end to end, near misses of every
+//! verdict on other real profiles, the glob matcher cross-checked against apparmor_parser's
+//! compiled DFA, the parser fed arbitrary bytes, and indexing speed.
+//!
+//! Fixtures: `tests/fixtures/profiles/etc/apparmor.d` (real Debian 12 files, see ATTRIBUTION.md).
+//! apparmor_parser (Debian package `apparmor`) is needed for the compile checks and the DFA
+//! cross-check; those tests print a message and skip when it is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use armorwatch::event::{Event, Source};
+use armorwatch::parse::{Output, parse_text};
+use armorwatch::profiles::explain::{Context, Explanation, Verdict};
+use armorwatch::profiles::glob::{Glob, Vars, expand};
+use armorwatch::profiles::suggest::CheckStatus;
+use armorwatch::profiles::{Index, alert_values, explain, loader, parser, render_text, system};
+
+fn fixture_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/profiles/etc/apparmor.d")
+}
+
+fn fixture_index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let (tree, report) = loader::load_tree(&fixture_root()).expect("fixture tree");
+        assert!(report.unreadable.is_empty(), "{:?}", report.unreadable);
+        Index::build(&tree)
+    })
+}
+
+fn event(record: &str) -> Event {
+    let out = parse_text(record, &Source::Text);
+    match out.into_iter().next() {
+        Some(Output::Event(e)) => *e,
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
+fn explain_fixture(record: &str) -> Explanation {
+    explain(fixture_index(), &event(record), &Context::default())
+}
+
+fn parser_bin() -> Option<PathBuf> {
+    let p = system::find_program("apparmor_parser");
+    if p.is_none() {
+        eprintln!("SKIP: apparmor_parser not installed (Debian package `apparmor`)");
+    }
+    p
+}
+
+const MSMTP_MKNOD: &str = r#"audit: type=1400 audit(1795623414.456:3): apparmor="DENIED" operation="mknod" profile="msmtp" name="/var/log/msmtp.log" pid=103 comm="msmtp" requested_mask="c" denied_mask="c" fsuid=0 ouid=0"#;
+const MSMTP_OPEN: &str = r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="msmtp" name="/var/log/msmtp.log" pid=109 comm="msmtp" requested_mask="ac" denied_mask="ac" fsuid=0 ouid=0"#;
+
+#[test]
+fn msmtp_log_near_miss() {
+    let root = fixture_root();
+    for record in [MSMTP_MKNOD, MSMTP_OPEN] {
+        let exp = explain_fixture(record);
+        assert_eq!(exp.profile.name, "msmtp");
+        let file = exp.profile.file.as_deref().expect("file");
+        assert!(file.ends_with("/usr.bin.msmtp"), "{file}");
+        assert_eq!(exp.profile.line, Some(5));
+        let d = &exp.explanation;
+        assert_eq!(d.verdict, Verdict::NoRuleMatches);
+        assert_eq!(d.needed, "w");
+        let top = &d.closest_rules[0];
+        assert_eq!(top.rule, "/var/log/msmtp wk,");
+        assert!(top.file.ends_with("/usr.bin.msmtp"));
+        assert_eq!((top.line, top.column), (24, 3));
+        assert!(top.reason.contains("`.log`"), "{}", top.reason);
+        let s = d.suggestion.as_ref().expect("suggestion");
+        assert_eq!(s.file, format!("{}/local/usr.bin.msmtp", root.display()));
+        assert_eq!(s.rule, "/var/log/msmtp.log wk,");
+        assert_eq!(
+            s.reload,
+            format!("apparmor_parser -r {}/usr.bin.msmtp", root.display())
+        );
+        // The text form: the rule's line and a caret right after `msmtp` (where `.log` starts).
+        let text = render_text(&exp, fixture_index());
+        assert!(
+            text.contains("24 |   /var/log/msmtp            wk,"),
+            "{text}"
+        );
+        let caret_line = text
+            .lines()
+            .find(|l| l.contains("^ the rule's pattern ends"))
+            .expect("caret line");
+        assert_eq!(
+            caret_line.find('^'),
+            Some("24 |   /var/log/msmtp".len()),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn msmtp_suggestion_compiles_with_apparmor_parser() {
+    let Some(_) = parser_bin() else { return };
+    let mut exp = explain_fixture(MSMTP_MKNOD);
+    let s = exp.explanation.suggestion.as_mut().expect("suggestion");
+    system::check_suggestion(&fixture_root(), s);
+    assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    // A broken rule must fail the same check (the check can fail).
+    let mut bad = s.clone();
+    bad.rule = "/var/log/msmtp.log wa,".into();
+    system::check_suggestion(&fixture_root(), &mut bad);
+    assert_eq!(bad.check, CheckStatus::Failed);
+    assert!(
+        bad.check_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("mutually exclusive"),
+        "{:?}",
+        bad.check_message
+    );
+}
+
+#[test]
+fn explain_cli_json_shape() {
+    let out = Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+        .args(["explain", "--json", "--no-packages", "--profiles"])
+        .arg(fixture_root())
+        .arg(MSMTP_MKNOD)
+        .output()
+        .expect("run armorwatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).expect("utf8");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    assert_eq!(v["event"]["schema"], 1);
+    assert_eq!(v["event"]["profile"], "msmtp");
+    assert_eq!(v["profile"]["name"], "msmtp");
+    assert_eq!(v["profile"]["line"], 5);
+    assert!(
+        v["profile"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("usr.bin.msmtp")
+    );
+    let e = &v["explanation"];
+    assert_eq!(e["verdict"], "no_rule_matches");
+    assert_eq!(e["needed"], "w");
+    assert_eq!(e["closest_rules"][0]["rule"], "/var/log/msmtp wk,");
+    assert_eq!(e["closest_rules"][0]["line"], 24);
+    assert!(
+        e["closest_rules"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(".log")
+    );
+    assert_eq!(e["suggestion"]["rule"], "/var/log/msmtp.log wk,");
+    let check = e["suggestion"]["check"].as_str().unwrap();
+    if system::find_program("apparmor_parser").is_some() {
+        assert_eq!(check, "passed");
+    } else {
+        assert_eq!(check, "skipped");
+    }
+    // The alert carries the same two objects.
+    let exp = explain_fixture(MSMTP_MKNOD);
+    let (profile, explanation) = alert_values(&exp);
+    assert_eq!(profile["name"], "msmtp");
+    assert_eq!(explanation["closest_rules"][0]["line"], 24);
+}
+
+#[test]
+fn explain_cli_reads_stdin_text() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+        .args(["explain", "--no-check", "--no-packages", "--profiles"])
+        .arg(fixture_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run armorwatch");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("noise line\n{MSMTP_OPEN}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("usr.bin.msmtp:24:3"), "{text}");
+    assert!(text.contains("local/usr.bin.msmtp"), "{text}");
+}
+
+#[test]
+fn owner_rule_does_not_apply() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name="/home/otis/.msmtprc" pid=1 comm="msmtp" requested_mask="r" denied_mask="r" fsuid=1000 ouid=0"#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::OwnerRuleDoesNotApply);
+    assert_eq!(d.closest_rules[0].line, 19);
+    assert!(d.closest_rules[0].rule.starts_with("owner @{HOME}/.msmtp*"));
+    let s = d.suggestion.as_ref().unwrap();
+    assert_eq!(s.rule, "/home/otis/.msmtprc r,");
+    // The same access by the owner is allowed by the profile on disk.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name="/home/otis/.msmtprc" pid=1 comm="msmtp" requested_mask="r" denied_mask="r" fsuid=1000 ouid=1000"#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::AllowedOnDisk);
+}
+
+#[test]
+fn rule_matches_but_lacks_permission() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name="/etc/aliases" pid=1 comm="msmtp" requested_mask="w" denied_mask="w" fsuid=0 ouid=0"#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::MissingPermission);
+    assert_eq!(d.closest_rules[0].line, 15);
+    assert!(d.closest_rules[0].reason.contains("grants `r`, not `w`"));
+    assert_eq!(d.suggestion.as_ref().unwrap().rule, "/etc/aliases w,");
+    // A pid in the path becomes @{pid}, and the rule still compiles.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name="/proc/4242/loginuid" pid=4242 comm="msmtp" requested_mask="w" denied_mask="w" fsuid=0 ouid=0"#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::MissingPermission);
+    assert_eq!(exp.explanation.closest_rules[0].line, 31);
+    let mut s = exp.explanation.suggestion.unwrap();
+    assert_eq!(s.rule, "@{PROC}/@{pid}/loginuid w,");
+    if parser_bin().is_some() {
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
+}
+
+#[test]
+fn deny_rules_win() {
+    // File: pidgin denies the wine applications directory.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="/usr/bin/pidgin" name="/home/u/.local/share/applications/wine/" pid=1 comm="pidgin" requested_mask="r" denied_mask="r" fsuid=1000 ouid=1000"#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::DenyRuleWins);
+    assert_eq!(exp.explanation.closest_rules[0].line, 39);
+    assert!(exp.explanation.suggestion.is_none());
+    // Capability: man denies dac_override.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="capable" profile="/usr/bin/man" pid=114 comm="man" capability=1  capname="dac_override""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::DenyRuleWins);
+    assert_eq!(exp.explanation.closest_rules[0].line, 45);
+    // Exec: lsb_release denies apt-cache.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="exec" profile="lsb_release" name="/usr/bin/apt-cache" pid=117 comm="lsb_release" requested_mask="x" denied_mask="x" fsuid=0 ouid=0"#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::DenyRuleWins);
+    assert_eq!(
+        exp.explanation.closest_rules[0].rule,
+        "deny /usr/bin/apt-cache x,"
+    );
+}
+
+#[test]
+fn hat_near_miss_goes_into_the_hat_block() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="/usr/sbin/httpd2-prefork//HANDLING_UNTRUSTED_INPUT" name="/var/log/apache2/ssl/access.log" pid=1 comm="httpd2-prefork" requested_mask="ac" denied_mask="ac" fsuid=33 ouid=33"#,
+    );
+    assert_eq!(exp.profile.kind, Some("hat"));
+    assert_eq!(exp.profile.line, Some(134));
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert_eq!(d.closest_rules[0].rule, "/var/log/apache2/* w,");
+    assert!(d.closest_rules[0].reason.contains("`*` does not match `/`"));
+    let s = d.suggestion.as_ref().unwrap();
+    assert!(s.file.ends_with("/usr.sbin.httpd2-prefork"));
+    assert!(
+        s.placement
+            .as_deref()
+            .unwrap()
+            .contains("^HANDLING_UNTRUSTED_INPUT")
+    );
+    if parser_bin().is_some() {
+        let mut s = s.clone();
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
+}
+
+#[test]
+fn exec_without_x_rule_and_child_profiles() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="exec" profile="msmtp" name="/usr/bin/zsh" pid=117 comm="msmtp" requested_mask="x" denied_mask="x" fsuid=0 ouid=0"#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::ExecWithoutXRule);
+    assert!(d.closest_rules[0].rule.contains("bin/bash Cx -> helpers"));
+    assert_eq!(d.suggestion.as_ref().unwrap().rule, "/usr/bin/zsh ix,");
+    // The child profile `helpers` of msmtp: `/usr/bin/pass PUx` nearly matches passwd.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="exec" profile="msmtp//helpers" name="/usr/bin/passwd" pid=118 comm="bash" requested_mask="x" denied_mask="x" fsuid=0 ouid=0"#,
+    );
+    assert_eq!(exp.profile.kind, Some("child profile"));
+    assert_eq!(exp.profile.line, Some(69));
+    assert_eq!(exp.explanation.closest_rules[0].rule, "/usr/bin/pass PUx,");
+    assert!(exp.explanation.closest_rules[0].reason.contains("`wd`"));
+    // Complain-mode null profile: the parent is explained for the exec.
+    let exp = explain_fixture(
+        r#"apparmor="ALLOWED" operation="open" profile="msmtp//null-/usr/bin/zsh" name="/etc/zshrc" pid=119 comm="zsh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::ExecWithoutXRule);
+    assert_eq!(exp.explanation.object.as_deref(), Some("/usr/bin/zsh"));
+}
+
+#[test]
+fn capability_and_network_near_misses() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="capable" profile="ping" pid=114 comm="ping" capability=12  capname="net_admin""#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert_eq!(d.needed, "capability net_admin");
+    assert_eq!(d.closest_rules[0].rule, "capability net_raw,");
+    let s = d.suggestion.as_ref().unwrap();
+    assert_eq!(s.rule, "capability net_admin,");
+    assert!(s.file.ends_with("/local/bin.ping"));
+
+    let exp = explain_fixture(
+        r#"apparmor="ALLOWED" operation="create" profile="ping" pid=116 comm="ping" family="packet" sock_type="raw" protocol=0 requested_mask="create" denied_mask="create""#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert_eq!(d.closest_rules[0].rule, "network inet raw,");
+    assert!(
+        d.closest_rules[0]
+            .reason
+            .contains("family `inet`, not `packet`")
+    );
+    assert_eq!(d.suggestion.as_ref().unwrap().rule, "network packet raw,");
+    // inet dgram is allowed through abstractions/nameservice: the explainer must see it.
+    let exp = explain_fixture(
+        r#"apparmor="ALLOWED" operation="create" profile="ping" pid=116 comm="ping" family="inet" sock_type="dgram" protocol=0 requested_mask="create" denied_mask="create""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::AllowedOnDisk);
+    assert!(
+        exp.explanation.closest_rules[0]
+            .file
+            .ends_with("abstractions/nameservice")
+    );
+    if parser_bin().is_some() {
+        let exp = explain_fixture(
+            r#"apparmor="DENIED" operation="capable" profile="ping" pid=114 comm="ping" capability=12  capname="net_admin""#,
+        );
+        let mut s = exp.explanation.suggestion.unwrap();
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
+}
+
+#[test]
+fn disconnected_path_suggests_the_flag() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" info="Failed name lookup - disconnected path" error=-13 profile="ping" name="dev/pts/0" pid=1 comm="ping" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::DisconnectedPath);
+    let s = d.suggestion.as_ref().expect("header change");
+    assert_eq!(
+        s.rule,
+        "profile ping /{usr/,}bin/{,iputils-}ping flags=(complain,attach_disconnected) {"
+    );
+    if parser_bin().is_some() {
+        let mut s = s.clone();
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
+    // msmtp already has the flag: advice only.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" info="Failed name lookup - disconnected path" error=-13 profile="msmtp" name="dev/pts/0" pid=1 comm="msmtp" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+    );
+    assert!(exp.explanation.advice.unwrap().contains("already has"));
+}
+
+#[test]
+fn generated_profiles_get_advice_not_rules() {
+    for (label, needle) in [
+        ("snap.lxd.daemon", "snap connect lxd:"),
+        ("docker-default", "--security-opt"),
+        (
+            "libvirt-0f7a4f5e-2b7c-4f6e-9a43-8d8d4b1f2c3a",
+            "virt-aa-helper",
+        ),
+        ("unprivileged_userns", "userns,"),
+        ("lxc-container-default-cgns", "raw.apparmor"),
+    ] {
+        let exp = explain_fixture(&format!(
+            r#"apparmor="DENIED" operation="open" profile="{label}" name="/etc/shadow" pid=1 comm="x" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#
+        ));
+        assert_eq!(
+            exp.explanation.verdict,
+            Verdict::GeneratedProfile,
+            "{label}"
+        );
+        assert!(exp.explanation.suggestion.is_none());
+        assert!(
+            exp.explanation.advice.as_deref().unwrap().contains(needle),
+            "{label}"
+        );
+    }
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="nonexistent" name="/etc/shadow" pid=1 comm="x" requested_mask="r" denied_mask="r""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::ProfileNotFound);
+}
+
+#[test]
+fn hostile_paths_never_become_rules() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name=2F746D702F610A20206361706162696C6974792073797361646D696E pid=1 comm="msmtp" requested_mask="w" denied_mask="w" fsuid=0 ouid=0"#,
+    );
+    assert!(exp.event.name().unwrap().contains('\n'));
+    assert!(exp.explanation.suggestion.is_none());
+    let text = render_text(&exp, fixture_index());
+    assert!(!text.contains("\n  capability sysadmin"), "{text}");
+}
+
+/// Every real profile in the fixture tree parses without errors, and the real /etc/apparmor.d
+/// too when present (with the Debian msmtp profile resolved when msmtp is installed).
+#[test]
+fn real_trees_index_cleanly() {
+    let idx = fixture_index();
+    assert!(idx.errors().is_empty(), "{:?}", idx.errors());
+    assert!(idx.file_count() > 140);
+    for name in [
+        "msmtp",
+        "msmtp//helpers",
+        "/usr/bin/man",
+        "man_groff",
+        "ping",
+        "lsb_release",
+    ] {
+        assert_eq!(idx.by_name(name).len(), 1, "{name}");
+    }
+    let etc = Path::new("/etc/apparmor.d");
+    if !etc.is_dir() {
+        eprintln!("SKIP (part): /etc/apparmor.d not present");
+        return;
+    }
+    let start = Instant::now();
+    let (tree, _) = loader::load_tree(etc).expect("load /etc/apparmor.d");
+    let real = Index::build(&tree);
+    let took = start.elapsed();
+    eprintln!(
+        "indexed /etc/apparmor.d: {} files, {} declarations, {} syntax errors in {took:?} (debug build)",
+        real.file_count(),
+        real.profiles().len(),
+        real.errors().len()
+    );
+    assert!(real.errors().is_empty(), "{:?}", real.errors());
+    // Generous bound for a debug build on a loaded CI machine; the release figure is in
+    // docs/benchmarks.md.
+    assert!(took.as_secs_f64() < 5.0, "{took:?}");
+    if !real.by_name("msmtp").is_empty() {
+        let exp = explain(&real, &event(MSMTP_MKNOD), &Context::default());
+        assert_eq!(
+            exp.profile.file.as_deref(),
+            Some("/etc/apparmor.d/usr.bin.msmtp")
+        );
+        assert_eq!(exp.explanation.closest_rules[0].line, 24);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Glob cross-check against apparmor_parser's compiled DFA (`-D dfa-states`).
+
+/// A DFA as apparmor_parser 3.x dumps it: per state, explicit transitions (char → state), the
+/// characters that go to the dead state, and the default ("otherwise") transition.
+#[derive(Debug, Default)]
+struct Dfa {
+    start: usize,
+    accept: std::collections::HashMap<usize, bool>,
+    explicit: std::collections::HashMap<(usize, u8), usize>,
+    excluded: std::collections::HashMap<usize, Vec<u8>>,
+    otherwise: std::collections::HashMap<usize, usize>,
+}
+
+fn state_id(s: &str) -> Option<usize> {
+    let s = s.trim();
+    s.strip_prefix('{')?.split('}').next()?.parse().ok()
+}
+
+fn decode_class(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            if b[i + 1] == b'x' {
+                // `\x0` for NUL (the only non-printable our paths meet), else two hex digits.
+                let digits = if b.get(i + 2) == Some(&b'0') { 1 } else { 2 };
+                let hex = std::str::from_utf8(&b[i + 2..(i + 2 + digits).min(b.len())]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                i += 2 + digits;
+            } else {
+                out.push(b[i + 1]);
+                i += 2;
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn parse_dfa(dump: &str) -> Dfa {
+    let mut dfa = Dfa::default();
+    let mut cur = None;
+    for line in dump.lines() {
+        if line.starts_with('{') {
+            let id = state_id(line).unwrap();
+            if line.contains("<==") {
+                dfa.start = id;
+            }
+            // The summary at the top lists accepting states (`{6} (0x 10004/0/0/0)`), including
+            // those without outgoing transitions, which get no `perms:` section.
+            let accepting = line
+                .split("(0x")
+                .nth(1)
+                .and_then(|p| p.trim().split('/').next())
+                .is_some_and(|allow| u64::from_str_radix(allow.trim(), 16).unwrap_or(0) != 0);
+            if accepting {
+                dfa.accept.insert(id, true);
+            }
+            if line.contains(" perms:") {
+                cur = Some(id);
+            }
+            continue;
+        }
+        let (Some(state), Some(arrow)) = (cur, line.find(" -> {")) else {
+            continue;
+        };
+        let target = state_id(&line[arrow + 4..]).unwrap();
+        let lhs = line[..arrow].trim_start();
+        if lhs.starts_with('[') && !lhs.contains(" 0x") {
+            let inner = &lhs[1..lhs.len() - 1];
+            let excluded = inner
+                .strip_prefix('^')
+                .map(decode_class)
+                .unwrap_or_default();
+            dfa.excluded.insert(state, excluded);
+            dfa.otherwise.insert(state, target);
+        } else {
+            let hex = lhs
+                .rsplit(" 0x")
+                .next()
+                .unwrap_or(lhs)
+                .trim_start_matches("0x");
+            let c = u8::from_str_radix(hex.trim(), 16).unwrap();
+            dfa.explicit.insert((state, c), target);
+        }
+    }
+    dfa
+}
+
+impl Dfa {
+    fn matches(&self, path: &str) -> bool {
+        let mut s = self.start;
+        for &c in path.as_bytes() {
+            if let Some(&t) = self.explicit.get(&(s, c)) {
+                s = t;
+            } else if self.excluded.get(&s).is_some_and(|e| e.contains(&c)) {
+                return false;
+            } else if let Some(&t) = self.otherwise.get(&s) {
+                s = t;
+            } else {
+                return false;
+            }
+        }
+        self.accept.get(&s).copied().unwrap_or(false)
+    }
+}
+
+fn compiled_dfa(parser: &Path, preamble: &str, glob: &str) -> Dfa {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("xcheck");
+    std::fs::write(
+        &file,
+        format!("{preamble}profile xcheck {{\n  {glob} r,\n}}\n"),
+    )
+    .unwrap();
+    let out = Command::new(parser)
+        .args(["-Q", "-K", "-D", "dfa-states", "--base"])
+        .arg(fixture_root())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{glob}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_dfa(&String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn glob_matcher_agrees_with_apparmor_parser() {
+    let Some(parser) = parser_bin() else { return };
+    let paths = [
+        "/",
+        "/a",
+        "/a/",
+        "/a/b",
+        "/a/b/",
+        "/a/b/c",
+        "/a//b",
+        "/a/.log",
+        "/a/b.log",
+        "/a/b/c.log",
+        "/a/bc",
+        "/a/xb",
+        "/a/b/x",
+        "/a/bde",
+        "/a/be",
+        "/a/cat",
+        "/a/dog",
+        "/a/{a}",
+        "/a/12",
+        "/a/1x",
+        "/a/x1",
+        "/home/u/.x",
+        "/root/.x",
+        "/home/.x",
+        "/run/foo",
+        "/var/run/foo",
+        "/proc/1/status",
+        "/proc/12345/status",
+        "/proc/0/status",
+        "/proc/self/status",
+        "/tmp/.krb5cc_0",
+        "/tmp/krb5cc_0",
+        "/tmp/x",
+        "/a/b/c/x",
+        "/a/x",
+        "/ab",
+        "/a/a",
+        "/var/log/msmtp",
+        "/var/log/msmtp.log",
+        "/a//",
+        "/a/b c",
+        "/a/-",
+        "/a/^",
+    ];
+    let globs = [
+        "/a/*",
+        "/a/**",
+        "/a/*/",
+        "/a/**/",
+        "/a/**/x",
+        "/a/**.log",
+        "/a/*.log",
+        "/a/*b",
+        "/a/**b",
+        "/a/?",
+        "/a/??",
+        "/a{,/b}",
+        "/a/{b,c}{,/}",
+        "/a/{b{c,d},x}e",
+        "/a/[a-c]*",
+        "/a/[^a]",
+        "/a/[^a-c]*",
+        "/a/[0-9]*",
+        "/a/\\{a\\}",
+        "/a/*x*",
+        "/a/*/*",
+        "/a/**/*",
+        "/{a,tmp}/*",
+        "/tmp/{,.}krb5cc_*",
+        "/var/log/msmtp",
+        "/var/log/msmtp*",
+        "/a/***",
+        "/a/*?",
+        "/**",
+        "/*",
+        "/a/{,b/}*",
+    ];
+    let mut checked = 0;
+    for glob in globs {
+        let dfa = compiled_dfa(&parser, "", glob);
+        let ours = Glob::compile(glob).unwrap();
+        for path in paths {
+            assert_eq!(
+                ours.is_match(path),
+                dfa.matches(path),
+                "glob {glob} vs path {path}: ours={} apparmor_parser={}",
+                ours.is_match(path),
+                dfa.matches(path)
+            );
+            checked += 1;
+        }
+    }
+    // Variables: expanded by us, and by apparmor_parser from the same definitions.
+    let preamble = "@{HOMEDIRS}=/home/\n@{HOME}=@{HOMEDIRS}/*/ /root/\n@{run}=/run/ /var/run/\n@{pid}={[1-9],[1-9][0-9],[1-9][0-9][0-9],[1-9][0-9][0-9][0-9],[1-9][0-9][0-9][0-9][0-9],[1-9][0-9][0-9][0-9][0-9][0-9],[1-4][0-9][0-9][0-9][0-9][0-9][0-9]}\n@{PROC}=/proc/\n";
+    let mut vars = Vars::new();
+    for line in preamble.lines() {
+        let f = parser::parse_file("v", line);
+        if let Some(parser::Item::Var(v)) = f.items.first() {
+            vars.insert(v.name.clone(), v.values.clone());
+        }
+    }
+    for glob in [
+        "@{HOME}/.x",
+        "@{HOME}/**",
+        "@{run}/foo",
+        "@{PROC}/@{pid}/status",
+        "@{HOME}/*",
+    ] {
+        let dfa = compiled_dfa(&parser, preamble, glob);
+        let ours = Glob::compile(&expand(glob, &vars).unwrap().text).unwrap();
+        for path in paths {
+            assert_eq!(
+                ours.is_match(path),
+                dfa.matches(path),
+                "glob {glob} vs path {path}"
+            );
+            checked += 1;
+        }
+    }
+    // The checker itself must be able to tell things apart.
+    let dfa = compiled_dfa(&parser, "", "/var/log/msmtp");
+    assert!(dfa.matches("/var/log/msmtp") && !dfa.matches("/var/log/msmtp.log"));
+    eprintln!("glob cross-check: {checked} (glob, path) pairs agree with apparmor_parser");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input.
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn policy_like() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "profile",
+            "x",
+            "/a/**",
+            "{",
+            "}",
+            ",",
+            "\n",
+            " ",
+            "#",
+            "include",
+            "<",
+            ">",
+            "\"",
+            "@{HOME}",
+            "=",
+            "+=",
+            "^hat",
+            "owner",
+            "deny",
+            "rw",
+            "Px",
+            "->",
+            "(",
+            ")",
+            "[",
+            "]",
+            "\\",
+            "capability",
+            "network",
+            "flags=(complain)",
+            "if",
+            "é",
+            "\0",
+        ]);
+        prop::collection::vec(atoms, 0..60).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parser_never_panics_on_bytes(s in "\\PC*") {
+            let _ = parser::parse_file("f", &s);
+        }
+
+        #[test]
+        fn parser_and_index_never_panic_on_policy_like_text(s in policy_like()) {
+            let f = parser::parse_file("f", &s);
+            for e in &f.errors {
+                prop_assert!(e.span.line >= 1 && e.span.col >= 1);
+            }
+            let mut files = std::collections::BTreeMap::new();
+            files.insert("p".to_string(), std::sync::Arc::from(s.as_str()));
+            files.insert("abstractions/a".to_string(), std::sync::Arc::from(s.as_str()));
+            let idx = Index::build(&armorwatch::profiles::ProfileTree {
+                base: "/etc/apparmor.d".into(),
+                files,
+                disabled: Default::default(),
+            });
+            for i in 0..idx.profiles().len() {
+                let _ = idx.effective(i);
+            }
+        }
+
+        #[test]
+        fn glob_never_panics(g in "[/a*?\\[\\]{},^\\\\-]{0,24}", p in "[/a.b]{0,24}") {
+            if let Ok(glob) = Glob::compile(&g) {
+                let probe = glob.probe(&p);
+                prop_assert!(probe.consumed <= p.len());
+            }
+        }
+
+        #[test]
+        fn explain_never_panics(name in "\\PC{0,40}", mask in "[rwacdxlkm:]{0,5}", fsuid in 0u32..3, ouid in 0u32..3) {
+            let record = format!(
+                "apparmor=\"DENIED\" operation=\"open\" profile=\"msmtp\" name=\"{}\" pid=1 comm=\"x\" requested_mask=\"{mask}\" denied_mask=\"{mask}\" fsuid={fsuid} ouid={ouid}",
+                name.replace('"', "")
+            );
+            for o in parse_text(&record, &Source::Text) {
+                if let Output::Event(e) = o {
+                    let exp = explain(fixture_index(), &e, &Context::default());
+                    let _ = render_text(&exp, fixture_index());
+                    if let Some(s) = &exp.explanation.suggestion {
+                        prop_assert!(!s.rule.contains('\n'));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real kernel (tests/vm/aa-vm): the msmtp denial, explained, fixed with the suggested rule.
+
+/// Boot the guest once with the fixture's msmtp profile and our `local/usr.bin.msmtp`, run the
+/// real msmtp so it tries to write its log, and return (guest output, kernel log).
+fn boot_msmtp(aa_vm: &Path, guest: &Path, out: &Path) -> (String, String) {
+    let status = Command::new(aa_vm)
+        .arg("--add")
+        .arg("/usr/bin/msmtp")
+        .arg("-o")
+        .arg(out)
+        .arg(guest)
+        .arg("msmtp --logfile=/var/log/msmtp.log --host=127.0.0.1 --port=1 --from=a@b.c x@y.z </dev/null; echo rc=$?; cat /var/log/msmtp.log")
+        .status()
+        .expect("run aa-vm");
+    // The exit status is the guest command's (`cat` fails on the first boot); 124 and 125 are
+    // the harness's own (timeout, error).
+    assert!(
+        status.code().is_some_and(|c| c < 124),
+        "aa-vm failed: {status}"
+    );
+    (
+        std::fs::read_to_string(out.join("output.log")).expect("output.log"),
+        std::fs::read_to_string(out.join("dmesg.log")).expect("dmesg.log"),
+    )
+}
+
+#[test]
+fn real_kernel_msmtp_denial_fixed_by_the_suggestion() {
+    let aa_vm = std::env::var_os("ARMORWATCH_AA_VM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/aa-vm"));
+    for (what, path) in [
+        ("tests/vm/aa-vm", aa_vm.clone()),
+        (
+            "msmtp (Debian package msmtp)",
+            PathBuf::from("/usr/bin/msmtp"),
+        ),
+    ] {
+        if !path.exists() {
+            eprintln!("SKIP: {what} not present");
+            return;
+        }
+    }
+    if system::find_program("qemu-system-x86_64").is_none() {
+        eprintln!("SKIP: qemu-system-x86_64 not installed (see tests/deps/vm.apt)");
+        return;
+    }
+    let Some(_) = parser_bin() else { return };
+    let guest = tempfile::tempdir().unwrap();
+    let g = guest.path();
+    std::fs::create_dir_all(g.join("etc/apparmor.d/local")).unwrap();
+    std::fs::create_dir_all(g.join("var/log")).unwrap();
+    std::fs::write(g.join("var/log/.keep"), "").unwrap();
+    std::fs::copy(
+        fixture_root().join("usr.bin.msmtp"),
+        g.join("etc/apparmor.d/usr.bin.msmtp"),
+    )
+    .unwrap();
+    let local = g.join("etc/apparmor.d/local/usr.bin.msmtp");
+    std::fs::write(&local, "").unwrap();
+
+    // 1. The denial, from the real kernel.
+    let out1 = tempfile::tempdir().unwrap();
+    let (output, dmesg) = boot_msmtp(&aa_vm, g, out1.path());
+    assert!(
+        output.contains("cannot log to /var/log/msmtp.log"),
+        "{output}"
+    );
+    let mut parser = armorwatch::parse::Parser::new();
+    let mut outs = Vec::new();
+    for line in dmesg.lines() {
+        parser.push_line(line, &Source::Text, &mut outs);
+    }
+    parser.finish(&mut outs);
+    let denial = outs
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Event(e) if e.operation() == Some("mknod") => Some(*e),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no msmtp denial in the kernel log:\n{dmesg}"));
+
+    // 2. Explained against the same profile tree.
+    let exp = explain(fixture_index(), &denial, &Context::default());
+    assert_eq!(exp.explanation.closest_rules[0].line, 24);
+    let mut s = exp.explanation.suggestion.expect("suggestion");
+    system::check_suggestion(&fixture_root(), &mut s);
+    assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    assert!(s.file.ends_with("local/usr.bin.msmtp"));
+
+    // 3. The rule added where the suggestion says, the profile reloaded (at boot), denial gone.
+    std::fs::write(&local, format!("{}\n", s.rule)).unwrap();
+    let out2 = tempfile::tempdir().unwrap();
+    let (output, dmesg) = boot_msmtp(&aa_vm, g, out2.path());
+    assert!(!dmesg.contains("apparmor=\"DENIED\""), "{dmesg}");
+    assert!(
+        output.contains("exitcode=EX_TEMPFAIL"),
+        "the log was not written:\n{output}"
+    );
+}
