@@ -1,6 +1,9 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
+mod doctor;
 mod parse;
+mod replay;
+mod run;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,12 @@ pub struct Cli {
 enum Command {
     /// Parse AppArmor records from log files (or stdin) into JSON lines, event schema 1.
     Parse(parse::ParseArgs),
+    /// Follow the configured (or automatically chosen) sources until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// Read every source from its checkpoint to its current end (and log files whole), then exit.
+    Replay(replay::ReplayArgs),
+    /// Show what this machine does with AppArmor records and which sources armorwatch would use.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -28,6 +37,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => parse::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Replay(args) => replay::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     };
     match result {
         Ok(code) => code,
