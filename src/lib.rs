@@ -6,8 +6,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
+pub mod checkpoint;
 pub mod cli;
+pub mod config;
 pub mod event;
 pub mod linereader;
 pub mod parse;
 pub mod profiles;
+pub mod pipeline;
+pub mod sources;

@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
 mod explain;
+mod doctor;
 mod parse;
+mod replay;
+mod run;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,12 @@ enum Command {
     Parse(parse::ParseArgs),
     /// Explain AppArmor records: the responsible profile, the rule that nearly matched, the fix.
     Explain(explain::ExplainArgs),
+    /// Follow the configured (or automatically chosen) sources until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// Read every source from its checkpoint to its current end (and log files whole), then exit.
+    Replay(replay::ReplayArgs),
+    /// Show what this machine does with AppArmor records and which sources armorwatch would use.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -32,6 +41,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => parse::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Replay(args) => replay::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,262 @@
+//! Versioned source positions, written atomically (temp file, fsync, rename, fsync of the
+//! directory) so that a crash leaves either the old or the new state, never a torn one.
+//!
+//! Positions advance only after the records before them were accepted by the output
+//! (at-least-once): after a crash, what was delivered since the last save is delivered again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the state file.
+pub const STATE_VERSION: u32 = 1;
+
+/// The state file's name inside the state directory.
+pub const STATE_FILE: &str = "checkpoints.json";
+
+/// Where a source stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Position {
+    /// A journal cursor: the last entry handed over.
+    Journald {
+        /// sd-journal cursor.
+        cursor: String,
+    },
+    /// A byte offset in a file identified by device and inode (a rotated file keeps both).
+    File {
+        /// The configured path.
+        path: PathBuf,
+        /// `st_dev`.
+        dev: u64,
+        /// `st_ino`.
+        ino: u64,
+        /// Bytes consumed (always at a line boundary).
+        offset: u64,
+        /// Lines consumed, for the line numbers in events.
+        line: u64,
+    },
+    /// /dev/kmsg: the next sequence number expected, valid for one boot.
+    Kmsg {
+        /// `/proc/sys/kernel/random/boot_id`.
+        boot_id: String,
+        /// The last sequence number handed over.
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    sources: BTreeMap<String, Position>,
+}
+
+/// Errors reading or writing the state.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// I/O on the state directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The state file is from a newer armorwatch.
+    #[error(
+        "{path}: state version {found} is newer than this armorwatch understands ({STATE_VERSION})"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+}
+
+/// The positions of all sources, backed by `DIR/checkpoints.json`.
+#[derive(Debug)]
+pub struct Checkpoints {
+    path: PathBuf,
+    state: StateFile,
+    dirty: bool,
+}
+
+impl Checkpoints {
+    /// Open (creating the directory if needed). A leftover temp file from a crash during a save
+    /// is used when it is complete and valid (it is newer), and removed otherwise. A corrupt state
+    /// file is set aside as `checkpoints.json.corrupt` and the sources start fresh.
+    pub fn open(dir: &Path) -> Result<Checkpoints, CheckpointError> {
+        fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(STATE_FILE);
+        let tmp = temp_path(&path);
+        if let Ok(bytes) = fs::read(&tmp) {
+            match serde_json::from_slice::<StateFile>(&bytes) {
+                Ok(s) if s.version <= STATE_VERSION => {
+                    fs::rename(&tmp, &path).map_err(|source| CheckpointError::Io {
+                        path: tmp.clone(),
+                        source,
+                    })?;
+                }
+                _ => {
+                    let _ = fs::remove_file(&tmp);
+                }
+            }
+        }
+        let state = match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
+                Ok(s) if s.version > STATE_VERSION => {
+                    return Err(CheckpointError::Version {
+                        path,
+                        found: s.version,
+                    });
+                }
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!(
+                        "armorwatch: {}: unreadable checkpoint ({e}); starting fresh",
+                        path.display()
+                    );
+                    let _ = fs::rename(&path, path.with_extension("json.corrupt"));
+                    StateFile::default()
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => StateFile::default(),
+            Err(source) => return Err(CheckpointError::Io { path, source }),
+        };
+        Ok(Checkpoints {
+            path,
+            state: StateFile {
+                version: STATE_VERSION,
+                sources: state.sources,
+            },
+            dirty: false,
+        })
+    }
+
+    /// The saved position of a source.
+    pub fn get(&self, source: &str) -> Option<&Position> {
+        self.state.sources.get(source)
+    }
+
+    /// Record a new position (saved by [`Checkpoints::save`]).
+    pub fn set(&mut self, source: &str, position: Position) {
+        if self.state.sources.get(source) != Some(&position) {
+            self.state.sources.insert(source.to_string(), position);
+            self.dirty = true;
+        }
+    }
+
+    /// True when positions changed since the last save.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Write the state atomically if it changed.
+    pub fn save(&mut self) -> Result<(), CheckpointError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(&self.state).unwrap_or_default();
+        write_atomic(&self.path, &bytes).map_err(|source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Replace `path` with `bytes` atomically: write `PATH.tmp`, fsync it, rename it over `path`,
+/// fsync the directory. Readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(n: u64) -> Position {
+        Position::Kmsg {
+            boot_id: "b".into(),
+            seq: n,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Checkpoints::open(dir.path()).unwrap();
+        assert!(c.get("kernel_log").is_none());
+        c.set("kernel_log", pos(7));
+        c.save().unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(c.get("kernel_log"), Some(&pos(7)));
+        let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+    }
+
+    #[test]
+    fn complete_leftover_temp_is_used_and_torn_one_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Checkpoints::open(dir.path()).unwrap();
+        c.set("a", pos(1));
+        c.save().unwrap();
+        let tmp = dir.path().join("checkpoints.json.tmp");
+        fs::write(
+            &tmp,
+            r#"{"version":1,"sources":{"a":{"kind":"kmsg","boot_id":"b","seq":2}}}"#,
+        )
+        .unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(c.get("a"), Some(&pos(2)));
+        assert!(!tmp.exists());
+        fs::write(&tmp, r#"{"version":1,"sources":{"a":{"kind":"km"#).unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(c.get("a"), Some(&pos(2)));
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn newer_version_is_refused_and_corrupt_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        fs::write(&path, r#"{"version":99,"sources":{}}"#).unwrap();
+        assert!(matches!(
+            Checkpoints::open(dir.path()),
+            Err(CheckpointError::Version { found: 99, .. })
+        ));
+        fs::write(&path, "garbage").unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        assert!(c.get("a").is_none());
+        assert!(dir.path().join("checkpoints.json.corrupt").exists());
+    }
+}

@@ -1,0 +1,108 @@
+//! The configuration file as written: serde types mirroring the TOML, one doc comment per key.
+//!
+//! Unknown keys are rejected with their full key path. `#[serde(deny_unknown_fields)]` would
+//! stop at the first one without saying where it was, so the types accept unknown keys and
+//! [`parse`] collects every ignored key with `serde_ignored`, which tracks the path. The
+//! `[sinks.NAME]` tables are kept as raw TOML tables: the sinks module validates them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// `[state]`.
+    pub state: Option<RawState>,
+    /// `[sources.*]`: a table's presence enables that source.
+    pub sources: Option<RawSources>,
+    /// `[sinks.NAME]`: validated by the sinks module; only `type` is read here.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, toml::Table>,
+}
+
+/// `[state]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawState {
+    /// Directory for checkpoints (default `/var/lib/armorwatch`).
+    pub dir: Option<PathBuf>,
+    /// How often positions are saved while events flow, in milliseconds (default 1000; 0 saves
+    /// after every delivered batch). Whatever was delivered after the last save is delivered
+    /// again after a crash (at-least-once).
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+/// `[sources]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSources {
+    /// `[sources.journald]`.
+    pub journald: Option<RawJournald>,
+    /// `[sources.audit_log]`.
+    pub audit_log: Option<RawFile>,
+    /// `[sources.kernel_log]`.
+    pub kernel_log: Option<RawFile>,
+    /// `[sources.netlink]`.
+    pub netlink: Option<RawNetlink>,
+}
+
+/// `[sources.journald]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawJournald {
+    /// A directory of journal files; default: the system journal.
+    pub directory: Option<PathBuf>,
+}
+
+/// `[sources.audit_log]` and `[sources.kernel_log]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFile {
+    /// The file to follow.
+    pub path: Option<PathBuf>,
+}
+
+/// `[sources.netlink]` (no keys yet).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNetlink {}
+
+/// Parse TOML text; unknown keys are an error listing each key path.
+pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    let mut unknown = Vec::new();
+    let de = toml::Deserializer::new(text);
+    let raw: RawConfig =
+        serde_ignored::deserialize(de, |p| unknown.push(key_path(&p))).map_err(|e| {
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            }
+        })?;
+    if !unknown.is_empty() {
+        return Err(ConfigError::UnknownKeys {
+            path: path.to_path_buf(),
+            keys: unknown,
+        });
+    }
+    Ok(raw)
+}
+
+/// `sources.audit_log.pth` from serde_ignored's path (whose `Display` shows `?` for options).
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => join(key_path(parent), &index.to_string()),
+        Path::Map { parent, key } => join(key_path(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+fn join(parent: String, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}

@@ -1,0 +1,220 @@
+//! Validation: [`RawConfig`] → [`Config`], with defaults filled in and every error naming its key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::RawConfig;
+use super::{ConfigError, DEFAULT_STATE_DIR};
+
+/// Default path of the audit log.
+pub const DEFAULT_AUDIT_LOG: &str = "/var/log/audit/audit.log";
+/// Default kernel log.
+pub const DEFAULT_KERNEL_LOG: &str = "/dev/kmsg";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where checkpoints live.
+    pub state_dir: PathBuf,
+    /// How often positions are saved while events flow.
+    pub checkpoint_interval: Duration,
+    /// Configured sources; empty means automatic selection.
+    pub sources: Vec<SourceConfig>,
+    /// `[sinks.NAME]` tables, in name order.
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            checkpoint_interval: Duration::from_millis(1000),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// One configured source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// The journal: the system journal, or the files in `directory`.
+    Journald {
+        /// A directory of journal files.
+        directory: Option<PathBuf>,
+    },
+    /// auditd's log.
+    AuditLog {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `/dev/kmsg` or a syslog file.
+    KernelLog {
+        /// The device or file.
+        path: PathBuf,
+    },
+    /// The audit netlink multicast group.
+    Netlink,
+}
+
+impl SourceConfig {
+    /// The name used in checkpoints and messages (`audit_log`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceConfig::Journald { .. } => "journald",
+            SourceConfig::AuditLog { .. } => "audit_log",
+            SourceConfig::KernelLog { .. } => "kernel_log",
+            SourceConfig::Netlink => "netlink",
+        }
+    }
+}
+
+/// A `[sinks.NAME]` table. Only `type` is checked here; the rest belongs to the sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// NAME.
+    pub name: String,
+    /// `type`.
+    pub kind: String,
+    /// The whole table, `type` included.
+    pub table: toml::Table,
+}
+
+/// Validate a parsed file.
+pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |key: &str, message: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message: message.to_string(),
+    };
+    let mut config = Config::default();
+    if let Some(state) = raw.state {
+        if let Some(dir) = state.dir {
+            if !dir.is_absolute() {
+                return Err(invalid("state.dir", "must be an absolute path"));
+            }
+            config.state_dir = dir;
+        }
+        if let Some(ms) = state.checkpoint_interval_ms {
+            if ms > 3_600_000 {
+                return Err(invalid(
+                    "state.checkpoint_interval_ms",
+                    "must be at most 3600000 (one hour)",
+                ));
+            }
+            config.checkpoint_interval = Duration::from_millis(ms);
+        }
+    }
+    if let Some(sources) = raw.sources {
+        if let Some(j) = sources.journald {
+            if let Some(d) = &j.directory {
+                if !d.is_absolute() {
+                    return Err(invalid(
+                        "sources.journald.directory",
+                        "must be an absolute path",
+                    ));
+                }
+            }
+            config.sources.push(SourceConfig::Journald {
+                directory: j.directory,
+            });
+        }
+        if let Some(a) = sources.audit_log {
+            let path = a.path.unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_LOG));
+            if !path.is_absolute() {
+                return Err(invalid(
+                    "sources.audit_log.path",
+                    "must be an absolute path",
+                ));
+            }
+            config.sources.push(SourceConfig::AuditLog { path });
+        }
+        if let Some(k) = sources.kernel_log {
+            let path = k.path.unwrap_or_else(|| PathBuf::from(DEFAULT_KERNEL_LOG));
+            if !path.is_absolute() {
+                return Err(invalid(
+                    "sources.kernel_log.path",
+                    "must be an absolute path",
+                ));
+            }
+            config.sources.push(SourceConfig::KernelLog { path });
+        }
+        if sources.netlink.is_some() {
+            config.sources.push(SourceConfig::Netlink);
+        }
+    }
+    for (name, table) in raw.sinks {
+        let key = format!("sinks.{name}.type");
+        let kind = match table.get("type") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => return Err(invalid(&key, "must be a string")),
+            None => return Err(invalid(&key, "is required")),
+        };
+        config.sinks.push(SinkConfig { name, kind, table });
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("t.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let c = parse(
+            r#"
+[state]
+dir = "/var/lib/armorwatch"
+[sources.journald]
+directory = "/var/log/journal"
+[sources.audit_log]
+path = "/var/log/audit/audit.log"
+[sources.kernel_log]
+path = "/dev/kmsg"
+[sources.netlink]
+[sinks.out]
+type = "file"
+path = "/var/log/armorwatch/events.jsonl"
+content = "events"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 4);
+        assert_eq!(c.sinks[0].kind, "file");
+        assert_eq!(
+            c.sinks[0].table.get("content").and_then(|v| v.as_str()),
+            Some("events")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_carry_their_path() {
+        assert_eq!(
+            err("[sources.audit_log]\npth = \"/x\"\n[state]\ndri = \"/y\"\n"),
+            "t.toml: unknown keys `sources.audit_log.pth`, `state.dri`"
+        );
+        assert!(err("[sources.jounrald]\n").contains("`sources.jounrald`"));
+        assert!(err("top = 1\n").contains("`top`"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert!(
+            err("[sources.audit_log]\npath = \"rel/a.log\"\n").contains("`sources.audit_log.path`")
+        );
+        assert!(err("[sinks.x]\npath = \"/a\"\n").contains("`sinks.x.type`: is required"));
+        assert!(err("[state]\ndir = 5\n").contains("dir"));
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../../config.example.toml");
+        parse(text, Path::new("config.example.toml")).unwrap();
+    }
+}

@@ -1,0 +1,805 @@
+//! Wires the stages: one task per source (reading) → one parser task per source → dedup and
+//! output (one blocking thread) → checkpoints. Bounded channels throughout, so a slow output
+//! slows the sources instead of growing memory.
+//!
+//! Delivery is at-least-once: a source's position is recorded only after the output accepted
+//! every event read before it, and saved every `checkpoint_interval`; after a crash, whatever was
+//! delivered since the last save is delivered again.
+//!
+//! Shutdown: the stop signal makes the sources return; each parser task then sees its input
+//! close, emits what it still holds and closes its output; the output thread drains, flushes and
+//! saves the checkpoints last.
+//!
+//! **Integration point.** [`EventOutput`] is how events and loss notices leave the pipeline.
+//! [`JsonLines`] (`[sinks.NAME] type = "file" | "stdout"`, `content = "events"`) is the only
+//! built-in implementation; the real sinks (and the correlator, which turns events into alerts
+//! for `content = "alerts"`) plug in by implementing [`EventOutput`] — see [`build_outputs`].
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::fs::OpenOptions;
+use std::hash::{Hash, Hasher};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::{CheckpointError, Checkpoints, Position};
+use crate::config::{SinkConfig, SourceConfig};
+use crate::event::{Event, Source, format_rfc3339_millis};
+use crate::parse::line::LossReport;
+use crate::parse::{Output, Parser};
+use crate::sources::{self, SourceError};
+
+/// How long a source must be quiet before the parser stops waiting for companion records
+/// (SYSCALL, PROCTITLE …) of the events it holds. auditd writes an event's records back to back.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(2);
+
+/// Batches in flight between a source and its parser.
+const SOURCE_CHANNEL: usize = 64;
+/// Batches in flight between the parsers and the output.
+const OUTPUT_CHANNEL: usize = 256;
+/// Lines remembered while the parser holds events; beyond this the parser is flushed.
+const MAX_TRACKED_LINES: usize = 4096;
+/// Window for duplicates of records without an audit stamp.
+const STAMPLESS_DEDUP_WINDOW: Duration = Duration::from_secs(2);
+/// Stamped keys remembered for duplicate detection.
+const DEDUP_KEYS: usize = 65_536;
+
+/// Follow live, or read to the current end and stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `armorwatch run`: follow until stopped; a source without a checkpoint starts at the end.
+    Follow,
+    /// `armorwatch replay`: from the checkpoint (or the beginning) to the current end.
+    Replay,
+}
+
+/// One physical line (or journal entry message line) read by a source.
+#[derive(Debug, Clone)]
+pub struct SourceLine {
+    /// The text, without its newline.
+    pub text: String,
+    /// Where it came from (goes into the event).
+    pub source: Source,
+    /// The source's position just after this line; None for sources without checkpoints.
+    pub position: Option<Position>,
+}
+
+/// What a source hands to its parser task.
+#[derive(Debug, Clone)]
+pub enum SourceItem {
+    /// A line to parse.
+    Line(SourceLine),
+    /// A loss the source detected itself (kmsg overwrite, netlink serial gap …).
+    Loss(LossEvent),
+}
+
+/// A batch of items; sources batch to keep channel overhead low.
+pub type Batch = Vec<SourceItem>;
+
+/// Sender half given to a source.
+pub type BatchSender = mpsc::Sender<Batch>;
+
+/// The stop signal sources watch (true = stop).
+pub type StopSignal = watch::Receiver<bool>;
+
+/// Why records were lost (`"kind": "loss"` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossReason {
+    /// `kauditd_printk_skb: N callbacks suppressed` (printk rate limit).
+    PrintkSuppressed,
+    /// `audit_lost=N`: the kernel's running total of lost records.
+    AuditLost,
+    /// `audit: backlog limit exceeded`.
+    BacklogExceeded,
+    /// /dev/kmsg records overwritten before they were read.
+    KmsgOverwritten,
+    /// A gap in audit serials on the netlink socket.
+    NetlinkSerialGap,
+    /// The netlink socket's receive buffer overflowed (ENOBUFS).
+    NetlinkOverrun,
+    /// An AppArmor-looking line armorwatch could not parse.
+    Unparsed,
+}
+
+/// A loss notice (`"kind": "loss"`, schema 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossEvent {
+    /// Why.
+    pub reason: LossReason,
+    /// How many records, when known.
+    pub count: Option<u64>,
+    /// Details (parse error, the kernel's text …).
+    pub detail: Option<String>,
+    /// Where it was noticed.
+    pub source: Source,
+    /// When armorwatch noticed it (Unix milliseconds).
+    pub noticed_ms: u64,
+}
+
+impl LossEvent {
+    /// A notice stamped with the current time.
+    pub fn now(
+        reason: LossReason,
+        count: Option<u64>,
+        detail: Option<String>,
+        source: Source,
+    ) -> LossEvent {
+        let noticed_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        LossEvent {
+            reason,
+            count,
+            detail,
+            source,
+            noticed_ms,
+        }
+    }
+}
+
+impl Serialize for LossEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("LossEvent", 7)?;
+        s.serialize_field("schema", &crate::event::EVENT_SCHEMA)?;
+        s.serialize_field("kind", "loss")?;
+        s.serialize_field(
+            "time",
+            &format_rfc3339_millis(self.noticed_ms / 1000, (self.noticed_ms % 1000) as u32),
+        )?;
+        s.serialize_field("reason", &self.reason)?;
+        s.serialize_field("count", &self.count)?;
+        s.serialize_field("detail", &self.detail)?;
+        s.serialize_field("source", &self.source)?;
+        s.end()
+    }
+}
+
+/// What the pipeline hands to the output.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// An AppArmor event.
+    Event(Box<Event>),
+    /// Records were lost.
+    Loss(LossEvent),
+}
+
+impl Serialize for Item {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Item::Event(e) => e.serialize(serializer),
+            Item::Loss(l) => l.serialize(serializer),
+        }
+    }
+}
+
+/// **The output boundary.** Everything that leaves the pipeline goes through this trait; the
+/// sinks module and the correlator implement it. `deliver` returning `Ok` means "accepted": the
+/// pipeline may then advance the checkpoint past the item. It is called from one dedicated
+/// thread, in order, so implementations may block (write, fsync, queue to a spool).
+pub trait EventOutput: Send + std::fmt::Debug {
+    /// Accept one item. An error is retried (the checkpoint does not advance meanwhile).
+    fn deliver(&mut self, item: &Item) -> io::Result<()>;
+    /// Called at shutdown after the last item.
+    fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Built-in output: one JSON object per line (events schema 1 and loss notices), flushed after
+/// each item, to standard output or appended to a file.
+#[derive(Debug)]
+pub struct JsonLines {
+    writer: BufWriter<Box<dyn WriteDebug>>,
+}
+
+/// `Write + Send + Debug`, so the output can be printed in diagnostics.
+pub trait WriteDebug: Write + Send + std::fmt::Debug {}
+impl<T: Write + Send + std::fmt::Debug> WriteDebug for T {}
+
+impl JsonLines {
+    /// Write to standard output.
+    pub fn stdout() -> JsonLines {
+        JsonLines {
+            writer: BufWriter::new(Box::new(io::stdout())),
+        }
+    }
+
+    /// Append to a file (created, with its directory, if missing).
+    pub fn file(path: &std::path::Path) -> io::Result<JsonLines> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let f = OpenOptions::new().append(true).create(true).open(path)?;
+        Ok(JsonLines {
+            writer: BufWriter::new(Box::new(f)),
+        })
+    }
+}
+
+impl EventOutput for JsonLines {
+    fn deliver(&mut self, item: &Item) -> io::Result<()> {
+        serde_json::to_writer(&mut self.writer, item)?;
+        self.writer.write_all(b"\n")?;
+        self.writer.flush()
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// A bad `[sinks.NAME]` table (exit 78).
+#[derive(Debug, thiserror::Error)]
+pub enum OutputConfigError {
+    /// A key is missing or wrong.
+    #[error("`sinks.{sink}.{key}`: {message}")]
+    Invalid {
+        /// NAME.
+        sink: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The output file cannot be opened.
+    #[error("sinks.{sink}: cannot open {path}: {source}")]
+    Open {
+        /// NAME.
+        sink: String,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Build the outputs for the configured sinks; no sink means JSON lines on standard output.
+///
+/// **Integrator:** this is where `src/sinks/` takes over: map each [`SinkConfig`] to its sink
+/// (all of them implementing [`EventOutput`]), and route `content = "alerts"` through the
+/// correlator (an [`EventOutput`] that feeds the pure correlator and forwards alerts to its sinks).
+pub fn build_outputs(sinks: &[SinkConfig]) -> Result<Vec<Box<dyn EventOutput>>, OutputConfigError> {
+    let mut outputs: Vec<Box<dyn EventOutput>> = Vec::new();
+    for sink in sinks {
+        let invalid = |key: &'static str, message: &str| OutputConfigError::Invalid {
+            sink: sink.name.clone(),
+            key,
+            message: message.to_string(),
+        };
+        for key in sink.table.keys() {
+            if !matches!(key.as_str(), "type" | "path" | "content") {
+                return Err(OutputConfigError::Invalid {
+                    sink: sink.name.clone(),
+                    key: "?",
+                    message: format!(
+                        "unknown key `sinks.{}.{key}` for type \"{}\"",
+                        sink.name, sink.kind
+                    ),
+                });
+            }
+        }
+        match sink.table.get("content") {
+            None => {}
+            Some(toml::Value::String(s)) if s == "events" => {}
+            Some(toml::Value::String(s)) if s == "alerts" => {
+                return Err(invalid(
+                    "content",
+                    "\"alerts\" needs the correlator, which this build does not have yet",
+                ));
+            }
+            Some(_) => return Err(invalid("content", "must be \"events\" or \"alerts\"")),
+        }
+        match sink.kind.as_str() {
+            "stdout" => {
+                if sink.table.contains_key("path") {
+                    return Err(invalid("path", "not allowed for type \"stdout\""));
+                }
+                outputs.push(Box::new(JsonLines::stdout()));
+            }
+            "file" => {
+                let path = match sink.table.get("path") {
+                    Some(toml::Value::String(p)) if p.starts_with('/') => PathBuf::from(p),
+                    Some(toml::Value::String(_)) => {
+                        return Err(invalid("path", "must be an absolute path"));
+                    }
+                    Some(_) => return Err(invalid("path", "must be a string")),
+                    None => return Err(invalid("path", "is required for type \"file\"")),
+                };
+                let out = JsonLines::file(&path).map_err(|source| OutputConfigError::Open {
+                    sink: sink.name.clone(),
+                    path,
+                    source,
+                })?;
+                outputs.push(Box::new(out));
+            }
+            other => {
+                return Err(invalid(
+                    "type",
+                    &format!(
+                        "unknown sink type \"{other}\" (this build has \"file\" and \"stdout\")"
+                    ),
+                ));
+            }
+        }
+    }
+    if outputs.is_empty() {
+        outputs.push(Box::new(JsonLines::stdout()));
+    }
+    Ok(outputs)
+}
+
+/// What to run.
+#[derive(Debug)]
+pub struct Plan {
+    /// Follow or replay.
+    pub mode: Mode,
+    /// The sources (configured or automatically selected).
+    pub sources: Vec<SourceConfig>,
+    /// Replay only: files read whole, format detected per line, no checkpoint.
+    pub files: Vec<PathBuf>,
+    /// Checkpoints; None runs without (nothing is read from or saved to disk).
+    pub state_dir: Option<PathBuf>,
+    /// How often positions are saved while events flow.
+    pub checkpoint_interval: Duration,
+}
+
+/// Counts reported at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Events delivered.
+    pub events: u64,
+    /// Events dropped as duplicates of one already delivered.
+    pub duplicates: u64,
+    /// Loss notices delivered.
+    pub losses: u64,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A source could not start.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The state directory is unusable.
+    #[error("checkpoints: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The output failed and the pipeline was stopped before it recovered.
+    #[error("output: {0}")]
+    Output(io::Error),
+}
+
+/// A parsed item plus the source position it completes, sent to the output thread.
+#[derive(Debug)]
+struct Delivery {
+    source: Arc<str>,
+    item: Option<Item>,
+    ack: Option<Position>,
+}
+
+/// Run the pipeline until the sources end (replay) or `shutdown` resolves (follow), then drain.
+pub async fn run(
+    plan: Plan,
+    mut outputs: Vec<Box<dyn EventOutput>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, PipelineError> {
+    let mut checkpoints = match &plan.state_dir {
+        Some(dir) => Some(Checkpoints::open(dir)?),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<Delivery>>(OUTPUT_CHANNEL);
+    let mut parser_tasks = Vec::new();
+    let mut source_tasks = Vec::new();
+
+    let mut starts: Vec<(Arc<str>, sources::Spec)> = Vec::new();
+    for cfg in &plan.sources {
+        if plan.mode == Mode::Replay && *cfg == SourceConfig::Netlink {
+            eprintln!("armorwatch: replay: the netlink source is live only; skipped");
+            continue;
+        }
+        let name: Arc<str> = Arc::from(cfg.name());
+        let position = checkpoints.as_ref().and_then(|c| c.get(&name).cloned());
+        starts.push((
+            name,
+            sources::Spec::Configured {
+                config: cfg.clone(),
+                position,
+            },
+        ));
+    }
+    for file in &plan.files {
+        let name: Arc<str> = Arc::from(format!("file:{}", file.display()));
+        starts.push((name, sources::Spec::WholeFile { path: file.clone() }));
+    }
+    for (name, spec) in starts {
+        let (tx, rx) = mpsc::channel::<Batch>(SOURCE_CHANNEL);
+        let handle = sources::start(spec, plan.mode, tx, stop_rx.clone())?;
+        source_tasks.push(handle);
+        parser_tasks.push(tokio::spawn(parse_stage(name, rx, out_tx.clone())));
+    }
+    drop(out_tx);
+
+    let interval = plan.checkpoint_interval;
+    let output = tokio::task::spawn_blocking(move || {
+        let handle = tokio::runtime::Handle::current();
+        let mut dedup = Dedup::default();
+        let mut summary = Summary::default();
+        let mut last_save = Instant::now();
+        let mut failure = None;
+        'outer: loop {
+            let next = handle.block_on(async {
+                if checkpoints.as_ref().is_some_and(Checkpoints::is_dirty) {
+                    let left = interval.saturating_sub(last_save.elapsed());
+                    tokio::time::timeout(left, out_rx.recv()).await.ok()
+                } else {
+                    Some(out_rx.recv().await)
+                }
+            });
+            match next {
+                None => {}
+                Some(None) => break,
+                Some(Some(batch)) => {
+                    for d in batch {
+                        if let Some(item) = &d.item {
+                            let duplicate = match item {
+                                Item::Event(e) => dedup.is_duplicate(e, Instant::now()),
+                                Item::Loss(_) => false,
+                            };
+                            if duplicate {
+                                summary.duplicates += 1;
+                            } else {
+                                if let Err(e) = deliver_all(&mut outputs, item) {
+                                    failure = Some(e);
+                                    break 'outer;
+                                }
+                                match item {
+                                    Item::Event(_) => summary.events += 1,
+                                    Item::Loss(_) => summary.losses += 1,
+                                }
+                            }
+                        }
+                        if let (Some(c), Some(pos)) = (checkpoints.as_mut(), d.ack) {
+                            c.set(&d.source, pos);
+                        }
+                    }
+                }
+            }
+            if let Some(c) = checkpoints.as_mut() {
+                if c.is_dirty() && last_save.elapsed() >= interval {
+                    if let Err(e) = c.save() {
+                        eprintln!("armorwatch: saving checkpoints: {e}");
+                    }
+                    last_save = Instant::now();
+                }
+            }
+        }
+        for o in &mut outputs {
+            if let Err(e) = o.close() {
+                eprintln!("armorwatch: closing output: {e}");
+            }
+        }
+        // Only what was accepted was acknowledged, so saving is right even after a failure.
+        if let Some(c) = checkpoints.as_mut() {
+            if let Err(e) = c.save() {
+                eprintln!("armorwatch: saving checkpoints: {e}");
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    });
+
+    let mut output = std::pin::pin!(output);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let early = tokio::select! {
+        r = &mut output => Some(r),
+        () = &mut shutdown => None,
+    };
+    let _ = stop_tx.send(true);
+    for h in source_tasks {
+        h.join().await;
+    }
+    for t in parser_tasks {
+        let _ = t.await;
+    }
+    let result = match early {
+        Some(r) => r,
+        None => output.await,
+    };
+    match result {
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(e)) => Err(PipelineError::Output(e)),
+        Err(e) => Err(PipelineError::Output(io::Error::other(e.to_string()))),
+    }
+}
+
+fn deliver_all(outputs: &mut [Box<dyn EventOutput>], item: &Item) -> io::Result<()> {
+    for o in outputs.iter_mut() {
+        let mut attempts = 0;
+        loop {
+            match o.deliver(item) {
+                Ok(()) => break,
+                Err(e) if attempts < 5 => {
+                    attempts += 1;
+                    eprintln!("armorwatch: output failed ({e}); retrying");
+                    std::thread::sleep(Duration::from_millis(200 * attempts));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One source's parser: lines in, events out, with the position each event completes.
+async fn parse_stage(
+    name: Arc<str>,
+    mut rx: mpsc::Receiver<Batch>,
+    out: mpsc::Sender<Vec<Delivery>>,
+) {
+    let mut parser = Parser::new();
+    let mut tracked: VecDeque<(Source, Position)> = VecDeque::new();
+    let mut last_position: Option<Position> = None;
+    let mut produced = Vec::new();
+    loop {
+        let next = if parser.has_pending() {
+            tokio::time::timeout(IDLE_FLUSH, rx.recv()).await.ok()
+        } else {
+            Some(rx.recv().await)
+        };
+        let mut deliveries = Vec::new();
+        match next {
+            None => parser.flush_pending(&mut produced),
+            Some(None) => {
+                parser.finish(&mut produced);
+                collect(&name, &mut produced, &mut tracked, &mut deliveries);
+                if let Some(pos) = last_position.take() {
+                    deliveries.push(Delivery {
+                        source: name.clone(),
+                        item: None,
+                        ack: Some(pos),
+                    });
+                }
+                let _ = out.send(deliveries).await;
+                return;
+            }
+            Some(Some(batch)) => {
+                for item in batch {
+                    match item {
+                        SourceItem::Loss(loss) => {
+                            collect(&name, &mut produced, &mut tracked, &mut deliveries);
+                            deliveries.push(Delivery {
+                                source: name.clone(),
+                                item: Some(Item::Loss(loss)),
+                                ack: None,
+                            });
+                        }
+                        SourceItem::Line(line) => {
+                            parser.push_line(&line.text, &line.source, &mut produced);
+                            if let Some(pos) = line.position {
+                                if parser.has_pending() {
+                                    tracked.push_back((line.source, pos.clone()));
+                                }
+                                last_position = Some(pos);
+                            }
+                            collect(&name, &mut produced, &mut tracked, &mut deliveries);
+                            if tracked.len() > MAX_TRACKED_LINES {
+                                parser.flush_pending(&mut produced);
+                                collect(&name, &mut produced, &mut tracked, &mut deliveries);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        collect(&name, &mut produced, &mut tracked, &mut deliveries);
+        if !parser.has_pending() {
+            tracked.clear();
+            if let Some(pos) = last_position.take() {
+                deliveries.push(Delivery {
+                    source: name.clone(),
+                    item: None,
+                    ack: Some(pos),
+                });
+            }
+        }
+        if !deliveries.is_empty() && out.send(deliveries).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Turn parser outputs into deliveries. An event acknowledges the position of its own line:
+/// the parser emits in input order, so every event before it has been handed over too.
+fn collect(
+    name: &Arc<str>,
+    produced: &mut Vec<Output>,
+    tracked: &mut VecDeque<(Source, Position)>,
+    deliveries: &mut Vec<Delivery>,
+) {
+    for o in produced.drain(..) {
+        let (item, ack) = match o {
+            Output::Event(e) => {
+                let ack = match tracked.iter().position(|(s, _)| *s == e.source) {
+                    Some(i) => {
+                        let mut taken = None;
+                        for _ in 0..=i {
+                            taken = tracked.pop_front();
+                        }
+                        taken.map(|(_, p)| p)
+                    }
+                    None => None,
+                };
+                (Item::Event(e), ack)
+            }
+            Output::Malformed(m) => {
+                let mut line = m.line;
+                truncate_utf8(&mut line, 512);
+                let detail = format!("{}: {line}", m.reason);
+                (
+                    Item::Loss(LossEvent::now(
+                        LossReason::Unparsed,
+                        Some(1),
+                        Some(detail),
+                        m.source,
+                    )),
+                    None,
+                )
+            }
+            Output::Loss(l) => {
+                let (reason, count) = match l.report {
+                    LossReport::PrintkSuppressed(n) => (LossReason::PrintkSuppressed, Some(n)),
+                    LossReport::AuditLost(n) => (LossReason::AuditLost, Some(n)),
+                    LossReport::BacklogExceeded => (LossReason::BacklogExceeded, None),
+                };
+                (
+                    Item::Loss(LossEvent::now(reason, count, None, l.source)),
+                    None,
+                )
+            }
+        };
+        deliveries.push(Delivery {
+            source: name.clone(),
+            item: Some(item),
+            ack,
+        });
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+/// Cross-source duplicate detection: the same record read through two channels (journald's
+/// kernel and audit transports, audit.log and netlink) yields one event. Stamped records are
+/// keyed by (node, stamp, serial, type, content); stamp-less ones by content within
+/// [`STAMPLESS_DEDUP_WINDOW`]. Two different AppArmor records of one audit event share the stamp,
+/// hence the content in the key.
+#[derive(Debug, Default)]
+pub struct Dedup {
+    stamped: HashMap<u64, ()>,
+    stamped_order: VecDeque<u64>,
+    stampless: HashMap<u64, Instant>,
+    stampless_order: VecDeque<(u64, Instant)>,
+}
+
+impl Dedup {
+    /// True when an equal event was seen before (and remembers this one otherwise).
+    pub fn is_duplicate(&mut self, event: &Event, now: Instant) -> bool {
+        let mut h = DefaultHasher::new();
+        event.kind.hash(&mut h);
+        event.fields.0.hash(&mut h);
+        event.outer.as_ref().map(|o| &o.0).hash(&mut h);
+        match &event.audit {
+            Some(stamp) if !stamp.is_zero() => {
+                (stamp.epoch, stamp.millis, stamp.serial, &stamp.node).hash(&mut h);
+                let key = h.finish();
+                if self.stamped.insert(key, ()).is_some() {
+                    return true;
+                }
+                self.stamped_order.push_back(key);
+                if self.stamped_order.len() > DEDUP_KEYS {
+                    if let Some(old) = self.stamped_order.pop_front() {
+                        self.stamped.remove(&old);
+                    }
+                }
+                false
+            }
+            _ => {
+                let key = h.finish();
+                while let Some(&(k, t)) = self.stampless_order.front() {
+                    if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW
+                        && self.stampless_order.len() <= DEDUP_KEYS
+                    {
+                        break;
+                    }
+                    self.stampless_order.pop_front();
+                    if self.stampless.get(&k) == Some(&t) {
+                        self.stampless.remove(&k);
+                    }
+                }
+                if let Some(&t) = self.stampless.get(&key) {
+                    if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW {
+                        return true;
+                    }
+                }
+                self.stampless.insert(key, now);
+                self.stampless_order.push_back((key, now));
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_text;
+
+    fn event(line: &str) -> Box<Event> {
+        match parse_text(line, &Source::Text).pop() {
+            Some(Output::Event(e)) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dedup_across_transports_and_stamps() {
+        let mut d = Dedup::default();
+        let t0 = Instant::now();
+        let k = event(
+            "audit: type=1400 audit(1700000000.123:45): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\"",
+        );
+        let a = event(
+            "type=1400 msg=audit(1700000000.123:45): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\"",
+        );
+        let other = event(
+            "type=1400 msg=audit(1700000000.123:45): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/y\" pid=1 comm=\"c\"",
+        );
+        assert!(!d.is_duplicate(&k, t0));
+        assert!(d.is_duplicate(&a, t0));
+        assert!(!d.is_duplicate(&other, t0), "same serial, different record");
+        let z = event(
+            "audit: type=1400 audit(0000000000.000:0): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/z\" pid=1 comm=\"c\"",
+        );
+        assert!(!d.is_duplicate(&z, t0));
+        assert!(d.is_duplicate(&z, t0 + Duration::from_millis(500)));
+        assert!(
+            !d.is_duplicate(&z, t0 + Duration::from_secs(10)),
+            "outside the window it is a new event"
+        );
+    }
+
+    #[test]
+    fn loss_event_json() {
+        let l = LossEvent {
+            reason: LossReason::KmsgOverwritten,
+            count: Some(3),
+            detail: None,
+            source: Source::Kmsg { seq: 9 },
+            noticed_ms: 1_700_000_000_123,
+        };
+        let j = serde_json::to_string(&Item::Loss(l)).unwrap();
+        assert_eq!(
+            j,
+            r#"{"schema":1,"kind":"loss","time":"2023-11-14T22:13:20.123Z","reason":"kmsg_overwritten","count":3,"detail":null,"source":{"kind":"kmsg","seq":9}}"#
+        );
+    }
+}

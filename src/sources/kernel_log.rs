@@ -1,0 +1,184 @@
+//! The kernel log: `/dev/kmsg` (records read one per `read`, resumable by sequence number within
+//! a boot, overwritten records counted as loss) or a syslog file such as `kern.log` (followed with
+//! [`super::tail`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use tokio::io::unix::AsyncFd;
+
+use super::tail::{self, TailSpec};
+use super::{SourceError, SourceHandle, boot_id};
+use crate::checkpoint::Position;
+use crate::event::Source;
+use crate::pipeline::{
+    BatchSender, LossEvent, LossReason, Mode, SourceItem, SourceLine, StopSignal,
+};
+
+/// Start reading the kernel log at `path`.
+pub fn start(
+    path: PathBuf,
+    position: Option<Position>,
+    mode: Mode,
+    tx: BatchSender,
+    stop: StopSignal,
+) -> Result<SourceHandle, SourceError> {
+    let is_device = std::fs::metadata(&path)
+        .map(|m| m.file_type().is_char_device())
+        .unwrap_or(false);
+    if !is_device {
+        let spec = TailSpec {
+            name: "kernel_log",
+            path,
+            position,
+            checkpointed: true,
+            whole: false,
+        };
+        return tail::start(spec, mode, tx, stop);
+    }
+    let open_err = |error: io::Error| SourceError::Open {
+        source_name: "kernel_log".into(),
+        path: path.clone(),
+        error,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(open_err)?;
+    let boot = boot_id();
+    let resume = match position {
+        Some(Position::Kmsg { boot_id: b, seq }) if b == boot => Some(seq),
+        _ => None,
+    };
+    if resume.is_none() && mode == Mode::Follow {
+        file.seek(SeekFrom::End(0)).map_err(open_err)?;
+    }
+    // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor could close it
+    // while registered; this `T` owns it (and `register`, the replacement, is `unsafe`).
+    #[allow(deprecated)]
+    let fd = AsyncFd::new(file).map_err(open_err)?;
+    let task = tokio::spawn(read_kmsg(fd, boot, resume, mode, tx, stop));
+    Ok(SourceHandle::Task(task))
+}
+
+/// One `/dev/kmsg` record: `PRIO,SEQ,USEC,FLAGS[,…];MESSAGE` then continuation lines.
+pub fn record_seq(record: &[u8]) -> Option<u64> {
+    let head = &record[..memchr::memchr(b';', record)?];
+    let mut parts = head.split(|&b| b == b',');
+    parts.next()?;
+    std::str::from_utf8(parts.next()?).ok()?.parse().ok()
+}
+
+async fn read_kmsg(
+    fd: AsyncFd<File>,
+    boot: String,
+    resume: Option<u64>,
+    mode: Mode,
+    tx: BatchSender,
+    mut stop: StopSignal,
+) {
+    let mut buf = vec![0u8; 8192];
+    let mut last: Option<u64> = resume;
+    let mut batch = Vec::new();
+    let mut overwritten = false;
+    loop {
+        let read = {
+            let mut guard = None;
+            if mode == Mode::Follow {
+                tokio::select! {
+                    g = fd.readable() => guard = g.ok(),
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    break;
+                }
+            }
+            match guard {
+                Some(mut g) => match g.try_io(|inner| inner.get_ref().read(&mut buf)) {
+                    Ok(r) => r,
+                    Err(_would_block) => Err(io::ErrorKind::WouldBlock.into()),
+                },
+                None => fd.get_ref().read(&mut buf),
+            }
+        };
+        match read {
+            Ok(0) => break,
+            Ok(n) => {
+                let record = &buf[..n];
+                let Some(seq) = record_seq(record) else {
+                    continue;
+                };
+                if let Some(prev) = last {
+                    if seq <= prev && !overwritten {
+                        // Resuming: already delivered.
+                        continue;
+                    }
+                    if seq > prev + 1 {
+                        batch.push(SourceItem::Loss(LossEvent::now(
+                            LossReason::KmsgOverwritten,
+                            Some(seq - prev - 1),
+                            Some(
+                                "kernel log records were overwritten before armorwatch read them"
+                                    .into(),
+                            ),
+                            Source::Kmsg { seq },
+                        )));
+                    }
+                }
+                overwritten = false;
+                last = Some(seq);
+                let end = memchr::memchr(b'\n', record).unwrap_or(record.len());
+                batch.push(SourceItem::Line(SourceLine {
+                    text: String::from_utf8_lossy(&record[..end]).into_owned(),
+                    source: Source::Kmsg { seq },
+                    position: Some(Position::Kmsg {
+                        boot_id: boot.clone(),
+                        seq,
+                    }),
+                }));
+                if batch.len() < 256 {
+                    continue;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                // Records were overwritten under us; the next read returns the oldest one left
+                // and the gap is counted from the sequence numbers.
+                overwritten = true;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if mode == Mode::Replay {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("armorwatch: reading /dev/kmsg: {e}");
+                break;
+            }
+        }
+        if !batch.is_empty() && tx.send(std::mem::take(&mut batch)).await.is_err() {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_sequence() {
+        assert_eq!(
+            record_seq(b"5,1234,5678,-;audit: type=1400 audit(1:2): x\n SUBSYSTEM=x"),
+            Some(1234)
+        );
+        assert_eq!(record_seq(b"garbage"), None);
+    }
+}

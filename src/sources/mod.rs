@@ -1,0 +1,313 @@
+//! Sources: where AppArmor records are read from, one file per source, plus automatic selection.
+//!
+//! Each source reads on its own (an OS thread for sd-journal and files, a tokio task for
+//! /dev/kmsg and netlink), sends batches of lines with their positions to its parser task, and
+//! returns when the stop signal is set (follow) or at the current end (replay).
+
+pub mod audit_log;
+pub mod journald;
+pub mod kernel_log;
+pub mod netlink;
+pub mod tail;
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::Position;
+use crate::config::SourceConfig;
+use crate::pipeline::{BatchSender, Mode, StopSignal};
+
+/// A source that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A file or device could not be opened.
+    #[error("{source_name}: cannot open {path}: {error}")]
+    Open {
+        /// `audit_log`, …
+        source_name: String,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The journal could not be opened.
+    #[error("journald: cannot open the journal{}: {error}", directory.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default())]
+    Journal {
+        /// The directory, if one was configured.
+        directory: Option<PathBuf>,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// Joining the audit multicast group failed.
+    #[error("netlink: {0}")]
+    Netlink(String),
+    /// inotify could not be set up.
+    #[error("{source_name}: cannot watch {path}: {error}")]
+    Watch {
+        /// `audit_log`, …
+        source_name: String,
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        error: String,
+    },
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    /// A configured (or automatically selected) source and its saved position.
+    Configured {
+        /// The source.
+        config: SourceConfig,
+        /// Where it stopped last time.
+        position: Option<Position>,
+    },
+    /// A file named on the `replay` command line: read whole, no checkpoint.
+    WholeFile {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A running source.
+#[derive(Debug)]
+pub enum SourceHandle {
+    /// Reading on an OS thread.
+    Thread(std::thread::JoinHandle<()>),
+    /// Reading in a tokio task.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl SourceHandle {
+    /// Wait until the source has returned.
+    pub async fn join(self) {
+        match self {
+            SourceHandle::Thread(h) => {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
+            }
+            SourceHandle::Task(h) => {
+                let _ = h.await;
+            }
+        }
+    }
+}
+
+/// Start a source. Errors that make the source unusable (permissions, missing capability) are
+/// returned here, before anything runs.
+pub fn start(
+    spec: Spec,
+    mode: Mode,
+    tx: BatchSender,
+    stop: StopSignal,
+) -> Result<SourceHandle, SourceError> {
+    match spec {
+        Spec::WholeFile { path } => tail::start(tail::TailSpec::whole(path), mode, tx, stop),
+        Spec::Configured { config, position } => match config {
+            SourceConfig::AuditLog { path } => audit_log::start(path, position, mode, tx, stop),
+            SourceConfig::KernelLog { path } => kernel_log::start(path, position, mode, tx, stop),
+            SourceConfig::Journald { directory } => {
+                journald::start(directory, position, mode, tx, stop)
+            }
+            SourceConfig::Netlink => netlink::start(tx, stop),
+        },
+    }
+}
+
+/// The automatically chosen sources and why.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The sources.
+    pub sources: Vec<SourceConfig>,
+    /// One line per decision, for `run` and `doctor`.
+    pub reasons: Vec<String>,
+}
+
+/// What the machine looks like, as far as source selection cares.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// auditd's pid, when it runs.
+    pub auditd_pid: Option<u32>,
+    /// auditd's log file (from auditd.conf, else the default).
+    pub audit_log: PathBuf,
+    /// Whether armorwatch can read it.
+    pub audit_log_readable: Result<(), String>,
+    /// Whether joining the audit multicast group works (CAP_AUDIT_READ).
+    pub netlink: Result<(), String>,
+    /// Whether the system journal opens.
+    pub journal: Result<(), String>,
+    /// Whether /dev/kmsg is readable.
+    pub kmsg: Result<(), String>,
+}
+
+/// Look at the machine.
+pub fn probe() -> Probe {
+    let auditd_pid = find_process("auditd");
+    let audit_log = auditd_log_file(Path::new("/etc/audit/auditd.conf"))
+        .unwrap_or_else(|| PathBuf::from(crate::config::validate::DEFAULT_AUDIT_LOG));
+    let audit_log_readable = std::fs::File::open(&audit_log)
+        .map(drop)
+        .map_err(|e| e.to_string());
+    Probe {
+        auditd_pid,
+        audit_log_readable,
+        audit_log,
+        netlink: netlink::probe(),
+        journal: journald::probe(),
+        kmsg: std::fs::File::open("/dev/kmsg")
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Choose sources: auditd running → its log (+ netlink when permitted); else the journal; else
+/// /dev/kmsg. Duplicates among them are removed by the pipeline.
+pub fn select(p: &Probe) -> Selection {
+    let mut s = Selection::default();
+    if let Some(pid) = p.auditd_pid {
+        match &p.audit_log_readable {
+            Ok(()) => {
+                s.sources.push(SourceConfig::AuditLog {
+                    path: p.audit_log.clone(),
+                });
+                s.reasons.push(format!(
+                    "auditd runs (pid {pid}), so AppArmor records go to {} and not to the kernel log: reading it",
+                    p.audit_log.display()
+                ));
+                match &p.netlink {
+                    Ok(()) => {
+                        s.sources.push(SourceConfig::Netlink);
+                        s.reasons.push("audit netlink multicast is permitted: reading it too (duplicates are removed)".into());
+                    }
+                    Err(e) => s.reasons.push(format!("audit netlink not used: {e}")),
+                }
+                return s;
+            }
+            Err(e) => {
+                s.reasons.push(format!(
+                    "auditd runs (pid {pid}) but {} is not readable: {e}",
+                    p.audit_log.display()
+                ));
+                if p.netlink.is_ok() {
+                    s.sources.push(SourceConfig::Netlink);
+                    s.reasons
+                        .push("reading the audit netlink multicast group instead".into());
+                    return s;
+                }
+            }
+        }
+    } else {
+        s.reasons
+            .push("auditd does not run, so AppArmor records go to the kernel log".into());
+    }
+    match &p.journal {
+        Ok(()) => {
+            s.sources.push(SourceConfig::Journald { directory: None });
+            s.reasons.push(
+                "the system journal is readable: reading its kernel and audit transports".into(),
+            );
+            return s;
+        }
+        Err(e) => s.reasons.push(format!("journal not used: {e}")),
+    }
+    match &p.kmsg {
+        Ok(()) => {
+            s.sources.push(SourceConfig::KernelLog {
+                path: PathBuf::from("/dev/kmsg"),
+            });
+            s.reasons.push("reading /dev/kmsg".into());
+        }
+        Err(e) => s
+            .reasons
+            .push(format!("/dev/kmsg not readable: {e}; no source available")),
+    }
+    s
+}
+
+/// The pid of a process whose `comm` is `name`.
+pub fn find_process(name: &str) -> Option<u32> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
+            if comm.trim_end() == name {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// `log_file =` from auditd.conf.
+pub fn auditd_log_file(conf: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "log_file").then(|| PathBuf::from(v.trim()))
+    })
+}
+
+/// The current boot id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe_with(auditd: bool, journal: bool) -> Probe {
+        Probe {
+            auditd_pid: auditd.then_some(42),
+            audit_log: PathBuf::from("/var/log/audit/audit.log"),
+            audit_log_readable: Ok(()),
+            netlink: Err("needs CAP_AUDIT_READ".into()),
+            journal: if journal {
+                Ok(())
+            } else {
+                Err("no journal".into())
+            },
+            kmsg: Ok(()),
+        }
+    }
+
+    #[test]
+    fn selection_follows_where_records_go() {
+        let s = select(&probe_with(true, true));
+        assert_eq!(
+            s.sources,
+            [SourceConfig::AuditLog {
+                path: "/var/log/audit/audit.log".into()
+            }]
+        );
+        assert!(s.reasons[0].contains("auditd runs"));
+        assert!(s.reasons[1].contains("CAP_AUDIT_READ"));
+        let s = select(&probe_with(false, true));
+        assert_eq!(s.sources, [SourceConfig::Journald { directory: None }]);
+        let s = select(&probe_with(false, false));
+        assert_eq!(
+            s.sources,
+            [SourceConfig::KernelLog {
+                path: "/dev/kmsg".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn auditd_conf_log_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("auditd.conf");
+        std::fs::write(&conf, "#\nlocal_events = yes\nlog_file = /srv/audit.log\n").unwrap();
+        assert_eq!(
+            auditd_log_file(&conf),
+            Some(PathBuf::from("/srv/audit.log"))
+        );
+    }
+}

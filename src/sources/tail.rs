@@ -1,0 +1,483 @@
+//! Following a growing text file through rotation: the shared reader behind the audit.log and
+//! syslog-file sources, and behind the files named on the `replay` command line.
+//!
+//! - Appends are noticed through inotify on the directory (`notify`), with a slow timer as a
+//!   safety net; no polling loop in the normal path.
+//! - Rotation by rename + create: the old file (same device and inode) is read to its end, then
+//!   the new file from its start.
+//! - Rotation by copytruncate: the file shrinks below what was read; the rest is read from the
+//!   copy (`PATH.1`) when it is there, then the truncated file from its start.
+//! - Resume: the position is (device, inode, offset). If the file at the path is another one, the
+//!   rotated file with that identity is looked up beside it and finished first.
+//! - A last line without its newline is held until the newline arrives (or, for a rotated file,
+//!   until the writer has moved on).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use super::{SourceError, SourceHandle};
+use crate::checkpoint::Position;
+use crate::event::Source;
+use crate::pipeline::{Batch, BatchSender, Mode, SourceItem, SourceLine, StopSignal};
+
+/// Lines per batch sent to the parser.
+const BATCH_LINES: usize = 512;
+/// Safety-net wake-up when inotify stays silent (e.g. on filesystems without inotify).
+const SAFETY_POLL: Duration = Duration::from_millis(500);
+/// A line longer than this is cut (the parser never needs more; memory stays bounded).
+const MAX_LINE: usize = 1 << 20;
+
+/// What to follow.
+#[derive(Debug, Clone)]
+pub struct TailSpec {
+    /// `audit_log`, `kernel_log`, or `file` for command-line files.
+    pub name: &'static str,
+    /// The path.
+    pub path: PathBuf,
+    /// The saved position.
+    pub position: Option<Position>,
+    /// Whether positions are reported (false for command-line files).
+    pub checkpointed: bool,
+    /// Read the file whole from the start and emit a last line without newline too.
+    pub whole: bool,
+}
+
+impl TailSpec {
+    /// A file named on the command line.
+    pub fn whole(path: PathBuf) -> TailSpec {
+        TailSpec {
+            name: "file",
+            path,
+            position: None,
+            checkpointed: false,
+            whole: true,
+        }
+    }
+}
+
+/// Start following (or reading) a file.
+pub fn start(
+    spec: TailSpec,
+    mode: Mode,
+    tx: BatchSender,
+    stop: StopSignal,
+) -> Result<SourceHandle, SourceError> {
+    let (wake_tx, wake_rx) = sync_channel::<()>(1);
+    let watcher = if mode == Mode::Follow {
+        let dir = match spec.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = wake_tx.try_send(());
+        })
+        .map_err(|e| SourceError::Watch {
+            source_name: spec.name.to_string(),
+            path: dir.clone(),
+            error: e.to_string(),
+        })?;
+        w.watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| SourceError::Watch {
+                source_name: spec.name.to_string(),
+                path: dir.clone(),
+                error: e.to_string(),
+            })?;
+        Some(w)
+    } else {
+        None
+    };
+    let mut reader = Reader::new(&spec, tx);
+    reader.open_initial(&spec, mode)?;
+    let thread = std::thread::Builder::new()
+        .name(format!("armorwatch-{}", spec.name))
+        .spawn(move || {
+            let _watcher = watcher;
+            reader.run(mode, &wake_rx, &stop, spec.whole);
+        })
+        .map_err(|error| SourceError::Open {
+            source_name: spec.name.to_string(),
+            path: spec.path.clone(),
+            error,
+        })?;
+    Ok(SourceHandle::Thread(thread))
+}
+
+#[derive(Debug)]
+struct Reader {
+    path: PathBuf,
+    checkpointed: bool,
+    file: Option<File>,
+    id: (u64, u64),
+    shown: Arc<str>,
+    /// Bytes of complete lines consumed.
+    offset: u64,
+    /// Lines consumed.
+    line: u64,
+    partial: Vec<u8>,
+    batch: Batch,
+    tx: BatchSender,
+    closed: bool,
+}
+
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}
+
+impl Reader {
+    fn new(spec: &TailSpec, tx: BatchSender) -> Reader {
+        Reader {
+            path: spec.path.clone(),
+            checkpointed: spec.checkpointed,
+            file: None,
+            id: (0, 0),
+            shown: Arc::from(spec.path.display().to_string()),
+            offset: 0,
+            line: 0,
+            partial: Vec::new(),
+            batch: Vec::new(),
+            tx,
+            closed: false,
+        }
+    }
+
+    fn open_err(&self, spec: &TailSpec, path: &Path, error: io::Error) -> SourceError {
+        SourceError::Open {
+            source_name: spec.name.to_string(),
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    /// Open the file at the saved position (finishing a rotated file first when the saved one was
+    /// rotated away), at the end (follow, no position) or at the start.
+    fn open_initial(&mut self, spec: &TailSpec, mode: Mode) -> Result<(), SourceError> {
+        let current = match File::open(&self.path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == Mode::Follow => {
+                eprintln!(
+                    "armorwatch: {}: {} does not exist yet; waiting for it",
+                    spec.name,
+                    self.path.display()
+                );
+                None
+            }
+            Err(e) => return Err(self.open_err(spec, &self.path, e)),
+        };
+        let current_meta = match &current {
+            Some(f) => Some(
+                f.metadata()
+                    .map_err(|e| self.open_err(spec, &self.path, e))?,
+            ),
+            None => None,
+        };
+        if let Some(Position::File {
+            dev,
+            ino,
+            offset,
+            line,
+            ..
+        }) = spec.position.clone()
+        {
+            if let (Some(f), Some(m)) = (&current, &current_meta) {
+                if identity(m) == (dev, ino) {
+                    if m.len() >= offset {
+                        self.attach(
+                            f.try_clone()
+                                .map_err(|e| self.open_err(spec, &self.path, e))?,
+                            m,
+                            None,
+                            offset,
+                            line,
+                        )
+                        .map_err(|e| self.open_err(spec, &self.path, e))?;
+                    } else {
+                        // Truncated while we were away.
+                        self.attach(
+                            f.try_clone()
+                                .map_err(|e| self.open_err(spec, &self.path, e))?,
+                            m,
+                            None,
+                            0,
+                            0,
+                        )
+                        .map_err(|e| self.open_err(spec, &self.path, e))?;
+                    }
+                    return Ok(());
+                }
+            }
+            if let Some((rotated, meta, p)) = find_by_identity(&self.path, (dev, ino)) {
+                if meta.len() >= offset {
+                    self.attach(rotated, &meta, Some(&p), offset, line)
+                        .map_err(|e| self.open_err(spec, &p, e))?;
+                    // Read it now; `run` then switches to the current file (another identity).
+                    return Ok(());
+                }
+            }
+            // The saved file is gone: the current one is new since, read it from the start.
+            if let (Some(f), Some(m)) = (current, current_meta) {
+                self.attach(f, &m, None, 0, 0)
+                    .map_err(|e| self.open_err(spec, &self.path, e))?;
+            }
+            return Ok(());
+        }
+        if let (Some(f), Some(m)) = (current, current_meta) {
+            let start = if mode == Mode::Follow && !spec.whole {
+                m.len()
+            } else {
+                0
+            };
+            self.attach(f, &m, None, start, 0)
+                .map_err(|e| self.open_err(spec, &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn attach(
+        &mut self,
+        mut f: File,
+        m: &std::fs::Metadata,
+        shown: Option<&Path>,
+        offset: u64,
+        line: u64,
+    ) -> io::Result<()> {
+        f.seek(SeekFrom::Start(offset))?;
+        self.file = Some(f);
+        self.id = identity(m);
+        self.shown = Arc::from(shown.unwrap_or(&self.path).display().to_string());
+        self.offset = offset;
+        self.line = line;
+        self.partial.clear();
+        Ok(())
+    }
+
+    fn run(&mut self, mode: Mode, wake: &Receiver<()>, stop: &StopSignal, whole: bool) {
+        loop {
+            if *stop.borrow() || self.closed {
+                break;
+            }
+            if let Err(e) = self.read_available() {
+                eprintln!("armorwatch: reading {}: {e}", self.shown);
+            }
+            let switched = self.check_rotation(mode);
+            self.send();
+            if switched {
+                continue;
+            }
+            if mode == Mode::Replay {
+                break;
+            }
+            match wake.recv_timeout(SAFETY_POLL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if whole {
+            self.finish_partial();
+        }
+        self.send();
+    }
+
+    /// Notice rotation or truncation at the path; true when the reader moved to another file.
+    fn check_rotation(&mut self, mode: Mode) -> bool {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(_) => return false,
+        };
+        if self.file.is_none() || identity(&meta) != self.id {
+            if mode == Mode::Replay && self.file.is_some() && !self.reading_rotated() {
+                return false;
+            }
+            // Renamed away (or finishing a rotated file at start-up): finish it, then the new one.
+            if self.file.is_some() {
+                if let Err(e) = self.read_available() {
+                    eprintln!("armorwatch: reading {}: {e}", self.shown);
+                }
+                self.finish_partial();
+            }
+            match File::open(&self.path).and_then(|f| {
+                let m = f.metadata()?;
+                self.attach(f, &m, None, 0, 0)
+            }) {
+                Ok(()) => return true,
+                Err(e) => {
+                    eprintln!("armorwatch: opening {}: {e}", self.path.display());
+                    self.file = None;
+                    return false;
+                }
+            }
+        }
+        let read_pos = self.offset + self.partial.len() as u64;
+        if meta.len() < read_pos {
+            // copytruncate: what we have not read yet is in the copy.
+            if let Some((copy, copy_meta, p)) = find_copy(&self.path, read_pos) {
+                let partial = std::mem::take(&mut self.partial);
+                let (offset, line) = (self.offset, self.line);
+                if self
+                    .attach(copy, &copy_meta, Some(&p), read_pos, line)
+                    .is_ok()
+                {
+                    self.offset = offset;
+                    self.partial = partial;
+                    if let Err(e) = self.read_available() {
+                        eprintln!("armorwatch: reading {}: {e}", p.display());
+                    }
+                    self.finish_partial();
+                }
+            }
+            match File::open(&self.path).and_then(|f| {
+                let m = f.metadata()?;
+                self.attach(f, &m, None, 0, 0)
+            }) {
+                Ok(()) => return true,
+                Err(e) => {
+                    eprintln!("armorwatch: opening {}: {e}", self.path.display());
+                    self.file = None;
+                }
+            }
+        }
+        false
+    }
+
+    fn reading_rotated(&self) -> bool {
+        *self.shown != *self.path.display().to_string()
+    }
+
+    /// Read to the current end of the open file.
+    fn read_available(&mut self) -> io::Result<()> {
+        let Some(mut file) = self.file.take() else {
+            return Ok(());
+        };
+        let r = self.read_from(&mut file);
+        self.file = Some(file);
+        r
+    }
+
+    fn read_from(&mut self, file: &mut File) -> io::Result<()> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut rest = &buf[..n];
+            while let Some(nl) = memchr::memchr(b'\n', rest) {
+                let (head, tail) = rest.split_at(nl);
+                let consumed = self.partial.len() + head.len() + 1;
+                let text = if self.partial.is_empty() {
+                    String::from_utf8_lossy(head).into_owned()
+                } else {
+                    self.partial.extend_from_slice(head);
+                    let t = String::from_utf8_lossy(&self.partial).into_owned();
+                    self.partial.clear();
+                    t
+                };
+                self.offset += consumed as u64;
+                self.push_line(text);
+                rest = &tail[1..];
+            }
+            if self.partial.len() < MAX_LINE {
+                let room = MAX_LINE - self.partial.len();
+                self.partial
+                    .extend_from_slice(&rest[..rest.len().min(room)]);
+            }
+            if self.batch.len() >= BATCH_LINES {
+                self.send();
+                if self.closed {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn push_line(&mut self, text: String) {
+        self.line += 1;
+        let position = self.checkpointed.then(|| Position::File {
+            path: self.path.clone(),
+            dev: self.id.0,
+            ino: self.id.1,
+            offset: self.offset,
+            line: self.line,
+        });
+        self.batch.push(SourceItem::Line(SourceLine {
+            text,
+            source: Source::File {
+                path: self.shown.clone(),
+                line: self.line,
+            },
+            position,
+        }));
+    }
+
+    /// The file is finished: a last line without newline is complete as it is.
+    fn finish_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let text = String::from_utf8_lossy(&self.partial).into_owned();
+            self.offset += self.partial.len() as u64;
+            self.partial.clear();
+            self.push_line(text);
+        }
+    }
+
+    fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if self.tx.blocking_send(batch).is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+/// Rotated siblings of `path` (`audit.log.1`, `kern.log.1`, `audit.log.2` …), compressed ones
+/// excluded.
+fn siblings(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{name}.");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            (n.starts_with(&prefix)
+                && !n.ends_with(".gz")
+                && !n.ends_with(".xz")
+                && !n.ends_with(".zst"))
+            .then(|| e.path())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn find_by_identity(path: &Path, id: (u64, u64)) -> Option<(File, std::fs::Metadata, PathBuf)> {
+    siblings(path).into_iter().find_map(|p| {
+        let f = File::open(&p).ok()?;
+        let m = f.metadata().ok()?;
+        (identity(&m) == id).then_some((f, m, p))
+    })
+}
+
+/// The copy made by copytruncate: the first sibling at least `len` bytes long.
+fn find_copy(path: &Path, len: u64) -> Option<(File, std::fs::Metadata, PathBuf)> {
+    siblings(path).into_iter().find_map(|p| {
+        let f = File::open(&p).ok()?;
+        let m = f.metadata().ok()?;
+        (m.len() >= len).then_some((f, m, p))
+    })
+}
