@@ -12,6 +12,6 @@ pub mod config;
 pub mod event;
 pub mod linereader;
 pub mod parse;
-pub mod profiles;
 pub mod pipeline;
+pub mod profiles;
 pub mod sources;

@@ -1,7 +1,7 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
-mod explain;
 mod doctor;
+mod explain;
 mod parse;
 mod replay;
 mod run;
