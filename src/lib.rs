@@ -7,5 +7,6 @@
 
 pub mod alert;
 pub mod cli;
+pub mod correlate;
 pub mod event;
 pub mod parse;
