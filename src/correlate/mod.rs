@@ -800,3 +800,6 @@ fn reparse(raw: &[String], key: &IncidentKey, host: Option<String>) -> Box<Event
         raw: raw.to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests;
