@@ -41,11 +41,19 @@ enum Token {
     },
 }
 
+/// One alternative after `{…}` expansion: the literal text before the first wildcard (checked
+/// first, cheaply), then the tokens after it (None when the alternative is all literal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Alternative {
+    prefix: String,
+    rest: Option<Vec<Token>>,
+}
+
 /// A compiled glob.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
-    alternatives: Vec<Vec<Token>>,
+    alternatives: Vec<Alternative>,
 }
 
 impl fmt::Debug for Glob {
@@ -64,7 +72,20 @@ impl Glob {
         let expanded = expand_braces(pattern).map_err(err)?;
         let mut alternatives = Vec::with_capacity(expanded.len());
         for alt in &expanded {
-            alternatives.push(tokenize(alt).map_err(err)?);
+            let toks = tokenize(alt).map_err(err)?;
+            let n = toks
+                .iter()
+                .take_while(|t| matches!(t, Token::Char(_)))
+                .count();
+            let prefix: String = toks[..n]
+                .iter()
+                .filter_map(|t| match t {
+                    Token::Char(c) => Some(*c),
+                    _ => None,
+                })
+                .collect();
+            let rest = (n < toks.len()).then(|| toks[n..].to_vec());
+            alternatives.push(Alternative { prefix, rest });
         }
         Ok(Glob {
             pattern: pattern.to_owned(),
@@ -79,18 +100,23 @@ impl Glob {
 
     /// True when the glob has no wildcard at all (matches exactly one string).
     pub fn is_literal(&self) -> bool {
-        self.alternatives.len() == 1
-            && self.alternatives[0]
-                .iter()
-                .all(|t| matches!(t, Token::Char(_)))
+        self.alternatives.len() == 1 && self.alternatives[0].rest.is_none()
     }
 
     /// True when the whole of `text` matches.
     pub fn matches(&self, text: &str) -> bool {
-        let chars: Vec<char> = text.chars().collect();
-        self.alternatives
-            .iter()
-            .any(|toks| match_tokens(toks, &chars))
+        self.alternatives.iter().any(|alt| {
+            let Some(tail) = text.strip_prefix(alt.prefix.as_str()) else {
+                return false;
+            };
+            match &alt.rest {
+                None => tail.is_empty(),
+                Some(toks) => {
+                    let chars: Vec<char> = tail.chars().collect();
+                    match_tokens(toks, &chars)
+                }
+            }
+        })
     }
 }
 

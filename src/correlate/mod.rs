@@ -161,10 +161,10 @@ pub struct IncidentSnapshot {
     pub last_seen_ms: u64,
     /// `now` of the latest alert (or suppressed entry).
     pub last_alert_ms: u64,
-    /// RFC 3339 time of the first event.
-    pub first_seen: String,
-    /// RFC 3339 time of the latest event.
-    pub last_seen: String,
+    /// Time of the first event (its audit time, else `now` when it came), ms since the epoch.
+    pub first_seen_ms: u64,
+    /// Time of the latest event, the same way.
+    pub last_seen_event_ms: u64,
     /// Severity.
     pub severity: u8,
     /// Noise rule.
@@ -194,8 +194,10 @@ struct Incident {
     opened_ms: u64,
     last_seen_ms: u64,
     last_alert_ms: u64,
-    first_seen: String,
-    last_seen: String,
+    /// Event time (audit stamp, else `now`) of the first and latest events; formatted only when
+    /// an alert is made.
+    first_seen_ms: u64,
+    last_seen_event_ms: u64,
     severity: u8,
     noise: Option<String>,
     announced: bool,
@@ -325,7 +327,7 @@ impl Correlator {
             self.status_alert(event, key, &class, noise, now, out);
             return;
         }
-        let time = event.time().unwrap_or_else(|| fmt_ms(now));
+        let time = event_time_ms(&event).unwrap_or(now);
         let ikey = InternalKey {
             host: event.host.clone(),
             key,
@@ -336,7 +338,7 @@ impl Correlator {
             inc.pending += 1;
             inc.total += 1;
             inc.last_seen_ms = now;
-            inc.last_seen = time;
+            inc.last_seen_event_ms = time;
             add_sample(&mut inc.samples, max_samples, &event, &class);
             inc.event = event;
             let due = if !inc.announced {
@@ -386,8 +388,8 @@ impl Correlator {
             opened_ms: now,
             last_seen_ms: now,
             last_alert_ms: now,
-            first_seen: time.clone(),
-            last_seen: time,
+            first_seen_ms: time,
+            last_seen_event_ms: time,
             severity,
             noise: noise.map(|(n, _)| n),
             announced: false,
@@ -476,8 +478,8 @@ impl Correlator {
                 opened_ms: inc.opened_ms,
                 last_seen_ms: inc.last_seen_ms,
                 last_alert_ms: inc.last_alert_ms,
-                first_seen: inc.first_seen.clone(),
-                last_seen: inc.last_seen.clone(),
+                first_seen_ms: inc.first_seen_ms,
+                last_seen_event_ms: inc.last_seen_event_ms,
                 severity: inc.severity,
                 noise: inc.noise.clone(),
                 announced: inc.announced,
@@ -527,8 +529,8 @@ impl Correlator {
                     opened_ms: s.opened_ms,
                     last_seen_ms: s.last_seen_ms,
                     last_alert_ms: s.last_alert_ms,
-                    first_seen: s.first_seen,
-                    last_seen: s.last_seen,
+                    first_seen_ms: s.first_seen_ms,
+                    last_seen_event_ms: s.last_seen_event_ms,
                     severity: s.severity.min(10),
                     noise: s.noise,
                     announced: s.announced,
@@ -743,8 +745,8 @@ fn make_alert(
         severity: inc.severity,
         count,
         total: inc.total,
-        first_seen: Some(inc.first_seen.clone()),
-        last_seen: Some(inc.last_seen.clone()),
+        first_seen: Some(fmt_ms(inc.first_seen_ms)),
+        last_seen: Some(fmt_ms(inc.last_seen_event_ms)),
         host: k.host.clone().unwrap_or_else(|| default_host.to_owned()),
         event: Some((*inc.event).clone()),
         samples: inc.samples.clone(),

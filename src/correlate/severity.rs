@@ -170,7 +170,12 @@ impl SeverityDb {
         for (i, piece) in pieces.iter().enumerate() {
             if piece.contains('*') {
                 let rest = pieces[i..].join("/");
-                node.globs.push((Glob::new(&rest)?, rwx));
+                // severity.py keys globs by their regex: a repeated entry replaces the earlier
+                // one (severity.db lists /etc/shadow* as 7 9 0 and later as 5 9 0).
+                match node.globs.iter_mut().find(|(g, _)| g.as_str() == rest) {
+                    Some(entry) => entry.1 = rwx,
+                    None => node.globs.push((Glob::new(&rest)?, rwx)),
+                }
                 return Ok(());
             }
             node = node.children.entry((*piece).to_owned()).or_default();
@@ -371,8 +376,8 @@ mod tests {
             db.lookup_path("/dev/null", Modes::from_file_mask("rw")),
             Some(0)
         );
-        // /etc/shadow* r=7 w=9
-        assert_eq!(db.lookup_path("/etc/shadow", r()), Some(7));
+        // /etc/shadow* is listed as 7 9 0 and again, later, as 5 9 0: the later one counts
+        assert_eq!(db.lookup_path("/etc/shadow", r()), Some(5));
         assert_eq!(
             db.lookup_path("/etc/shadow-", Modes::from_file_mask("w")),
             Some(9)
