@@ -81,14 +81,26 @@ pub struct Sample {
 }
 
 /// One incident inside a `suppressed` alert.
+///
+/// The entry stands in for the alert that flood control held back: its `count` events are not
+/// repeated in the incident's next alert, so for every incident the `count`s of its alerts and of
+/// its `suppressed` entries add up to its `total`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldBack {
     /// The incident id.
     pub id: String,
+    /// The incident key (added by correlate: the incident's `incident.opened` may itself have
+    /// been held back, so this can be the first a receiver hears of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<IncidentKey>,
     /// Events since that incident's previous alert.
     pub count: u64,
     /// Events since that incident opened.
     pub total: u64,
+    /// True when the incident closed (quiet or evicted) while held back: this entry is its last
+    /// word and no `incident.closed` follows (added by correlate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// Details of a `loss` alert.
@@ -142,6 +154,11 @@ pub struct Alert {
     /// Events matched by a noise rule (named) are marked so sinks can mute them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noise: Option<String>,
+    /// For `incident.closed`: why it closed, `quiet` (no event for the window), `evicted` (the
+    /// open-incident cap was reached and it was the least recently seen) or `end_of_input`
+    /// (replay finished). Added by correlate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The responsible profile (name, file, line, mode, package), from `profiles`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<serde_json::Value>,

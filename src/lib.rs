@@ -9,6 +9,7 @@ pub mod alert;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod event;
 pub mod linereader;
 pub mod parse;

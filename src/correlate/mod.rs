@@ -1,0 +1,807 @@
+//! The correlator: a pure state machine, handed the time, that turns events into incidents and
+//! incidents into alerts (`incident.opened`, `incident.update`, `incident.closed`, `suppressed`,
+//! `status`, `loss`).
+//!
+//! Rules it keeps (documented for receivers in `docs/alert-schema.md`):
+//! - An incident is the set of events with the same [`IncidentKey`] (and host); see [`key`].
+//! - `incident.opened` goes out with the first event, `incident.update` at most once per window
+//!   while events keep coming, `incident.closed` once the incident has been quiet for the window.
+//! - Counts are exact: every event of an incident is counted exactly once, in the `count` of one
+//!   of its alerts or of its entry in a `suppressed` alert; `total` counts all its events.
+//! - Flood control caps incident alerts per minute. What it holds back is listed, with counts, in
+//!   a `suppressed` alert when the minute ends (or earlier, if the list gets long), never dropped.
+//! - At most `max_open_incidents` are open; the least recently seen is closed (`evicted`) to make
+//!   room, so memory stays flat whatever the input.
+//! - [`Correlator::snapshot`] / [`Correlator::restore`] carry open incidents across restarts.
+//!
+//! Time is the caller's: every call takes `now` in milliseconds since the epoch (the daemon passes
+//! the wall clock, `replay` the events' own times). Time never goes backwards here: an earlier
+//! `now` is treated as the latest one seen.
+
+pub mod glob;
+pub mod key;
+pub mod noise;
+pub mod policy;
+pub mod severity;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{ALERT_SCHEMA, Alert, AlertType, HeldBack, IncidentKey, LossInfo, Sample};
+use crate::event::{Event, Kind, Source, format_rfc3339_millis};
+use key::Normaliser;
+use noise::NoiseRules;
+use severity::SeverityDb;
+
+/// Milliseconds in the flood-control period.
+pub const FLOOD_PERIOD_MS: u64 = 60_000;
+
+/// The version of [`Snapshot`].
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Severity of `loss` alerts: lost records may be lost denials.
+pub const LOSS_SEVERITY: u8 = 6;
+
+/// Correlator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The window: at most one `incident.update` per window, and `incident.closed` after this
+    /// long without an event.
+    pub window_ms: u64,
+    /// Cap on incident alerts (opened/update/closed) per minute; 0 = no cap.
+    pub max_alerts_per_minute: u32,
+    /// Cap on open incidents; the least recently seen is evicted (closed) beyond it.
+    pub max_open_incidents: usize,
+    /// Raw samples kept per incident (distinct object and command).
+    pub max_samples: usize,
+    /// Held-back entries collected before a `suppressed` alert is sent early.
+    pub max_held_listed: usize,
+    /// Host name for alerts whose event names none.
+    pub host: String,
+    /// severity.db.
+    pub severity_db: Arc<SeverityDb>,
+    /// Noise rules.
+    pub noise: Arc<NoiseRules>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            window_ms: 60_000,
+            max_alerts_per_minute: 120,
+            max_open_incidents: 10_000,
+            max_samples: 3,
+            max_held_listed: 10_000,
+            host: String::new(),
+            severity_db: Arc::new(SeverityDb::bundled()),
+            noise: Arc::new(NoiseRules::bundled().unwrap_or_default()),
+        }
+    }
+}
+
+/// Running counts, for metrics and `replay`'s summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events pushed (status events included).
+    pub events: u64,
+    /// Incidents opened.
+    pub incidents_opened: u64,
+    /// Incidents closed (quiet, evicted or end of input).
+    pub incidents_closed: u64,
+    /// Of those, evicted by the open-incident cap.
+    pub incidents_evicted: u64,
+    /// Alerts produced, all types.
+    pub alerts: u64,
+    /// Incident alerts held back by flood control (each later listed in a `suppressed` alert).
+    pub alerts_held: u64,
+    /// `suppressed` alerts produced.
+    pub suppressed_alerts: u64,
+    /// `status` alerts produced.
+    pub status_alerts: u64,
+    /// `loss` alerts produced.
+    pub loss_alerts: u64,
+    /// Events matched per noise rule.
+    pub noise: BTreeMap<String, u64>,
+}
+
+/// A snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Written by an incompatible version.
+    #[error("correlator snapshot version {found} is not supported (expected {SNAPSHOT_VERSION})")]
+    Version {
+        /// The version in the snapshot.
+        found: u32,
+    },
+}
+
+/// The persistent state: open incidents with their counts, and what flood control holds.
+///
+/// Serialize it (JSON) into the state directory on shutdown or periodically, and give it back
+/// to [`Correlator::restore`] at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// The latest `now` the correlator had seen.
+    pub taken_at_ms: u64,
+    /// Serial for the next incident id.
+    pub next_serial: u64,
+    /// Start of the current flood-control minute.
+    pub bucket_start_ms: u64,
+    /// Incident alerts sent in it.
+    pub bucket_count: u32,
+    /// Closed incidents held back by flood control, not yet listed in a `suppressed` alert.
+    pub ledger: Vec<HeldBack>,
+    /// Open incidents, least recently seen first.
+    pub incidents: Vec<IncidentSnapshot>,
+}
+
+/// One open incident in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentSnapshot {
+    /// Incident id.
+    pub id: String,
+    /// Host of its events (None: the local host).
+    pub host: Option<String>,
+    /// Key.
+    pub key: IncidentKey,
+    /// Alerts sent so far.
+    pub seq: u64,
+    /// Events not yet counted in any alert.
+    pub pending: u64,
+    /// All events.
+    pub total: u64,
+    /// `now` of the first event.
+    pub opened_ms: u64,
+    /// `now` of the latest event.
+    pub last_seen_ms: u64,
+    /// `now` of the latest alert (or suppressed entry).
+    pub last_alert_ms: u64,
+    /// Time of the first event (its audit time, else `now` when it came), ms since the epoch.
+    pub first_seen_ms: u64,
+    /// Time of the latest event, the same way.
+    pub last_seen_event_ms: u64,
+    /// Severity.
+    pub severity: u8,
+    /// Noise rule.
+    pub noise: Option<String>,
+    /// `incident.opened` (or a later alert) was sent.
+    pub announced: bool,
+    /// An alert is being held back by flood control.
+    pub held: bool,
+    /// Samples.
+    pub samples: Vec<Sample>,
+    /// Raw lines of the latest event; parsed again on restore.
+    pub last_event_raw: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InternalKey {
+    host: Option<String>,
+    key: IncidentKey,
+}
+
+#[derive(Debug)]
+struct Incident {
+    id: String,
+    seq: u64,
+    pending: u64,
+    total: u64,
+    opened_ms: u64,
+    last_seen_ms: u64,
+    last_alert_ms: u64,
+    /// Event time (audit stamp, else `now`) of the first and latest events; formatted only when
+    /// an alert is made.
+    first_seen_ms: u64,
+    last_seen_event_ms: u64,
+    severity: u8,
+    noise: Option<String>,
+    announced: bool,
+    held: bool,
+    samples: Vec<Sample>,
+    event: Box<Event>,
+}
+
+/// Flood control: incident alerts per minute.
+#[derive(Debug)]
+struct FloodGate {
+    cap: u32,
+    bucket_start_ms: u64,
+    bucket_count: u32,
+}
+
+impl FloodGate {
+    fn take(&mut self) -> bool {
+        if self.cap == 0 || self.bucket_count < self.cap {
+            self.bucket_count += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The correlator. See the module documentation.
+#[derive(Debug)]
+pub struct Correlator {
+    config: Config,
+    norm: Normaliser,
+    incidents: LruCache<InternalKey, Incident>,
+    ledger: Vec<HeldBack>,
+    gate: FloodGate,
+    next_serial: u64,
+    last_now: u64,
+    stats: Stats,
+}
+
+/// The event's own time in milliseconds since the epoch (for `replay`, which runs on log time).
+pub fn event_time_ms(event: &Event) -> Option<u64> {
+    let a = event.audit.as_ref()?;
+    (a.epoch != 0).then(|| a.epoch * 1000 + u64::from(a.millis.min(999)))
+}
+
+/// Map a parser loss report to the details of a `loss` alert.
+pub fn loss_info(loss: &crate::parse::Loss) -> LossInfo {
+    use crate::parse::line::LossReport;
+    let origin = match &loss.source {
+        Source::Kmsg { .. } => "kmsg",
+        Source::Netlink => "netlink",
+        Source::Journald { .. } => "journald",
+        _ => "kernel",
+    };
+    let (what, count) = match loss.report {
+        LossReport::PrintkSuppressed(n) => (
+            "kernel printk rate limit suppressed audit records (kauditd_printk_skb)".to_owned(),
+            Some(n),
+        ),
+        LossReport::AuditLost(n) => (
+            "kernel audit records lost (audit_lost counter)".to_owned(),
+            Some(n),
+        ),
+        LossReport::BacklogExceeded => ("kernel audit backlog limit exceeded".to_owned(), None),
+    };
+    LossInfo {
+        origin: origin.to_owned(),
+        what,
+        count,
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    format_rfc3339_millis(ms / 1000, (ms % 1000) as u32)
+}
+
+impl Correlator {
+    /// A correlator with no open incidents.
+    pub fn new(config: Config) -> Correlator {
+        Correlator {
+            gate: FloodGate {
+                cap: config.max_alerts_per_minute,
+                bucket_start_ms: 0,
+                bucket_count: 0,
+            },
+            config,
+            norm: Normaliser::new(),
+            incidents: LruCache::unbounded(),
+            ledger: Vec::new(),
+            next_serial: 0,
+            last_now: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Running counts.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of open incidents.
+    pub fn open_incidents(&self) -> usize {
+        self.incidents.len()
+    }
+
+    /// Feed one event. Alerts are appended to `out` in order.
+    pub fn push(&mut self, event: Box<Event>, now_ms: u64, out: &mut Vec<Alert>) {
+        let now = self.advance(now_ms, out);
+        self.stats.events += 1;
+        let class = event.class().unwrap_or("").to_owned();
+        let key = key::incident_key(&self.norm, &event, &class);
+        let noise = self
+            .config
+            .noise
+            .find(&key, &event)
+            .map(|r| (r.name.clone(), r.max_severity));
+        if let Some((name, _)) = &noise {
+            *self.stats.noise.entry(name.clone()).or_default() += 1;
+        }
+        if event.kind == Kind::Status {
+            self.status_alert(event, key, &class, noise, now, out);
+            return;
+        }
+        let time = event_time_ms(&event).unwrap_or(now);
+        let ikey = InternalKey {
+            host: event.host.clone(),
+            key,
+        };
+        let max_samples = self.config.max_samples;
+        let window = self.config.window_ms;
+        if let Some(inc) = self.incidents.get_mut(&ikey) {
+            inc.pending += 1;
+            inc.total += 1;
+            inc.last_seen_ms = now;
+            inc.last_seen_event_ms = time;
+            add_sample(&mut inc.samples, max_samples, &event, &class);
+            inc.event = event;
+            let due = if !inc.announced {
+                // Its opening was listed in a `suppressed` alert; announce it properly now.
+                (!inc.held).then_some(AlertType::IncidentOpened)
+            } else {
+                (!inc.held && now.saturating_sub(inc.last_alert_ms) >= window)
+                    .then_some(AlertType::IncidentUpdate)
+            };
+            if let Some(t) = due {
+                if self.gate.take() {
+                    out.push(make_alert(&ikey, inc, t, None, &self.config.host, now));
+                    self.stats.alerts += 1;
+                } else {
+                    inc.held = true;
+                    self.stats.alerts_held += 1;
+                }
+            }
+            return;
+        }
+        while self.incidents.len() >= self.config.max_open_incidents.max(1) {
+            let Some((k, inc)) = self.incidents.pop_lru() else {
+                break;
+            };
+            self.stats.incidents_evicted += 1;
+            self.close(k, inc, "evicted", now, false, out);
+        }
+        let severity = severity::event_severity(&self.config.severity_db, &event, &class);
+        let severity = match noise {
+            Some((_, Some(max))) => severity.min(max),
+            _ => severity,
+        };
+        let mut samples = Vec::with_capacity(1);
+        add_sample(&mut samples, max_samples, &event, &class);
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let mut inc = Incident {
+            id: format!(
+                "{:016x}-{:x}-{:x}",
+                key::key_hash(ikey.host.as_deref(), &ikey.key),
+                now,
+                serial
+            ),
+            seq: 0,
+            pending: 1,
+            total: 1,
+            opened_ms: now,
+            last_seen_ms: now,
+            last_alert_ms: now,
+            first_seen_ms: time,
+            last_seen_event_ms: time,
+            severity,
+            noise: noise.map(|(n, _)| n),
+            announced: false,
+            held: false,
+            samples,
+            event,
+        };
+        self.stats.incidents_opened += 1;
+        if self.gate.take() {
+            out.push(make_alert(
+                &ikey,
+                &mut inc,
+                AlertType::IncidentOpened,
+                None,
+                &self.config.host,
+                now,
+            ));
+            self.stats.alerts += 1;
+        } else {
+            inc.held = true;
+            self.stats.alerts_held += 1;
+        }
+        self.incidents.put(ikey, inc);
+    }
+
+    /// Report lost records (from a source or the parser) as a `loss` alert.
+    pub fn push_loss(&mut self, info: LossInfo, now_ms: u64, out: &mut Vec<Alert>) {
+        let now = self.advance(now_ms, out);
+        let id = self.alert_id("loss", now);
+        let count = info.count.unwrap_or(0);
+        let time = fmt_ms(now);
+        out.push(Alert {
+            schema: ALERT_SCHEMA,
+            alert_type: AlertType::Loss,
+            id,
+            seq: 1,
+            key: None,
+            severity: LOSS_SEVERITY,
+            count,
+            total: count,
+            first_seen: Some(time.clone()),
+            last_seen: Some(time),
+            host: self.config.host.clone(),
+            event: None,
+            samples: Vec::new(),
+            incidents: Vec::new(),
+            loss: Some(info),
+            noise: None,
+            reason: None,
+            profile: None,
+            explanation: None,
+        });
+        self.stats.alerts += 1;
+        self.stats.loss_alerts += 1;
+    }
+
+    /// Let time pass: ends the flood-control minute (sending `suppressed`) and closes quiet
+    /// incidents. Call it about once a second; `push` does the same work on its own.
+    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Alert>) {
+        self.advance(now_ms, out);
+    }
+
+    /// End of input: list what flood control holds and close every open incident
+    /// (`incident.closed`, reason `end_of_input`), regardless of the flood cap.
+    pub fn flush_all(&mut self, now_ms: u64, out: &mut Vec<Alert>) {
+        let now = self.clamp(now_ms);
+        self.emit_suppressed(now, false, out);
+        while let Some((k, inc)) = self.incidents.pop_lru() {
+            self.close(k, inc, "end_of_input", now, true, out);
+        }
+    }
+
+    /// The state to persist.
+    pub fn snapshot(&self) -> Snapshot {
+        let incidents = self
+            .incidents
+            .iter()
+            .rev()
+            .map(|(k, inc)| IncidentSnapshot {
+                id: inc.id.clone(),
+                host: k.host.clone(),
+                key: k.key.clone(),
+                seq: inc.seq,
+                pending: inc.pending,
+                total: inc.total,
+                opened_ms: inc.opened_ms,
+                last_seen_ms: inc.last_seen_ms,
+                last_alert_ms: inc.last_alert_ms,
+                first_seen_ms: inc.first_seen_ms,
+                last_seen_event_ms: inc.last_seen_event_ms,
+                severity: inc.severity,
+                noise: inc.noise.clone(),
+                announced: inc.announced,
+                held: inc.held,
+                samples: inc.samples.clone(),
+                last_event_raw: inc.event.raw.clone(),
+            })
+            .collect();
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            taken_at_ms: self.last_now,
+            next_serial: self.next_serial,
+            bucket_start_ms: self.gate.bucket_start_ms,
+            bucket_count: self.gate.bucket_count,
+            ledger: self.ledger.clone(),
+            incidents,
+        }
+    }
+
+    /// A correlator that continues from a snapshot: its incidents stay open (no new
+    /// `incident.opened`), their counts continue.
+    pub fn restore(snapshot: Snapshot, config: Config) -> Result<Correlator, SnapshotError> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version {
+                found: snapshot.version,
+            });
+        }
+        let mut c = Correlator::new(config);
+        c.last_now = snapshot.taken_at_ms;
+        c.next_serial = snapshot.next_serial;
+        c.gate.bucket_start_ms = snapshot.bucket_start_ms;
+        c.gate.bucket_count = snapshot.bucket_count;
+        c.ledger = snapshot.ledger;
+        for s in snapshot.incidents {
+            let event = reparse(&s.last_event_raw, &s.key, s.host.clone());
+            let ikey = InternalKey {
+                host: s.host,
+                key: s.key,
+            };
+            c.incidents.put(
+                ikey,
+                Incident {
+                    id: s.id,
+                    seq: s.seq,
+                    pending: s.pending,
+                    total: s.total,
+                    opened_ms: s.opened_ms,
+                    last_seen_ms: s.last_seen_ms,
+                    last_alert_ms: s.last_alert_ms,
+                    first_seen_ms: s.first_seen_ms,
+                    last_seen_event_ms: s.last_seen_event_ms,
+                    severity: s.severity.min(10),
+                    noise: s.noise,
+                    announced: s.announced,
+                    held: s.held,
+                    samples: s.samples,
+                    event,
+                },
+            );
+        }
+        Ok(c)
+    }
+
+    fn clamp(&mut self, now_ms: u64) -> u64 {
+        self.last_now = self.last_now.max(now_ms);
+        self.last_now
+    }
+
+    /// Clamp time, end the flood minute if it is over, close quiet incidents.
+    fn advance(&mut self, now_ms: u64, out: &mut Vec<Alert>) -> u64 {
+        let now = self.clamp(now_ms);
+        if now >= self.gate.bucket_start_ms.saturating_add(FLOOD_PERIOD_MS) {
+            self.emit_suppressed(now, true, out);
+            self.gate.bucket_start_ms = now;
+            self.gate.bucket_count = 0;
+        }
+        let window = self.config.window_ms;
+        while let Some((_, inc)) = self.incidents.peek_lru() {
+            if now.saturating_sub(inc.last_seen_ms) < window {
+                break;
+            }
+            if let Some((k, inc)) = self.incidents.pop_lru() {
+                self.close(k, inc, "quiet", now, false, out);
+            }
+        }
+        now
+    }
+
+    /// Close an incident: `incident.closed`, or (flood cap reached, unless `force`) a closed
+    /// entry for the next `suppressed` alert.
+    fn close(
+        &mut self,
+        k: InternalKey,
+        mut inc: Incident,
+        reason: &str,
+        now: u64,
+        force: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        self.stats.incidents_closed += 1;
+        if force || self.gate.take() {
+            out.push(make_alert(
+                &k,
+                &mut inc,
+                AlertType::IncidentClosed,
+                Some(reason),
+                &self.config.host,
+                now,
+            ));
+            self.stats.alerts += 1;
+            return;
+        }
+        self.stats.alerts_held += 1;
+        self.ledger.push(HeldBack {
+            id: inc.id,
+            key: Some(k.key),
+            count: inc.pending,
+            total: inc.total,
+            closed: true,
+        });
+        if self.ledger.len() >= self.config.max_held_listed.max(1) {
+            self.emit_suppressed(now, true, out);
+        }
+    }
+
+    /// Send a `suppressed` alert for the ledger and (when `include_open`) the open incidents
+    /// whose alert is held back; their counts restart.
+    fn emit_suppressed(&mut self, now: u64, include_open: bool, out: &mut Vec<Alert>) {
+        let mut entries = std::mem::take(&mut self.ledger);
+        let mut severity = 0;
+        if include_open {
+            for (k, inc) in self.incidents.iter_mut() {
+                if !inc.held {
+                    continue;
+                }
+                entries.push(HeldBack {
+                    id: inc.id.clone(),
+                    key: Some(k.key.clone()),
+                    count: inc.pending,
+                    total: inc.total,
+                    closed: false,
+                });
+                severity = severity.max(inc.severity);
+                inc.pending = 0;
+                inc.held = false;
+                inc.last_alert_ms = now;
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        // Closed entries lost their incidents; take their severity from the key's kind alone.
+        for e in &entries {
+            if e.closed
+                && let Some(k) = &e.key
+            {
+                let s = Kind::from_apparmor_value(&k.kind).map_or(0, |kind| {
+                    severity::clamp(5 + i16::from(severity::kind_adjustment(kind)))
+                });
+                severity = severity.max(s);
+            }
+        }
+        let id = self.alert_id("suppressed", now);
+        let time = fmt_ms(now);
+        out.push(Alert {
+            schema: ALERT_SCHEMA,
+            alert_type: AlertType::Suppressed,
+            id,
+            seq: 1,
+            key: None,
+            severity,
+            count: entries.iter().map(|e| e.count).sum(),
+            total: entries.iter().map(|e| e.total).sum(),
+            first_seen: Some(time.clone()),
+            last_seen: Some(time),
+            host: self.config.host.clone(),
+            event: None,
+            samples: Vec::new(),
+            incidents: entries,
+            loss: None,
+            noise: None,
+            reason: None,
+            profile: None,
+            explanation: None,
+        });
+        self.stats.alerts += 1;
+        self.stats.suppressed_alerts += 1;
+    }
+
+    fn status_alert(
+        &mut self,
+        event: Box<Event>,
+        key: IncidentKey,
+        class: &str,
+        noise: Option<(String, Option<u8>)>,
+        now: u64,
+        out: &mut Vec<Alert>,
+    ) {
+        let severity = severity::event_severity(&self.config.severity_db, &event, class);
+        let severity = match &noise {
+            Some((_, Some(max))) => severity.min(*max),
+            _ => severity,
+        };
+        let id = self.alert_id("status", now);
+        let time = event.time().unwrap_or_else(|| fmt_ms(now));
+        let mut samples = Vec::new();
+        add_sample(&mut samples, 1, &event, class);
+        out.push(Alert {
+            schema: ALERT_SCHEMA,
+            alert_type: AlertType::Status,
+            id,
+            seq: 1,
+            key: Some(key),
+            severity,
+            count: 1,
+            total: 1,
+            first_seen: Some(time.clone()),
+            last_seen: Some(time),
+            host: event
+                .host
+                .clone()
+                .unwrap_or_else(|| self.config.host.clone()),
+            event: Some(*event),
+            samples,
+            incidents: Vec::new(),
+            loss: None,
+            noise: noise.map(|(n, _)| n),
+            reason: None,
+            profile: None,
+            explanation: None,
+        });
+        self.stats.alerts += 1;
+        self.stats.status_alerts += 1;
+    }
+
+    fn alert_id(&mut self, prefix: &str, now: u64) -> String {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        format!("{prefix}-{now:x}-{serial:x}")
+    }
+}
+
+/// Build an incident alert and restart the incident's count.
+fn make_alert(
+    k: &InternalKey,
+    inc: &mut Incident,
+    alert_type: AlertType,
+    reason: Option<&str>,
+    default_host: &str,
+    now: u64,
+) -> Alert {
+    inc.seq += 1;
+    let count = std::mem::take(&mut inc.pending);
+    inc.last_alert_ms = now;
+    inc.announced = true;
+    inc.held = false;
+    Alert {
+        schema: ALERT_SCHEMA,
+        alert_type,
+        id: inc.id.clone(),
+        seq: inc.seq,
+        key: Some(k.key.clone()),
+        severity: inc.severity,
+        count,
+        total: inc.total,
+        first_seen: Some(fmt_ms(inc.first_seen_ms)),
+        last_seen: Some(fmt_ms(inc.last_seen_event_ms)),
+        host: k.host.clone().unwrap_or_else(|| default_host.to_owned()),
+        event: Some((*inc.event).clone()),
+        samples: inc.samples.clone(),
+        incidents: Vec::new(),
+        loss: None,
+        noise: inc.noise.clone(),
+        reason: reason.map(str::to_owned),
+        profile: None,
+        explanation: None,
+    }
+}
+
+/// Keep a sample when there is room and its object or command is new to the incident.
+fn add_sample(samples: &mut Vec<Sample>, max: usize, event: &Event, class: &str) {
+    if samples.len() >= max {
+        return;
+    }
+    let object = key::raw_object(event, class);
+    let comm = event.comm();
+    if samples
+        .iter()
+        .any(|s| s.object.as_deref() == Some(object.as_str()) && s.comm.as_deref() == comm)
+    {
+        return;
+    }
+    samples.push(Sample {
+        time: event.time(),
+        object: Some(object),
+        pid: event.pid(),
+        comm: comm.map(str::to_owned),
+        raw: event.raw.first().cloned().unwrap_or_default(),
+    });
+}
+
+/// Rebuild the latest event of a restored incident from its raw lines (the parser is pure).
+fn reparse(raw: &[String], key: &IncidentKey, host: Option<String>) -> Box<Event> {
+    let text = raw.join("\n");
+    let mut outputs = crate::parse::parse_text(&text, &Source::Text);
+    while let Some(out) = outputs.pop() {
+        if let crate::parse::Output::Event(e) = out {
+            return e;
+        }
+    }
+    Box::new(Event {
+        kind: Kind::from_apparmor_value(&key.kind).unwrap_or(Kind::Denied),
+        audit: None,
+        fields: crate::event::Fields::default(),
+        outer: None,
+        interpreted: None,
+        process: None,
+        host,
+        source: Source::Text,
+        raw: raw.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

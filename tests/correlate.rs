@@ -1,0 +1,505 @@
+//! Integration tests of the correlator: real records through the real parser into the
+//! correlator; alerts validated against docs/alert.schema.json; exact accounting under arbitrary
+//! input (proptest); snapshot/restore; bounded memory under a 1M-event storm; severity.db
+//! lookups compared with AppArmor's own Python implementation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use armorwatch::alert::{Alert, AlertType};
+use armorwatch::correlate::severity::{Modes, SeverityDb};
+use armorwatch::correlate::{Config, Correlator, Snapshot, event_time_ms, loss_info};
+use armorwatch::event::{Event, Source};
+use armorwatch::parse::{Output, parse_text};
+use proptest::prelude::*;
+
+const LOADGEN: &str = include_str!("fixtures/correlate/loadgen.log");
+const SPECIAL: &str = include_str!("fixtures/correlate/special.log");
+const SEVERITY_DB: &str = include_str!("fixtures/correlate/severity.db");
+const SCHEMA: &str = include_str!("../docs/alert.schema.json");
+
+enum Input {
+    Event(Box<Event>),
+    Loss(armorwatch::alert::LossInfo),
+}
+
+fn inputs(text: &str) -> Vec<Input> {
+    parse_text(text, &Source::Text)
+        .into_iter()
+        .map(|o| match o {
+            Output::Event(e) => Input::Event(e),
+            Output::Loss(l) => Input::Loss(loss_info(&l)),
+            Output::Malformed(m) => panic!("malformed fixture line: {m:?}"),
+        })
+        .collect()
+}
+
+fn config() -> Config {
+    Config {
+        host: "testhost".into(),
+        severity_db: Arc::new(SeverityDb::parse(SEVERITY_DB).unwrap()),
+        ..Config::default()
+    }
+}
+
+/// Run inputs through a correlator the way `replay` does: log time as `now`, a tick between
+/// inputs, everything flushed at the end.
+fn replay(c: &mut Correlator, inputs: Vec<Input>, out: &mut Vec<Alert>) -> u64 {
+    let mut now = 0;
+    for input in inputs {
+        match input {
+            Input::Event(e) => {
+                now = event_time_ms(&e).unwrap_or(now).max(now);
+                c.push(e, now, out);
+            }
+            Input::Loss(l) => c.push_loss(l, now, out),
+        }
+        c.tick(now, out);
+    }
+    now
+}
+
+/// Per incident id: the counts of its alerts and suppressed entries, and its last total.
+#[derive(Debug, Default)]
+struct Ledger {
+    counted: u64,
+    last_total: u64,
+    closed: bool,
+    seqs: Vec<u64>,
+}
+
+/// Check the accounting rules over a complete alert stream (after `flush_all`); returns the
+/// number of incident events accounted for.
+fn check_accounting(alerts: &[Alert]) -> u64 {
+    let mut by_id: HashMap<String, Ledger> = HashMap::new();
+    for a in alerts {
+        match a.alert_type {
+            AlertType::IncidentOpened | AlertType::IncidentUpdate | AlertType::IncidentClosed => {
+                let l = by_id.entry(a.id.clone()).or_default();
+                assert!(!l.closed, "alert after close: {}", a.idempotency_key());
+                l.counted += a.count;
+                assert!(a.total >= l.last_total, "total went down for {}", a.id);
+                l.last_total = a.total;
+                l.seqs.push(a.seq);
+                if a.alert_type == AlertType::IncidentOpened {
+                    assert_eq!(a.seq, 1);
+                }
+                l.closed = a.alert_type == AlertType::IncidentClosed;
+            }
+            AlertType::Suppressed => {
+                assert!(!a.incidents.is_empty());
+                for h in &a.incidents {
+                    let l = by_id.entry(h.id.clone()).or_default();
+                    assert!(!l.closed, "held entry after close: {}", h.id);
+                    l.counted += h.count;
+                    assert!(h.total >= l.last_total);
+                    l.last_total = h.total;
+                    l.closed = h.closed;
+                }
+            }
+            AlertType::Status | AlertType::Loss => {}
+        }
+    }
+    let mut events = 0;
+    for (id, l) in &by_id {
+        assert!(l.closed, "incident {id} never closed");
+        assert_eq!(
+            l.counted, l.last_total,
+            "counts of {id} do not add up: {l:?}"
+        );
+        let expected: Vec<u64> = (1..=l.seqs.len() as u64).collect();
+        assert_eq!(l.seqs, expected, "seq of {id}");
+        events += l.last_total;
+    }
+    events
+}
+
+#[test]
+fn real_records_produce_schema_valid_alerts_of_every_type() {
+    let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut c = Correlator::new(Config {
+        max_alerts_per_minute: 60,
+        max_open_incidents: 50,
+        window_ms: 5_000,
+        ..config()
+    });
+    let mut out = Vec::new();
+    let mut all = inputs(LOADGEN);
+    all.extend(inputs(SPECIAL));
+    let n_events = all.iter().filter(|i| matches!(i, Input::Event(_))).count() as u64;
+    let end = replay(&mut c, all, &mut out);
+    c.flush_all(end + 1, &mut out);
+
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &out {
+        *seen.entry(a.alert_type.as_str()).or_default() += 1;
+        let json = serde_json::to_value(a).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
+    }
+    eprintln!("alert types: {seen:?}");
+    for t in [
+        "incident.opened",
+        "incident.update",
+        "incident.closed",
+        "suppressed",
+        "status",
+        "loss",
+    ] {
+        assert!(seen.contains_key(t), "no {t} alert in {seen:?}");
+    }
+    // every event is accounted for exactly once
+    let status = seen["status"] as u64;
+    assert_eq!(check_accounting(&out), n_events - status);
+    assert_eq!(c.stats().events, n_events);
+    // noise from the special fixture is marked, hostile names survive as data
+    assert!(
+        out.iter()
+            .any(|a| a.noise.as_deref() == Some("ubuntu-userns-capable"))
+    );
+    assert!(
+        out.iter()
+            .any(|a| a.noise.as_deref() == Some("inherited-terminal"))
+    );
+    let hostile = out
+        .iter()
+        .find(|a| {
+            a.samples
+                .iter()
+                .any(|s| s.object.as_deref().is_some_and(|o| o.contains('\n')))
+        })
+        .expect("the hex-encoded name with a newline");
+    assert_eq!(
+        hostile.key.as_ref().unwrap().object,
+        "@{HOME}/My Drive —/\nnotes.txt"
+    );
+    // a schema-invalid alert is caught (the validator is not vacuous)
+    let mut bad = serde_json::to_value(&out[0]).unwrap();
+    bad["severity"] = serde_json::json!(11);
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn snapshot_round_trips_through_json_and_restart_continues() {
+    let all = inputs(LOADGEN);
+    let n = all.len();
+    // uninterrupted run
+    let mut whole = Correlator::new(config());
+    let mut out_whole = Vec::new();
+    let end = replay(&mut whole, inputs(LOADGEN), &mut out_whole);
+    whole.flush_all(end + 1, &mut out_whole);
+
+    // the same input with a restart (snapshot → JSON → restore) in the middle
+    let mut second_half = all;
+    let first_half: Vec<Input> = second_half.drain(..n / 2).collect();
+    let mut c = Correlator::new(config());
+    let mut out = Vec::new();
+    replay(&mut c, first_half, &mut out);
+    let open_before = c.open_incidents();
+    assert!(
+        open_before > 10,
+        "the restart must happen with incidents open"
+    );
+    let json = serde_json::to_string_pretty(&c.snapshot()).unwrap();
+    drop(c);
+    let snap: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        serde_json::to_string_pretty(&snap).unwrap(),
+        json,
+        "lossless round trip"
+    );
+    let mut c = Correlator::restore(snap, config()).unwrap();
+    assert_eq!(c.open_incidents(), open_before);
+    let end = replay(&mut c, second_half, &mut out);
+    c.flush_all(end + 1, &mut out);
+
+    // same incidents, same ids, same counts: nothing re-opened by the restart
+    let summary = |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .map(|a| (a.alert_type, a.id.clone(), a.seq, a.count, a.total))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(summary(&out), summary(&out_whole));
+    check_accounting(&out);
+}
+
+#[test]
+fn memory_stays_flat_under_a_million_distinct_events() {
+    const CAP: usize = 10_000;
+    // a million events in 17 minutes: buckets roll, incidents close by eviction and by quiet
+    const SPAN_MS: u64 = 1_000_000;
+    let proto = match parse_text(
+        "type=AVC msg=audit(1700000000.123:1): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"/usr/sbin/storm\" name=\"/srv/x\" pid=1 comm=\"storm\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0",
+        &Source::Text,
+    )
+    .pop()
+    {
+        Some(Output::Event(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let mut c = Correlator::new(Config {
+        max_open_incidents: CAP,
+        ..config()
+    });
+    let mut out = Vec::new();
+    let mut alerts = 0u64;
+    let mut held_entries = 0u64;
+    let mut max_open = 0;
+    let t0 = 1_700_000_000_000u64;
+    for i in 0..1_000_000u64 {
+        let mut e = proto.clone();
+        // distinct objects that no normalisation rule merges
+        let name = e.fields.0.iter_mut().find(|(k, _)| k == "name").unwrap();
+        name.1 = format!("/srv/data/file-{i}-x");
+        c.push(e, t0 + i * SPAN_MS / 1_000_000, &mut out);
+        max_open = max_open.max(c.open_incidents());
+        for a in out.drain(..) {
+            alerts += 1;
+            held_entries += a.incidents.len() as u64;
+        }
+    }
+    c.flush_all(t0 + SPAN_MS, &mut out);
+    assert!(max_open <= CAP, "{max_open} open incidents");
+    assert_eq!(max_open, CAP);
+    // never silent: every incident is in an alert or a suppressed entry
+    let stats = c.stats();
+    assert_eq!(stats.incidents_opened, 1_000_000);
+    assert_eq!(stats.incidents_closed, 1_000_000);
+    assert!(stats.incidents_evicted >= 1_000_000 - CAP as u64);
+    // the flood cap held nearly all of it: at most 120 incident alerts per minute of input
+    let minutes = SPAN_MS / 60_000 + 1;
+    assert!(
+        alerts - stats.suppressed_alerts <= minutes * 120,
+        "{alerts} alerts"
+    );
+    assert!(held_entries > 900_000, "{held_entries}");
+}
+
+#[test]
+fn severity_db_lookups_match_apparmor_utils() {
+    // AppArmor's own implementation (python3-apparmor) is the reference.
+    let probe = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import apparmor.severity"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP severity_db_lookups_match_apparmor_utils: /usr/bin/python3 with python3-apparmor not available"
+        );
+        return;
+    }
+    let db = SeverityDb::parse(SEVERITY_DB).unwrap();
+    let paths = [
+        "/etc/shadow",
+        "/etc/shadow-",
+        "/etc/passwd",
+        "/etc/passwd-",
+        "/home/alice/.ssh/id_rsa",
+        "/home/alice/.gnupg/pubring.kbx",
+        "/home/alice/notes.txt",
+        "/proc/1234/status",
+        "/proc/kallsyms",
+        "/proc/sys/kernel/modprobe",
+        "/sys/power/state",
+        "/sys/firmware/efi/efivars/x",
+        "/sys/class/net",
+        "/dev/pts/3",
+        "/dev/tty7",
+        "/dev/sda",
+        "/dev/sda1",
+        "/dev/null",
+        "/dev/mem",
+        "/dev/kmem",
+        "/dev/cpu/0/microcode",
+        "/dev/cpu/0/msr",
+        "/boot/vmlinuz",
+        "/srv/www/index.php",
+        "/usr/bin/passwd",
+        "/usr/sbin/sshd",
+        "/etc/X11/xorg.conf",
+        "/etc/X11/xinit/xinitrc",
+        "/opt/unknown",
+        "/var/log/syslog",
+        "/lost+found/x",
+        "/a/b/lost+found/c",
+        "/etc/sudoers",
+        "/etc/ssh/sshd_config",
+        "/var/lib/mysql/ibdata1",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/X11R6/bin/xterm",
+        "/tmp/x",
+        "/root/.bashrc",
+    ];
+    let modes = ["r", "w", "x", "rw", "rwx"];
+    let caps = [
+        "sys_admin",
+        "setuid",
+        "net_raw",
+        "dac_read_search",
+        "net_broadcast",
+        "bpf",
+        "perfmon",
+        "chown",
+    ];
+    let mut script = String::from(
+        "import sys\nfrom apparmor.severity import Severity\ns = Severity(sys.argv[1], default_rank=99)\n",
+    );
+    for p in &paths {
+        for m in &modes {
+            script.push_str(&format!("print(s.rank_path({p:?}, set({m:?})))\n"));
+        }
+    }
+    for cap in &caps {
+        script.push_str(&format!("print(s.rank_capability({cap:?}))\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("severity.db");
+    std::fs::write(&db_path, SEVERITY_DB).unwrap();
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(&db_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut theirs = stdout.lines();
+    let mut compared = 0;
+    for p in &paths {
+        for m in &modes {
+            let expected: u8 = theirs.next().unwrap().parse().unwrap();
+            let ours = db.lookup_path(p, Modes::from_file_mask(m)).unwrap_or(99);
+            assert_eq!(ours, expected, "{p} {m}");
+            compared += 1;
+        }
+    }
+    for cap in &caps {
+        let expected: u8 = theirs.next().unwrap().parse().unwrap();
+        assert_eq!(db.rank_capability(cap), expected, "{cap}");
+        compared += 1;
+    }
+    assert_eq!(compared, paths.len() * modes.len() + caps.len());
+}
+
+// ---------------------------------------------------------------- property test
+
+fn prototypes() -> Vec<Box<Event>> {
+    let lines = [
+        "type=AVC msg=audit(1700000000.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p1\" name=\"/etc/a\" pid=1 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0",
+        "type=AVC msg=audit(1700000000.000:2): apparmor=\"ALLOWED\" operation=\"open\" profile=\"p1\" name=\"/etc/a\" pid=1 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0",
+        "type=AVC msg=audit(1700000000.000:3): apparmor=\"DENIED\" operation=\"mknod\" profile=\"p2\" name=\"/proc/12/x\" pid=1 comm=\"x\" requested_mask=\"c\" denied_mask=\"c\" fsuid=0 ouid=0",
+        "type=AVC msg=audit(1700000000.000:4): apparmor=\"DENIED\" operation=\"capable\" profile=\"p3\" pid=1 comm=\"x\" capability=12  capname=\"net_admin\"",
+        "type=AVC msg=audit(1700000000.000:5): apparmor=\"STATUS\" operation=\"profile_load\" profile=\"unconfined\" name=\"p4\" pid=1 comm=\"apparmor_parser\"",
+    ];
+    lines
+        .iter()
+        .map(|l| match parse_text(l, &Source::Text).pop() {
+            Some(Output::Event(e)) => e,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// prototype, object variant, time advance (ms)
+    Push(usize, u8, u64),
+    Tick(u64),
+    Loss(u64),
+    /// snapshot → JSON → restore
+    Restart,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0usize..5, 0u8..6, 0u64..30_000).prop_map(|(p, v, dt)| Step::Push(p, v, dt)),
+        2 => (0u64..200_000).prop_map(Step::Tick),
+        1 => (0u64..1_000).prop_map(Step::Loss),
+        1 => Just(Step::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn counts_add_up_under_any_sequence(
+        steps in prop::collection::vec(step(), 1..120),
+        flood_cap in 0u32..4,
+        open_cap in 1usize..5,
+        window_s in 1u64..90,
+        held_listed in 1usize..6,
+    ) {
+        let protos = prototypes();
+        let cfg = || Config {
+            max_alerts_per_minute: flood_cap,
+            max_open_incidents: open_cap,
+            window_ms: window_s * 1000,
+            max_held_listed: held_listed,
+            ..config()
+        };
+        let mut c = Correlator::new(cfg());
+        let mut out = Vec::new();
+        let mut timed: Vec<(u64, Alert)> = Vec::new();
+        let mut now = 1_700_000_000_000u64;
+        let mut incident_events = 0u64;
+        let mut status_events = 0u64;
+        for s in steps {
+            match s {
+                Step::Push(p, v, dt) => {
+                    now += dt;
+                    let mut e = protos[p].clone();
+                    if let Some(name) = e.fields.0.iter_mut().find(|(k, _)| k == "name")
+                        && p != 4
+                    {
+                        name.1 = format!("{}{}", name.1, v % 3);
+                    }
+                    if p == 4 { status_events += 1 } else { incident_events += 1 }
+                    c.push(e, now, &mut out);
+                }
+                Step::Tick(dt) => {
+                    now += dt;
+                    c.tick(now, &mut out);
+                }
+                Step::Loss(n) => c.push_loss(armorwatch::alert::LossInfo {
+                    origin: "kernel".into(), what: "test".into(), count: Some(n) }, now, &mut out),
+                Step::Restart => {
+                    let json = serde_json::to_string(&c.snapshot()).unwrap();
+                    c = Correlator::restore(serde_json::from_str(&json).unwrap(), cfg()).unwrap();
+                }
+            }
+            prop_assert!(c.open_incidents() <= open_cap);
+            timed.extend(out.drain(..).map(|a| (now, a)));
+        }
+        c.flush_all(now, &mut out);
+        prop_assert_eq!(c.open_incidents(), 0);
+        let flushed: Vec<Alert> = std::mem::take(&mut out);
+        let mut all: Vec<Alert> = timed.iter().map(|(_, a)| a.clone()).collect();
+        all.extend(flushed);
+        prop_assert_eq!(check_accounting(&all), incident_events);
+        let status = all.iter().filter(|a| a.alert_type == AlertType::Status).count() as u64;
+        prop_assert_eq!(status, status_events);
+        // flood cap: fixed one-minute buckets, so any 60 s span overlaps at most two of them
+        if flood_cap > 0 {
+            let times: Vec<u64> = timed
+                .iter()
+                .filter(|(_, a)| matches!(a.alert_type,
+                    AlertType::IncidentOpened | AlertType::IncidentUpdate | AlertType::IncidentClosed))
+                .map(|(t, _)| *t)
+                .collect();
+            for (i, t) in times.iter().enumerate() {
+                let in_span = times[..=i].iter().filter(|u| **u + 60_000 > *t).count();
+                prop_assert!(in_span <= 2 * flood_cap as usize, "{} alerts within 60 s, cap {}", in_span, flood_cap);
+            }
+        }
+    }
+}
