@@ -9,3 +9,4 @@ pub mod alert;
 pub mod cli;
 pub mod event;
 pub mod parse;
+pub mod sinks;

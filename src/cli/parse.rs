@@ -133,7 +133,9 @@ fn write_outputs(
         match o {
             Output::Event(event) => {
                 serde_json::to_writer(&mut *writer, &event).context("writing JSON")?;
-                writer.write_all(b"\n").context("writing to standard output")?;
+                writer
+                    .write_all(b"\n")
+                    .context("writing to standard output")?;
             }
             Output::Malformed(m) => {
                 summary.malformed_total += 1;

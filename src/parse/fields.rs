@@ -258,7 +258,8 @@ fn looks_hex(value: &str) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
         && b.len() % 2 == 0
-        && b.iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
 }
 
 /// Decode a PROCTITLE value into argv: hex with NUL separators, or a quoted plain string.

@@ -172,7 +172,10 @@ pub enum LossReport {
     BacklogExceeded,
 }
 
-fn finder(needle: &'static str, cell: &'static OnceLock<memmem::Finder<'static>>) -> &'static memmem::Finder<'static> {
+fn finder(
+    needle: &'static str,
+    cell: &'static OnceLock<memmem::Finder<'static>>,
+) -> &'static memmem::Finder<'static> {
     cell.get_or_init(|| memmem::Finder::new(needle))
 }
 
@@ -311,8 +314,7 @@ pub fn parse_stamp(s: &str) -> Option<(Stamp, bool, &str)> {
         let h: u64 = t.next()?.parse().ok()?;
         let m: u64 = t.next()?.parse().ok()?;
         let sec: u64 = t.next()?.parse().ok()?;
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60
-        {
+        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
             return None;
         }
         let days = crate::event::days_from_civil(year, month, day);
@@ -395,7 +397,9 @@ fn syslog_host(prefix: &str) -> Option<&str> {
     let host = words.next()?;
     let rest = words.next()?;
     let looks_like_time = |w: &str| {
-        w.contains(':') || w.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '.')
+        w.contains(':')
+            || w.chars()
+                .all(|c| c.is_ascii_digit() || c == '-' || c == '.')
     };
     if host.is_empty() || looks_like_time(host) || host.contains('=') {
         return None;
@@ -465,12 +469,13 @@ mod tests {
             r#"2026-05-26T19:47:43.396634-04:00 philippe-OMEN-25L kernel: audit: type=1400 audit(1779839263.395:472): apparmor="DENIED""#,
         );
         assert_eq!(e.host, Some("philippe-OMEN-25L"));
-        let e = rec(
-            r#"5,357,10976144,-;audit: type=1400 audit(1795623516.359:5): apparmor="DENIED""#,
-        );
+        let e =
+            rec(r#"5,357,10976144,-;audit: type=1400 audit(1795623516.359:5): apparmor="DENIED""#);
         assert_eq!(e.kmsg_seq, Some(357));
         assert_eq!(e.host, None);
-        let e = rec(r#"[Tue Nov 14 22:14:46 2023] audit: type=1400 audit(1700000086.685:866): apparmor="DENIED""#);
+        let e = rec(
+            r#"[Tue Nov 14 22:14:46 2023] audit: type=1400 audit(1700000086.685:866): apparmor="DENIED""#,
+        );
         assert_eq!(e.host, None);
         assert_eq!(e.stamp.map(|s| s.serial), Some(866));
     }
@@ -487,7 +492,9 @@ mod tests {
 
     #[test]
     fn ausearch_interpreted_stamp() {
-        let e = rec("type=AVC msg=audit(04/24/2024 20:21:11.708:1626) : apparmor=DENIED operation=open");
+        let e = rec(
+            "type=AVC msg=audit(04/24/2024 20:21:11.708:1626) : apparmor=DENIED operation=open",
+        );
         assert!(e.interpreted);
         let s = e.stamp.unwrap();
         assert_eq!(s.serial, 1626);
@@ -500,7 +507,9 @@ mod tests {
 
     #[test]
     fn stampless_forms() {
-        let e = rec(r#"Jul 31 17:10:35 dbusdev-saucy-amd64 dbus[1692]: apparmor="DENIED" operation="dbus_method_call""#);
+        let e = rec(
+            r#"Jul 31 17:10:35 dbusdev-saucy-amd64 dbus[1692]: apparmor="DENIED" operation="dbus_method_call""#,
+        );
         assert_eq!(e.host, Some("dbusdev-saucy-amd64"));
         assert!(e.stamp.is_none());
         assert!(e.body.starts_with("apparmor="));
@@ -512,7 +521,10 @@ mod tests {
             classify(r#"type=AVC msg=audit(12799====8288.415:39): apparmor="DENIED""#),
             Line::Malformed { .. }
         ));
-        assert_eq!(classify("type=BPF msg=audit(12x:1): prog-id=1"), Line::Other);
+        assert_eq!(
+            classify("type=BPF msg=audit(12x:1): prog-id=1"),
+            Line::Other
+        );
     }
 
     #[test]
@@ -524,7 +536,9 @@ mod tests {
             }
         );
         assert_eq!(
-            classify("[    9.074416] audit: audit_lost=1 audit_rate_limit=0 audit_backlog_limit=64"),
+            classify(
+                "[    9.074416] audit: audit_lost=1 audit_rate_limit=0 audit_backlog_limit=64"
+            ),
             Line::Loss {
                 what: LossReport::AuditLost(1)
             }

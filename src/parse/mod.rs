@@ -345,7 +345,9 @@ fn opens_unterminated_msg(line: &str) -> bool {
 /// The text of a USER_AVC continuation line (` exe="/usr/bin/dbus-daemon" sauid=… terminal=?'`),
 /// possibly behind a syslog or kernel-log prefix.
 fn continuation(line: &str) -> Option<&str> {
-    let p = line.find(" exe=").or_else(|| line.strip_prefix("exe=").map(|_| 0))?;
+    let p = line
+        .find(" exe=")
+        .or_else(|| line.strip_prefix("exe=").map(|_| 0))?;
     let cont = line[p..].trim_start();
     if cont.ends_with('\'') && !cont.contains("msg=audit(") && !cont.contains("audit(") {
         Some(cont)
@@ -435,7 +437,10 @@ type=EOE msg=audit(1700000015.544:140):
         assert_eq!(ev.len(), 1);
         let p = ev[0].process.as_ref().unwrap();
         assert_eq!(p.exe.as_deref(), Some("/usr/bin/containerd"));
-        assert_eq!(p.cmdline.as_deref(), Some(&["/usr/bin/containerd".to_string(), "-f".to_string()][..]));
+        assert_eq!(
+            p.cmdline.as_deref(),
+            Some(&["/usr/bin/containerd".to_string(), "-f".to_string()][..])
+        );
         assert_eq!(p.cwd.as_deref(), Some("/"));
         assert_eq!(p.key, None);
         assert_eq!(ev[0].raw.len(), 4);
@@ -519,7 +524,9 @@ type=EOE msg=audit(1.000:2):
 
     #[test]
     fn selinux_avc_is_not_an_event() {
-        let ev = events("type=AVC msg=audit(1720899391.878:361): avc:  denied  { connectto } for  pid=25089 comm=\"updatedb\" permissive=1");
+        let ev = events(
+            "type=AVC msg=audit(1720899391.878:361): avc:  denied  { connectto } for  pid=25089 comm=\"updatedb\" permissive=1",
+        );
         assert!(ev.is_empty());
     }
 }
