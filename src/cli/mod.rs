@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
 mod parse;
+mod test_alert;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Parse AppArmor records from log files (or stdin) into JSON lines, event schema 1.
     Parse(parse::ParseArgs),
+    /// Send a sample alert through each configured sink and report, per sink, delivered or why not.
+    TestAlert(test_alert::TestAlertArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -28,6 +31,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => parse::run(&args),
+        Command::TestAlert(args) => test_alert::run(&args),
     };
     match result {
         Ok(code) => code,

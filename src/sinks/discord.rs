@@ -25,7 +25,8 @@ pub fn payload(s: &Summary) -> Value {
     if let Some(sug) = s.suggestion_text() {
         description.push_str(&format!(
             "\n**Suggested rule**\n```\n{}\n```",
-            code_block(&sug, 1500)
+            // Mentions do not ping inside code blocks, but break them anyway (defence in depth).
+            code_block(&sug, 1500).replace('@', "@\u{200B}")
         ));
     }
     let fields: Vec<Value> = s
@@ -39,7 +40,8 @@ pub fn payload(s: &Summary) -> Value {
         "allowed_mentions": {"parse": []},
         "embeds": [{
             "title": discord(&s.headline, 200),
-            "description": description,
+            // Discord rejects descriptions over 4096 characters.
+            "description": super::escape::truncate(&description, 3900),
             "color": colour(s.severity),
             "fields": fields,
             "footer": {"text": format!("incident {}", super::escape::plain(&s.key, 200))},

@@ -375,7 +375,8 @@ impl Transport {
 }
 
 async fn post(req: reqwest::RequestBuilder) -> Result<(), SendError> {
-    let resp = req.send().await.map_err(|e| classify(&e))?;
+    // The URL may hold a token (Slack, Discord, Teams webhooks): keep it out of messages.
+    let resp = req.send().await.map_err(|e| classify(&e.without_url()))?;
     let status = resp.status();
     if status.is_success() {
         // Drain so the connection can be reused.

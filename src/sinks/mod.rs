@@ -21,6 +21,7 @@ pub mod ntfy;
 pub mod outbox;
 pub mod policy;
 mod remote;
+pub mod sample;
 pub mod slack;
 pub mod stdout;
 pub mod teams;

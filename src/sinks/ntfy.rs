@@ -43,7 +43,8 @@ fn message(s: &Summary) -> String {
             m.push_str(&plain(l, 500));
         }
     }
-    m
+    // ntfy turns messages over 4096 bytes into attachments.
+    super::escape::truncate(&m, 3000)
 }
 
 /// The JSON body for one alert.

@@ -8,9 +8,13 @@ use super::view::Summary;
 
 /// The Block Kit message for one alert.
 pub fn payload(s: &Summary) -> Value {
+    // plain_text is not parsed for mentions, but clients differ; angle brackets become look-alikes
+    // here (the exact values follow in code spans).
+    let header = escape::plain(&s.headline, 140)
+        .replace('<', "‹")
+        .replace('>', "›");
     let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text",
-            "text": escape::plain(&s.headline, 140), "emoji": false}}),
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": false}}),
         json!({"type": "section", "text": {"type": "mrkdwn",
             "text": format!("*{}*", slack_mrkdwn(&s.lead, 200))}}),
     ];
