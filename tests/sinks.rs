@@ -1157,3 +1157,73 @@ url = "http://127.0.0.1:{}/x"
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sinks.x.retries: unknown key"));
 }
+
+#[test]
+fn documented_example_config_parses() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/sinks.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").unwrap() + 8;
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let creds = tempfile::tempdir().unwrap();
+    secret_file(
+        creds.path(),
+        "slack-webhook",
+        "https://hooks.slack.com/services/T/B/X",
+    );
+    secret_file(creds.path(), "smtp-password", "pw");
+    secret_file(creds.path(), "hook-key", "k");
+    let t: toml::Table = toml::from_str(text).unwrap();
+    let ctx = SecretContext {
+        credentials_dir: Some(creds.path().to_path_buf()),
+    };
+    let s = armorwatch::sinks::parse_sinks(t["sinks"].as_table().unwrap(), &ctx).unwrap();
+    assert_eq!(s.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_stall_the_other_sinks() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections (kernel backlog) and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let out = dir.path().join("alerts.jsonl");
+    let s = specs(&format!(
+        r#"[sinks.slow]
+type = "webhook"
+url = "http://127.0.0.1:{hang_port}/in"
+timeout_secs = 30
+[sinks.fast]
+type = "webhook"
+url = "{}"
+[sinks.log]
+type = "file"
+path = "{}"
+"#,
+        rx.url("/in"),
+        out.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    for i in 1..=20 {
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("i{i}"),
+            1,
+            "web1",
+            "/x",
+        ));
+    }
+    wait_for("fast sink", 10, || accepted(&rx.log).len() == 20).await;
+    set.flush_local().await;
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 20);
+    assert_eq!(
+        set.pending("slow"),
+        Some(20),
+        "the hanging sink has delivered nothing"
+    );
+    let report = set.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(report.aborted, ["slow"]);
+    assert_eq!(report.pending["slow"], 20);
+    drop(hang);
+}

@@ -315,7 +315,8 @@ impl Inner {
     fn deliver(&self, json: &Arc<str>, view: &Arc<AlertView>, except: Option<&str>) {
         let now = now_ms();
         for s in &self.sinks {
-            if Some(s.name.as_str()) == except || !s.policy.accepts(view) {
+            let resolves = s.sink_type == "alertmanager";
+            if Some(s.name.as_str()) == except || !s.policy.accepts_with(view, resolves) {
                 continue;
             }
             match &s.worker {
@@ -542,6 +543,19 @@ impl SinkSet {
         if let Some((json, view)) = encode(alert) {
             self.inner.deliver(&json, &view, None);
         }
+    }
+
+    /// [`SinkSet::deliver_alert`] on the blocking pool, for callers on the async runtime: spooling
+    /// fsyncs once per remote sink (milliseconds on slow disks), which should not hold a runtime
+    /// worker. Returns when the alert is durable in every remote sink's outbox.
+    pub async fn deliver_alert_async(&self, alert: Alert) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some((json, view)) = encode(&alert) {
+                inner.deliver(&json, &view, None);
+            }
+        })
+        .await;
     }
 
     /// Hand an event to the file and stdout sinks with `content = "events"`. A full queue drops

@@ -83,6 +83,12 @@ impl SinkPolicy {
     /// Whether this sink is sent `alert`. Loss, suppressed and status alerts pass the
     /// include/exclude filters (they have no profile of their own) but not `min_severity`.
     pub fn accepts(&self, alert: &AlertView) -> bool {
+        self.accepts_with(alert, false)
+    }
+
+    /// Like [`SinkPolicy::accepts`]; with `resolves` (Alertmanager) `mode = "first"` still lets
+    /// `incident.closed` through, so an incident that was announced is also resolved.
+    pub fn accepts_with(&self, alert: &AlertView, resolves: bool) -> bool {
         if self.mode == Mode::Never || alert.severity < self.min_severity {
             return false;
         }
@@ -90,7 +96,9 @@ impl SinkPolicy {
         if !is_incident {
             return true;
         }
-        if self.mode == Mode::First && alert.alert_type != "incident.opened" {
+        let first_ok = alert.alert_type == "incident.opened"
+            || (resolves && alert.alert_type == "incident.closed");
+        if self.mode == Mode::First && !first_ok {
             return false;
         }
         let profile = alert.profile_name().unwrap_or_default();
@@ -194,6 +202,8 @@ mod tests {
         };
         assert!(p.accepts(&view("incident.opened", "nginx", "open", 5)));
         assert!(!p.accepts(&view("incident.update", "nginx", "open", 5)));
+        assert!(!p.accepts(&view("incident.closed", "nginx", "open", 5)));
+        assert!(p.accepts_with(&view("incident.closed", "nginx", "open", 5), true));
         assert!(!p.accepts(&view("incident.opened", "cups", "open", 5)));
         assert!(!p.accepts(&view("incident.opened", "nginx", "exec", 5)));
         assert!(!p.accepts(&view("incident.opened", "nginx", "open", 2)));
