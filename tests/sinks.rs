@@ -1227,3 +1227,63 @@ path = "{}"
     assert_eq!(report.pending["slow"], 20);
     drop(hang);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_through_msmtp_as_sendmail() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    require!(have("/usr/bin/msmtp"), "msmtp");
+    let dir = tempfile::tempdir().unwrap();
+    let m = smtp(dir.path());
+    let pw = secret_file(dir.path(), "pw", "s3cret pass");
+    // msmtp takes sendmail's -i -f FROM -- TO…; the wrapper adds the server settings.
+    let wrapper = dir.path().join("sendmail");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/msmtp --host=127.0.0.1 --port={} --tls=on --tls-starttls=on \
+             --tls-trust-file={} --auth=on --user=armorwatch --passwordeval='cat {}' \"$@\"\n",
+            m.server.port,
+            m.certs.ca.display(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = specs(&format!(
+        "[sinks.mail]\ntype = \"email\"\nsendmail = \"{}\"\nfrom = \"armorwatch@example.org\"\nto = [\"ops@example.org\", \"sec@example.org\"]\n",
+        wrapper.display()
+    ));
+    let a = alert(
+        AlertType::IncidentOpened,
+        "sm-1",
+        1,
+        "web1",
+        "/etc/ssl/private/k.pem",
+    );
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    t.send(&[entry_of(&a)], now_ms()).await.unwrap();
+    let got = mails(&m.maildir);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].1["to"],
+        json!(["ops@example.org", "sec@example.org"])
+    );
+    assert_eq!(got[0].1["tls"], true);
+    assert!(
+        got[0]
+            .0
+            .contains("Message-ID: <armorwatch.sm-1=3A1@example.org>")
+    );
+    // A failing sendmail reports its exit status and message.
+    std::fs::write(&wrapper, "#!/bin/sh\necho 'relay refused' >&2\nexit 75\n").unwrap();
+    let e = t
+        .send(&[entry_of(&a)], now_ms())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("sendmail:") && e.contains("relay refused"),
+        "{e}"
+    );
+}

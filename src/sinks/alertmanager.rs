@@ -72,12 +72,21 @@ pub fn am_alert(spec: &AlertmanagerSpec, v: &AlertView, now: &str) -> Value {
     obj
 }
 
+/// One firing incident.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OpenAlert {
+    /// The latest Alertmanager alert object (without `endsAt`).
+    pub am: Value,
+    /// When armorwatch last delivered an alert of this incident (ms since the epoch).
+    pub updated_ms: u64,
+}
+
 /// The incidents currently firing, kept in `<state>/outbox/<sink>.am-open.json`.
 #[derive(Debug, Default)]
 pub struct OpenSet {
     path: PathBuf,
-    /// incident id → the latest Alertmanager alert object (without `endsAt`).
-    pub open: BTreeMap<String, Value>,
+    /// incident id → its latest alert.
+    pub open: BTreeMap<String, OpenAlert>,
 }
 
 impl OpenSet {
@@ -94,16 +103,32 @@ impl OpenSet {
     }
 
     /// Record a delivered alert: opened/updated incidents are kept, closed ones dropped.
-    pub fn record(&mut self, v: &AlertView, am: &Value) {
+    pub fn record(&mut self, v: &AlertView, am: &Value, now_ms: u64) {
         match v.alert_type.as_str() {
             "incident.opened" | "incident.update" => {
-                self.open.insert(v.id.clone(), am.clone());
+                self.open.insert(
+                    v.id.clone(),
+                    OpenAlert {
+                        am: am.clone(),
+                        updated_ms: now_ms,
+                    },
+                );
             }
             "incident.closed" => {
                 self.open.remove(&v.id);
             }
             _ => {}
         }
+    }
+
+    /// Stop re-posting incidents not updated for `max_age_ms` (their `incident.closed` was lost,
+    /// e.g. armorwatch's correlator state was): Alertmanager then resolves them by timeout.
+    /// Returns how many were dropped.
+    pub fn prune(&mut self, max_age_ms: u64, now_ms: u64) -> usize {
+        let before = self.open.len();
+        self.open
+            .retain(|_, a| now_ms.saturating_sub(a.updated_ms) <= max_age_ms);
+        before - self.open.len()
     }
 
     /// Write atomically (tmp, fsync, rename).
@@ -114,5 +139,65 @@ impl OpenSet {
         f.write_all(&serde_json::to_vec(&self.open).map_err(std::io::Error::other)?)?;
         f.sync_data()?;
         std::fs::rename(&tmp, &self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::config::{HttpSpec, Secret};
+
+    fn spec() -> AlertmanagerSpec {
+        AlertmanagerSpec {
+            http: HttpSpec {
+                url: Secret::new("http://am:9093"),
+                headers: BTreeMap::new(),
+                ca_file: None,
+            },
+            alertname: "AppArmorDenial".into(),
+            labels: BTreeMap::from([("team".to_string(), "ops".to_string())]),
+            repost_interval_secs: 60,
+        }
+    }
+
+    fn view(t: &str) -> AlertView {
+        AlertView::from_json(
+            &json!({"type": t, "id": "inc\n1", "seq": 2, "severity": 9, "host": "web1",
+            "first_seen": "2026-01-01T00:00:00Z",
+            "key": {"profile": "nginx", "operation": "open", "kind": "denied", "class": "file",
+                    "object": "/x", "permission": "r"}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn labels_annotations_and_resolution() {
+        let now = "2026-01-01T01:00:00.000Z";
+        let a = am_alert(&spec(), &view("incident.opened"), now);
+        assert_eq!(a["labels"]["alertname"], "AppArmorDenial");
+        assert_eq!(a["labels"]["severity"], "critical");
+        assert_eq!(a["labels"]["incident"], "inc\\n1");
+        assert_eq!(a["labels"]["team"], "ops");
+        assert_eq!(a["startsAt"], "2026-01-01T00:00:00Z");
+        assert!(a.get("endsAt").is_none());
+        assert_eq!(a["annotations"]["idempotency_key"], "inc\n1:2");
+        let c = am_alert(&spec(), &view("incident.closed"), now);
+        assert_eq!(c["endsAt"], now);
+    }
+
+    #[test]
+    fn open_set_records_closes_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("am.json");
+        let mut s = OpenSet::load(&path);
+        s.record(&view("incident.opened"), &json!({"a": 1}), 1000);
+        s.save().unwrap();
+        let mut s = OpenSet::load(&path);
+        assert_eq!(s.open.len(), 1);
+        assert_eq!(s.prune(10_000, 5000), 0);
+        assert_eq!(s.prune(10_000, 20_000), 1);
+        s.record(&view("incident.opened"), &json!({"a": 1}), 1000);
+        s.record(&view("incident.closed"), &json!({"a": 1}), 2000);
+        assert!(s.open.is_empty());
     }
 }

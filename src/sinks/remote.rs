@@ -22,6 +22,15 @@ use super::{Counters, LossNotice, now_ms};
 /// Most alerts in one digest.
 const DIGEST_MAX: usize = 200;
 
+/// The delay before retry number `attempts` (1-based): `initial · 2^(attempts-1)` capped at `max`,
+/// with "equal jitter" (half fixed, half `random` ∈ [0, 1)) so the retries of many sinks spread out.
+pub(crate) fn backoff_delay(initial_ms: u64, max_ms: u64, attempts: u32, random: f64) -> Duration {
+    let exp = initial_ms as f64 * 2f64.powi(attempts.saturating_sub(1).min(40) as i32);
+    let capped = exp.min(max_ms as f64);
+    let ms = capped / 2.0 + random.clamp(0.0, 1.0) * capped / 2.0;
+    Duration::from_millis(ms.max(1.0) as u64)
+}
+
 /// A remote sink's task state.
 #[derive(Debug)]
 pub(crate) struct RemoteSink {
@@ -46,12 +55,12 @@ struct Retry {
 
 impl RemoteSink {
     fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.delivery.retry_initial_ms as f64;
-        let exp = base * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
-        let capped = exp.min(self.delivery.retry_max_ms as f64);
-        // "Equal jitter": half fixed, half random, so retries of many sinks spread out.
-        let ms = capped / 2.0 + fastrand::f64() * capped / 2.0;
-        Duration::from_millis(ms.max(1.0) as u64)
+        backoff_delay(
+            self.delivery.retry_initial_ms,
+            self.delivery.retry_max_ms,
+            attempts,
+            fastrand::f64(),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
@@ -118,7 +127,7 @@ impl RemoteSink {
                 {
                     let now_s = super::rfc3339(now);
                     for e in batch {
-                        open.record(&e.view, &alertmanager::am_alert(spec, &e.view, &now_s));
+                        open.record(&e.view, &alertmanager::am_alert(spec, &e.view, &now_s), now);
                     }
                     if let Err(e) = open.save() {
                         self.counters
@@ -221,11 +230,17 @@ impl RemoteSink {
     }
 
     async fn repost(&mut self) {
-        let Some(open) = &self.am_open else { return };
+        let max_age_ms = self.delivery.max_age_secs.saturating_mul(1000);
+        let Some(open) = self.am_open.as_mut() else {
+            return;
+        };
+        if open.prune(max_age_ms, now_ms()) > 0 {
+            let _ = open.save();
+        }
         if open.open.is_empty() {
             return;
         }
-        let alerts = serde_json::Value::Array(open.open.values().cloned().collect());
+        let alerts = serde_json::Value::Array(open.open.values().map(|a| a.am.clone()).collect());
         if let Err(e) = self.transport.post_json(&alerts).await {
             self.counters
                 .set_error(format!("re-posting open alerts: {e}"));
@@ -276,5 +291,22 @@ impl RemoteSink {
                 _ = self.stop.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let d = |a, r| backoff_delay(1000, 60_000, a, r).as_millis();
+        assert_eq!(d(1, 0.0), 500);
+        assert_eq!(d(1, 0.999_999), 999);
+        assert_eq!(d(2, 0.0), 1000);
+        assert_eq!(d(4, 0.0), 4000);
+        assert_eq!(d(10, 0.0), 30_000);
+        assert_eq!(d(1000, 0.0), 30_000);
+        assert!(d(1000, 0.999_999) <= 60_000);
     }
 }

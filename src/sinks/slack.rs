@@ -31,7 +31,7 @@ pub fn payload(s: &Summary) -> Value {
     }
     if let Some(x) = s.explanation_text() {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": format!("*Why*\n{}", x.split('\n').map(|l| slack_mrkdwn(l, 600)).collect::<Vec<_>>().join("\n"))}}));
+            "text": escape::truncate(&format!("*Why*\n{}", x.split('\n').map(|l| slack_mrkdwn(l, 600)).collect::<Vec<_>>().join("\n")), 2900)}}));
     }
     if let Some(sug) = s.suggestion_text() {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
