@@ -1276,7 +1276,11 @@ async fn email_through_msmtp_as_sendmail() {
             .contains("Message-ID: <armorwatch.sm-1=3A1@example.org>")
     );
     // A failing sendmail reports its exit status and message.
-    std::fs::write(&wrapper, "#!/bin/sh\necho 'relay refused' >&2\nexit 75\n").unwrap();
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncat >/dev/null\necho 'relay refused' >&2\nexit 75\n",
+    )
+    .unwrap();
     let e = t
         .send(&[entry_of(&a)], now_ms())
         .await
