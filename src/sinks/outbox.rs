@@ -1,14 +1,18 @@
-//! The outbox: a per-sink spool directory holding every alert not yet accepted by its receiver.
+//! The outbox: a per-sink spool holding every alert not yet accepted by its receiver.
 //!
-//! Each alert is one file `<seq>.json` (16 digits, so names sort in arrival order) written to a
-//! temporary name, fsynced and renamed, then the directory fsynced: after `push` returns, the alert
-//! survives a crash. The file holds one metadata line and the alert JSON exactly as serialized, so
-//! a receiver gets the same bytes after a restart. Files are removed only when the receiver
-//! accepted the alert, or when it expired (counted by the caller).
+//! The spool is an append-only journal `<dir>/journal`: `+ META\tALERT` adds an alert (the alert
+//! JSON exactly as serialized, so a receiver gets the same bytes after a restart), `- SEQ` removes
+//! one. Adding appends and `fdatasync`s: after `push` returns, the alert survives a crash, at the
+//! cost of one sync (the journal already exists, so no directory sync). Removals are appended
+//! without a sync: a removal lost in a crash only means the alert is sent again, under the same
+//! idempotency key. When nothing is pending the journal is truncated; when it grows large it is
+//! rewritten (temporary file, fsync, rename, directory fsync). A torn last line (crash during an
+//! append) is ignored; unreadable lines are counted.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,10 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use super::view::AlertView;
 
+/// Rewrite the journal when it is larger than this and mostly removed entries.
+const COMPACT_BYTES: u64 = 8 << 20;
+
 /// Outbox failures.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    /// The spool directory could not be created, read or written.
+    /// The spool could not be created, read or written.
     #[error("outbox {path}: {source}")]
     Io {
         /// The file or directory.
@@ -61,10 +68,12 @@ pub struct Entry {
     pub view: Arc<AlertView>,
 }
 
-/// A spool directory.
+/// A spool.
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
+    journal: File,
+    journal_bytes: u64,
     next_seq: u64,
     entries: BTreeMap<u64, Arc<Entry>>,
     fsync: bool,
@@ -78,54 +87,147 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
     }
 }
 
+fn add_line(e: &Entry) -> Result<Vec<u8>, OutboxError> {
+    let meta = Meta {
+        v: 1,
+        seq: e.seq,
+        created_ms: e.created_ms,
+        key: e.key.clone(),
+        incident: e.incident.clone(),
+    };
+    let mut line = b"+ ".to_vec();
+    serde_json::to_writer(&mut line, &meta)?;
+    line.push(b'\t');
+    line.extend_from_slice(e.json.as_bytes());
+    line.push(b'\n');
+    Ok(line)
+}
+
+fn parse_add(rest: &str) -> Option<Entry> {
+    let (meta, json) = rest.split_once('\t')?;
+    let meta: Meta = serde_json::from_str(meta).ok()?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let view = AlertView::from_json(&value).ok()?;
+    Some(Entry {
+        seq: meta.seq,
+        created_ms: meta.created_ms,
+        key: meta.key,
+        incident: meta.incident,
+        json: Arc::from(json),
+        view: Arc::new(view),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
 impl Outbox {
-    /// Open (creating it, mode 0700) the spool at `dir` and load what is in it. Returns the outbox
-    /// and the number of unreadable files that were moved aside (`*.corrupt`).
+    /// Open (creating it, mode 0700) the spool in `dir` and load what is pending. Returns the
+    /// outbox and the number of unreadable journal lines (a torn last line is not counted).
     pub fn open(dir: &Path, fsync: bool, max_entries: usize) -> Result<(Outbox, u64), OutboxError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
         }
+        let path = dir.join("journal");
+        let existed = path.exists();
         let mut entries = BTreeMap::new();
         let mut corrupt = 0;
         let mut next_seq = 1;
-        for item in fs::read_dir(dir).map_err(io_err(dir))? {
-            let item = item.map_err(io_err(dir))?;
-            let path = item.path();
-            let name = item.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") {
-                // A crash between write and rename: the alert was never acknowledged as spooled.
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            let Some(stem) = name.strip_suffix(".json") else {
-                continue;
-            };
-            let Ok(seq) = stem.parse::<u64>() else {
-                continue;
-            };
-            match read_entry(&path) {
-                Some(e) if e.seq == seq => {
-                    next_seq = next_seq.max(seq + 1);
-                    entries.insert(seq, Arc::new(e));
+        let mut torn = false;
+        if existed {
+            let f = File::open(&path).map_err(io_err(&path))?;
+            let mut reader = BufReader::new(f);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(io_err(&path))?;
+                if n == 0 {
+                    break;
                 }
-                _ => {
+                if buf.last() != Some(&b'\n') {
+                    // Torn append (crash): never acknowledged to the caller.
+                    torn = true;
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf[..buf.len() - 1]);
+                if let Some(rest) = line.strip_prefix("+ ") {
+                    match parse_add(rest) {
+                        Some(e) => {
+                            next_seq = next_seq.max(e.seq + 1);
+                            entries.insert(e.seq, Arc::new(e));
+                        }
+                        None => corrupt += 1,
+                    }
+                } else if let Some(seq) = line.strip_prefix("- ") {
+                    match seq.trim().parse::<u64>() {
+                        Ok(seq) => {
+                            next_seq = next_seq.max(seq + 1);
+                            entries.remove(&seq);
+                        }
+                        Err(_) => corrupt += 1,
+                    }
+                } else if !line.trim().is_empty() {
                     corrupt += 1;
-                    let _ = fs::rename(&path, path.with_extension("corrupt"));
                 }
             }
         }
-        Ok((
-            Outbox {
-                dir: dir.to_path_buf(),
-                next_seq,
-                entries,
-                fsync,
-                max_entries,
-            },
-            corrupt,
-        ))
+        let journal = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let journal_bytes = journal.metadata().map_err(io_err(&path))?.len();
+        let mut ob = Outbox {
+            dir: dir.to_path_buf(),
+            journal,
+            journal_bytes,
+            next_seq,
+            entries,
+            fsync,
+            max_entries,
+        };
+        if !existed && fsync {
+            sync_dir(dir)?;
+        }
+        if torn || corrupt > 0 || ob.entries.is_empty() && ob.journal_bytes > 0 {
+            ob.rewrite()?;
+        }
+        Ok((ob, corrupt))
+    }
+
+    /// Write the pending entries to a fresh journal (tmp, fsync, rename, directory fsync).
+    fn rewrite(&mut self) -> Result<(), OutboxError> {
+        let path = self.dir.join("journal");
+        let tmp = self.dir.join("journal.tmp");
+        let mut bytes = Vec::new();
+        for e in self.entries.values() {
+            bytes.extend(add_line(e)?);
+        }
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(&bytes).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        self.journal = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        self.journal_bytes = bytes.len() as u64;
+        Ok(())
     }
 
     /// Spool an alert (its JSON as serialized); durable when this returns.
@@ -133,61 +235,62 @@ impl Outbox {
         if self.entries.len() >= self.max_entries {
             return Err(OutboxError::Full(self.dir.clone()));
         }
+        // Compact JSON has no raw newline or tab (serde_json escapes them in strings); re-encode
+        // anything else so one alert stays one journal line.
         let value: serde_json::Value = serde_json::from_str(json)?;
+        let json = json.trim();
+        let json: String = if json.contains(['\n', '\t', '\r']) {
+            serde_json::to_string(&value)?
+        } else {
+            json.to_string()
+        };
         let view = AlertView::from_json(&value)?;
-        let seq = self.next_seq;
-        let meta = Meta {
-            v: 1,
-            seq,
+        let entry = Arc::new(Entry {
+            seq: self.next_seq,
             created_ms: now_ms,
             key: view.idempotency_key(),
             incident: view.id.clone(),
-        };
-        let mut bytes = serde_json::to_vec(&meta)?;
-        bytes.push(b'\n');
-        bytes.extend_from_slice(json.trim_end().as_bytes());
-        bytes.push(b'\n');
-        let tmp = self.dir.join(format!(".tmp-{seq:016}"));
-        let path = self.dir.join(format!("{seq:016}.json"));
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            f.write_all(&bytes).map_err(io_err(&tmp))?;
-            if self.fsync {
-                f.sync_data().map_err(io_err(&tmp))?;
-            }
-        }
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        if self.fsync {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&self.dir))?;
-        }
-        self.next_seq += 1;
-        let entry = Arc::new(Entry {
-            seq,
-            created_ms: now_ms,
-            key: meta.key,
-            incident: meta.incident,
-            json: Arc::from(json.trim_end()),
+            json: Arc::from(json),
             view: Arc::new(view),
         });
-        self.entries.insert(seq, entry.clone());
+        let line = add_line(&entry)?;
+        let path = self.dir.join("journal");
+        self.journal.write_all(&line).map_err(io_err(&path))?;
+        if self.fsync {
+            self.journal.sync_data().map_err(io_err(&path))?;
+        }
+        self.journal_bytes += line.len() as u64;
+        self.next_seq += 1;
+        self.entries.insert(entry.seq, entry.clone());
         Ok(entry)
     }
 
     /// Remove an entry (accepted or expired).
     pub fn remove(&mut self, seq: u64) -> Result<(), OutboxError> {
-        if self.entries.remove(&seq).is_some() {
-            let path = self.dir.join(format!("{seq:016}.json"));
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&path)(e)),
+        if self.entries.remove(&seq).is_none() {
+            return Ok(());
+        }
+        let path = self.dir.join("journal");
+        if self.entries.is_empty() {
+            // Nothing pending: start the journal afresh (a crash before this only means
+            // re-sending, under the same idempotency keys).
+            self.journal.set_len(0).map_err(io_err(&path))?;
+            self.journal_bytes = 0;
+            return Ok(());
+        }
+        let line = format!("- {seq}\n");
+        self.journal
+            .write_all(line.as_bytes())
+            .map_err(io_err(&path))?;
+        self.journal_bytes += line.len() as u64;
+        if self.journal_bytes > COMPACT_BYTES {
+            let live: u64 = self
+                .entries
+                .values()
+                .map(|e| e.json.len() as u64 + 100)
+                .sum();
+            if live * 2 < self.journal_bytes {
+                self.rewrite()?;
             }
         }
         Ok(())
@@ -214,23 +317,6 @@ impl Outbox {
     }
 }
 
-fn read_entry(path: &Path) -> Option<Entry> {
-    let text = fs::read_to_string(path).ok()?;
-    let (meta_line, json) = text.split_once('\n')?;
-    let meta: Meta = serde_json::from_str(meta_line).ok()?;
-    let json = json.trim_end();
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    let view = AlertView::from_json(&value).ok()?;
-    Some(Entry {
-        seq: meta.seq,
-        created_ms: meta.created_ms,
-        key: meta.key,
-        incident: meta.incident,
-        json: Arc::from(json),
-        view: Arc::new(view),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,23 +331,48 @@ mod tests {
         let e = ob.push(a, 5).unwrap();
         assert_eq!(e.key, "i1:1");
         ob.push(&a.replace("\"seq\":1", "\"seq\":2"), 6).unwrap();
-        fs::write(d.join("0000000000000099.json"), "garbage").unwrap();
-        fs::write(d.join(".tmp-0000000000000100"), "partial").unwrap();
+        ob.push(&a.replace("\"seq\":1", "\"seq\":3"), 7).unwrap();
+        ob.remove(2).unwrap();
         drop(ob);
+        // A garbage line and a torn append (crash mid-write).
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("journal"))
+            .unwrap();
+        f.write_all(b"garbage\n+ {\"v\":1,\"seq\":9").unwrap();
+        drop(f);
         let (mut ob, c) = Outbox::open(&d, true, 10).unwrap();
         assert_eq!(c, 1);
         let s = ob.snapshot();
         assert_eq!(s.len(), 2);
         // Byte-exact JSON (field order kept).
         assert_eq!(&*s[0].json, a);
-        assert_eq!(s[1].key, "i1:2");
+        assert_eq!(s[1].key, "i1:3");
         ob.remove(s[0].seq).unwrap();
-        let e3 = ob.push(a, 7).unwrap();
-        assert_eq!(e3.seq, 3);
+        let e4 = ob.push(a, 8).unwrap();
+        assert_eq!(e4.seq, 4);
         drop(ob);
-        let (ob, _) = Outbox::open(&d, false, 2).unwrap();
+        let (ob, c) = Outbox::open(&d, false, 2).unwrap();
+        assert_eq!(c, 0, "the journal was rewritten clean");
         assert_eq!(ob.len(), 2);
         let mut ob = ob;
-        assert!(matches!(ob.push(a, 8), Err(OutboxError::Full(_))));
+        assert!(matches!(ob.push(a, 9), Err(OutboxError::Full(_))));
+        // Empty outbox: the journal is truncated.
+        ob.remove(3).unwrap();
+        ob.remove(4).unwrap();
+        assert_eq!(fs::metadata(d.join("journal")).unwrap().len(), 0);
+        let e = ob.push(a, 10).unwrap();
+        assert_eq!(e.seq, 5, "sequence numbers keep growing");
+    }
+
+    #[test]
+    fn multi_line_json_stays_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), false, 10).unwrap();
+        ob.push("{\n \"id\": \"x\",\t\"seq\": 1\n}", 1).unwrap();
+        drop(ob);
+        let (ob, c) = Outbox::open(dir.path(), false, 10).unwrap();
+        assert_eq!(c, 0);
+        assert_eq!(&*ob.snapshot()[0].json, r#"{"id":"x","seq":1}"#);
     }
 }
