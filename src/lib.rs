@@ -15,4 +15,5 @@ pub mod linereader;
 pub mod parse;
 pub mod pipeline;
 pub mod profiles;
+pub mod sinks;
 pub mod sources;

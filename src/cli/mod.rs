@@ -5,6 +5,7 @@ mod explain;
 mod parse;
 mod replay;
 mod run;
+mod test_alert;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Show what this machine does with AppArmor records and which sources armorwatch would use.
     Doctor(doctor::DoctorArgs),
+    /// Send a sample alert through each configured sink and report, per sink, delivered or why not.
+    TestAlert(test_alert::TestAlertArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::TestAlert(args) => test_alert::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,225 @@
+//! Email through SMTP (`lettre`, rustls: STARTTLS, implicit TLS or none; AUTH; several recipients)
+//! or a sendmail-compatible binary. A readable plain-text body; the subject has no CR/LF and is
+//! RFC 2047-encoded by the builder when it is not ASCII; the Message-ID carries the idempotency key.
+
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::config::{EmailSpec, TlsMode};
+use super::escape::{header, plain};
+use super::http::SendError;
+use super::view::Summary;
+
+/// The subject of one alert.
+pub fn subject(prefix: &str, s: &Summary) -> String {
+    header(&format!("{prefix} {} on {}", s.headline, s.host), 150)
+}
+
+/// The plain-text body of one alert.
+pub fn body(s: &Summary) -> String {
+    let mut b = String::new();
+    b.push_str(&format!(
+        "{} on {}\n\n",
+        plain(&s.lead, 200),
+        plain(&s.host, 200)
+    ));
+    b.push_str(&format!("    {}\n\n", plain(&s.headline, 600)));
+    let width = s
+        .facts
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    for (k, v) in &s.facts {
+        b.push_str(&format!(
+            "{:<width$} {}\n",
+            format!("{}:", plain(k, 40)),
+            plain(v, 600)
+        ));
+    }
+    if let Some(x) = s.explanation_text() {
+        b.push_str("\nWhy\n");
+        for l in x.split('\n') {
+            b.push_str(&format!("    {}\n", plain(l, 800)));
+        }
+    }
+    if let Some(sug) = s.suggestion_text() {
+        b.push_str("\nSuggested rule\n");
+        for l in sug.split('\n') {
+            b.push_str(&format!("    {}\n", plain(l, 800)));
+        }
+    }
+    if !s.raw.is_empty() {
+        b.push_str("\nRecords\n");
+        for r in &s.raw {
+            b.push_str(&format!("    {}\n", plain(r, 1000)));
+        }
+    }
+    b.push_str(&format!(
+        "\n-- \narmorwatch · incident {}\n",
+        plain(&s.key, 200)
+    ));
+    b
+}
+
+/// Subject of a digest.
+pub fn digest_subject(prefix: &str, items: &[Summary]) -> String {
+    let hosts: std::collections::BTreeSet<&str> = items.iter().map(|s| s.host.as_str()).collect();
+    let hosts: Vec<&str> = hosts.into_iter().collect();
+    header(
+        &format!(
+            "{prefix} digest: {} alerts on {}",
+            items.len(),
+            hosts.join(", ")
+        ),
+        150,
+    )
+}
+
+/// Body of a digest: an index, then every alert in full.
+pub fn digest_body(items: &[Summary]) -> String {
+    let mut b = format!("armorwatch digest: {} alerts\n\n", items.len());
+    for (i, s) in items.iter().enumerate() {
+        b.push_str(&format!("{:>3}. {}\n", i + 1, plain(&s.headline, 200)));
+    }
+    for (i, s) in items.iter().enumerate() {
+        b.push_str(&format!("\n==== {} of {} ====\n\n", i + 1, items.len()));
+        b.push_str(&body(s));
+    }
+    b
+}
+
+/// A Message-ID from the idempotency key (only `[A-Za-z0-9._-]`, the rest as `=XX`).
+pub fn message_id(key: &str, from: &str) -> String {
+    let mut local = String::new();
+    for c in key.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            local.push(c);
+        } else {
+            for b in c.to_string().bytes() {
+                local.push_str(&format!("={b:02X}"));
+            }
+        }
+    }
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>'))
+        .filter(|d| {
+            d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        })
+        .unwrap_or("armorwatch.invalid");
+    format!("<armorwatch.{local}@{domain}>")
+}
+
+/// A connected-on-demand email transport.
+#[derive(Debug)]
+pub enum EmailTransport {
+    /// SMTP.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, EmailSpec),
+    /// A sendmail-compatible binary.
+    Sendmail(AsyncSendmailTransport<Tokio1Executor>, EmailSpec),
+}
+
+impl EmailTransport {
+    /// Build the transport (no connection yet).
+    pub fn new(spec: &EmailSpec, timeout: Duration) -> Result<EmailTransport, SendError> {
+        if let Some(bin) = &spec.sendmail {
+            return Ok(EmailTransport::Sendmail(
+                AsyncSendmailTransport::<Tokio1Executor>::new_with_command(bin.as_os_str()),
+                spec.clone(),
+            ));
+        }
+        let host = spec.smtp_host.clone().unwrap_or_default();
+        let tls = match spec.tls {
+            TlsMode::None => Tls::None,
+            mode => {
+                let mut b = TlsParameters::builder(host.clone());
+                if let Some(ca) = &spec.ca_file {
+                    let pem = std::fs::read(ca).map_err(|e| {
+                        SendError::Tls(format!("cannot read {}: {e}", ca.display()))
+                    })?;
+                    let cert = Certificate::from_pem(&pem)
+                        .map_err(|e| SendError::Tls(format!("{}: {e}", ca.display())))?;
+                    b = b.add_root_certificate(cert);
+                }
+                let params = b
+                    .build_rustls()
+                    .map_err(|e| SendError::Tls(e.to_string()))?;
+                if mode == TlsMode::Tls {
+                    Tls::Wrapper(params)
+                } else {
+                    Tls::Required(params)
+                }
+            }
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(spec.smtp_port)
+            .tls(tls)
+            .timeout(Some(timeout));
+        if let (Some(u), Some(p)) = (&spec.username, &spec.password) {
+            builder = builder.credentials(Credentials::new(u.clone(), p.expose().to_string()));
+        }
+        Ok(EmailTransport::Smtp(builder.build(), spec.clone()))
+    }
+
+    fn spec(&self) -> &EmailSpec {
+        match self {
+            EmailTransport::Smtp(_, s) | EmailTransport::Sendmail(_, s) => s,
+        }
+    }
+
+    /// Send one message to every recipient.
+    pub async fn send(&self, subject: String, body: String, key: &str) -> Result<(), SendError> {
+        let spec = self.spec();
+        let from: Mailbox = spec
+            .from
+            .parse()
+            .map_err(|e| SendError::Other(format!("from: {e}")))?;
+        let mut b = Message::builder()
+            .from(from)
+            .subject(subject)
+            .message_id(Some(message_id(key, &spec.from)))
+            .header(ContentType::TEXT_PLAIN);
+        for t in &spec.to {
+            let mb: Mailbox = t
+                .parse()
+                .map_err(|e| SendError::Other(format!("to: {e}")))?;
+            b = b.to(mb);
+        }
+        let msg = b
+            .body(body)
+            .map_err(|e| SendError::Other(format!("building the message: {e}")))?;
+        match self {
+            EmailTransport::Smtp(t, _) => t
+                .send(msg)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::Smtp(super::http::error_chain(&e))),
+            EmailTransport::Sendmail(t, _) => t
+                .send(msg)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::Sendmail(super::http::error_chain(&e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_is_safe() {
+        assert_eq!(
+            message_id("inc<1>:2", "Armor <a@mail.example>"),
+            "<armorwatch.inc=3C1=3E=3A2@mail.example>"
+        );
+    }
+}

@@ -1,0 +1,732 @@
+//! Sinks: where alerts (and, for `content = "events"`, events) go — JSON-lines files, stdout,
+//! Slack, webhooks, Discord, Teams, ntfy, email and Alertmanager.
+//!
+//! [`SinkSpec`]s come from `[sinks.NAME]` tables ([`SinkSpec::from_table`]). A [`SinkSet`] runs
+//! them: every sink has its own worker and bounded queue, so a dead or slow receiver never stalls
+//! the others. Local sinks (file, stdout) each own an OS thread. Remote sinks spool every alert to
+//! their outbox in the state directory *before* anything is sent ([`SinkSet::deliver_alert`]
+//! returns once it is durable), and a task per sink delivers from there with retries, keeping the
+//! order per incident; undelivered alerts survive restarts and expire after `max_age_secs` with a
+//! `loss` alert to the other sinks. Delivery is at-least-once: each request carries the alert's
+//! idempotency key (`id:seq`) so receivers can drop duplicates.
+
+pub mod alertmanager;
+pub mod config;
+pub mod discord;
+pub mod email;
+pub mod escape;
+pub mod file;
+pub mod http;
+pub mod ntfy;
+pub mod outbox;
+pub mod policy;
+mod remote;
+pub mod sample;
+pub mod slack;
+pub mod stdout;
+pub mod teams;
+pub mod view;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::alert::{ALERT_SCHEMA, Alert, AlertType, LossInfo};
+use crate::event::Event;
+
+pub use config::{
+    Content, DeliverySettings, SecretContext, SinkConfigError, SinkKind, SinkSpec, parse_sinks,
+};
+pub use http::SendError;
+pub use outbox::OutboxError;
+pub use policy::{Mode, SinkPolicy};
+use view::AlertView;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC (`2026-11-25T17:24:29.123Z`) of a Unix time in milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Start-up failures of a [`SinkSet`].
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A sink could not be set up (file not writable, TLS settings, …).
+    #[error("sink {name}: {message}")]
+    Setup {
+        /// The sink.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The outbox could not be opened.
+    #[error("sink {name}: {source}")]
+    Outbox {
+        /// The sink.
+        name: String,
+        /// Why.
+        source: OutboxError,
+    },
+}
+
+/// Counts and the last error of one sink.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Alerts (or events) accepted by the receiver / written.
+    pub delivered: AtomicU64,
+    /// Failed delivery attempts.
+    pub failed_attempts: AtomicU64,
+    /// Alerts that expired in the outbox.
+    pub expired: AtomicU64,
+    /// Alerts or events dropped (queue full, outbox full, write error).
+    pub dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn set_error(&self, e: String) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e);
+        }
+    }
+}
+
+/// A snapshot of one sink's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Sink name.
+    pub name: String,
+    /// Sink type.
+    pub sink_type: &'static str,
+    /// Delivered or written.
+    pub delivered: u64,
+    /// Failed attempts.
+    pub failed_attempts: u64,
+    /// Expired in the outbox.
+    pub expired: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// Waiting in the outbox (remote sinks).
+    pub pending: usize,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// A loss to announce on the other sinks.
+#[derive(Debug, Clone)]
+pub(crate) struct LossNotice {
+    sink: String,
+    count: u64,
+    what: String,
+}
+
+/// Options of a [`SinkSet`].
+#[derive(Debug, Clone)]
+pub struct SinkSetOptions {
+    /// The state directory; outboxes live in `<state_dir>/outbox/<sink>/`.
+    pub state_dir: PathBuf,
+    /// This host's name (for `loss` alerts).
+    pub host: String,
+    /// Capacity of each local sink's queue (default 1024).
+    pub queue_capacity: usize,
+    /// fsync every spooled alert (default true; false only for benchmarks of the rest).
+    pub outbox_fsync: bool,
+}
+
+impl SinkSetOptions {
+    /// Defaults for `state_dir` and `host`.
+    pub fn new(state_dir: impl Into<PathBuf>, host: impl Into<String>) -> SinkSetOptions {
+        SinkSetOptions {
+            state_dir: state_dir.into(),
+            host: host.into(),
+            queue_capacity: 1024,
+            outbox_fsync: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum LocalMsg {
+    Line(Arc<str>),
+    Alert(Arc<str>, Arc<AlertView>),
+    Wake,
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+enum Worker {
+    Local {
+        tx: mpsc::Sender<LocalMsg>,
+        reopen: Arc<AtomicBool>,
+        is_file: bool,
+    },
+    Remote {
+        outbox: Arc<Mutex<Outbox>>,
+        notify: Arc<Notify>,
+    },
+}
+
+use outbox::Outbox;
+
+#[derive(Debug)]
+struct SinkEntry {
+    name: String,
+    sink_type: &'static str,
+    policy: SinkPolicy,
+    content: Option<Content>,
+    counters: Arc<Counters>,
+    worker: Worker,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sinks: Vec<SinkEntry>,
+    host: String,
+    loss_tx: mpsc::UnboundedSender<LossNotice>,
+}
+
+/// The running sinks.
+#[derive(Debug)]
+pub struct SinkSet {
+    inner: Arc<Inner>,
+    stop_remote: watch::Sender<bool>,
+    stop_router: watch::Sender<bool>,
+    remote_tasks: Vec<(String, JoinHandle<()>)>,
+    router: JoinHandle<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What [`SinkSet::shutdown`] left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Alerts still in each remote sink's outbox (delivered after the next start).
+    pub pending: BTreeMap<String, usize>,
+    /// Sinks whose task had to be stopped at the grace deadline.
+    pub aborted: Vec<String>,
+}
+
+fn lock_outbox(m: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+enum LocalOut {
+    File(file::FileWriter),
+    Stdout(config::LineFormat),
+}
+
+fn run_local(
+    mut out: LocalOut,
+    mut rx: mpsc::Receiver<LocalMsg>,
+    reopen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    loss_tx: mpsc::UnboundedSender<LossNotice>,
+    name: String,
+) {
+    let stdout = std::io::stdout();
+    while let Some(msg) = rx.blocking_recv() {
+        if reopen.swap(false, Ordering::AcqRel) {
+            if let LocalOut::File(w) = &mut out {
+                if let Err(e) = w.reopen() {
+                    counters.set_error(format!("reopening {}: {e}", w.path().display()));
+                }
+            }
+        }
+        let (line, view) = match msg {
+            LocalMsg::Line(l) => (l, None),
+            LocalMsg::Alert(l, v) => (l, Some(v)),
+            LocalMsg::Wake => continue,
+            LocalMsg::Flush(ack) => {
+                let _ = ack.send(());
+                continue;
+            }
+        };
+        let result = match &mut out {
+            LocalOut::File(w) => w
+                .write_line(&line)
+                .map_err(|e| format!("writing {}: {e}", w.path().display())),
+            LocalOut::Stdout(format) => {
+                let text = match (format, &view) {
+                    (config::LineFormat::Text, Some(v)) => stdout::text_line(v),
+                    _ => line.to_string(),
+                };
+                let mut lock = stdout.lock();
+                lock.write_all(text.as_bytes())
+                    .and_then(|_| lock.write_all(b"\n"))
+                    .and_then(|_| lock.flush())
+                    .map_err(|e| format!("writing to standard output: {e}"))
+            }
+        };
+        match result {
+            Ok(()) => {
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                counters.set_error(e.clone());
+                if view.is_some() {
+                    let _ = loss_tx.send(LossNotice {
+                        sink: name.clone(),
+                        count: 1,
+                        what: format!("alerts not written by sink {name}: {e}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn deliver(&self, json: &Arc<str>, view: &Arc<AlertView>, except: Option<&str>) {
+        let now = now_ms();
+        for s in &self.sinks {
+            let resolves = s.sink_type == "alertmanager";
+            if Some(s.name.as_str()) == except || !s.policy.accepts_with(view, resolves) {
+                continue;
+            }
+            match &s.worker {
+                Worker::Local { tx, .. } => {
+                    if s.content != Some(Content::Alerts) {
+                        continue;
+                    }
+                    if tx
+                        .try_send(LocalMsg::Alert(json.clone(), view.clone()))
+                        .is_err()
+                    {
+                        s.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.loss_tx.send(LossNotice {
+                            sink: s.name.clone(),
+                            count: 1,
+                            what: format!("alerts dropped: the queue of sink {} is full", s.name),
+                        });
+                    }
+                }
+                Worker::Remote { outbox, notify } => {
+                    let pushed = lock_outbox(outbox).push(json, now);
+                    match pushed {
+                        Ok(_) => notify.notify_one(),
+                        Err(e) => {
+                            s.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            s.counters.set_error(e.to_string());
+                            let _ = self.loss_tx.send(LossNotice {
+                                sink: s.name.clone(),
+                                count: 1,
+                                what: format!("alerts not spooled for sink {}: {e}", s.name),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn loss_alert(host: &str, origin_sink: &str, count: u64, what: &str) -> Alert {
+    let now = now_ms();
+    let ts = rfc3339(now);
+    Alert {
+        schema: ALERT_SCHEMA,
+        alert_type: AlertType::Loss,
+        id: format!("loss-sink-{origin_sink}-{now}"),
+        seq: 1,
+        key: None,
+        severity: 6,
+        count,
+        total: count,
+        first_seen: Some(ts.clone()),
+        last_seen: Some(ts),
+        host: host.to_string(),
+        event: None,
+        samples: Vec::new(),
+        incidents: Vec::new(),
+        loss: Some(LossInfo {
+            origin: format!("sink:{origin_sink}"),
+            what: what.to_string(),
+            count: Some(count),
+        }),
+        noise: None,
+        reason: None,
+        profile: None,
+        explanation: None,
+    }
+}
+
+async fn route_losses(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<LossNotice>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            n = rx.recv() => n,
+            _ = stop.changed() => None,
+        };
+        let mut batch: Vec<LossNotice> = first.into_iter().collect();
+        while let Ok(n) = rx.try_recv() {
+            batch.push(n);
+        }
+        // One loss alert per origin and reason, with the summed count.
+        let mut merged: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for n in batch {
+            *merged.entry((n.sink, n.what)).or_default() += n.count;
+        }
+        for ((sink, what), count) in merged {
+            let alert = loss_alert(&inner.host, &sink, count, &what);
+            if let Some((json, view)) = encode(&alert) {
+                inner.deliver(&json, &view, Some(&sink));
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+fn encode(alert: &Alert) -> Option<(Arc<str>, Arc<AlertView>)> {
+    let json = serde_json::to_string(alert).ok()?;
+    let value = serde_json::to_value(alert).ok()?;
+    let view = AlertView::from_json(&value).ok()?;
+    Some((Arc::from(json), Arc::new(view)))
+}
+
+impl SinkSet {
+    /// Start every sink. Must be called inside a tokio runtime. Remote sinks resume delivering
+    /// whatever their outbox holds from a previous run.
+    pub fn start(specs: &[SinkSpec], opts: SinkSetOptions) -> Result<SinkSet, SinkError> {
+        let (loss_tx, loss_rx) = mpsc::unbounded_channel();
+        let (stop_remote, stop_remote_rx) = watch::channel(false);
+        let (stop_router, stop_router_rx) = watch::channel(false);
+        let mut sinks = Vec::new();
+        let mut remotes = Vec::new();
+        let mut threads = Vec::new();
+        for spec in specs {
+            let counters = Arc::new(Counters::default());
+            let setup = |message: String| SinkError::Setup {
+                name: spec.name.clone(),
+                message,
+            };
+            let worker = match &spec.kind {
+                SinkKind::File(f) => {
+                    let w = file::FileWriter::open(f)
+                        .map_err(|e| setup(format!("{}: {e}", f.path.display())))?;
+                    spawn_local(
+                        spec,
+                        LocalOut::File(w),
+                        &opts,
+                        &counters,
+                        &loss_tx,
+                        &mut threads,
+                    )?
+                }
+                SinkKind::Stdout(s) => spawn_local(
+                    spec,
+                    LocalOut::Stdout(s.format),
+                    &opts,
+                    &counters,
+                    &loss_tx,
+                    &mut threads,
+                )?,
+                _ => {
+                    let dir = opts.state_dir.join("outbox").join(&spec.name);
+                    let (ob, corrupt) =
+                        Outbox::open(&dir, opts.outbox_fsync, spec.delivery.outbox_max_entries)
+                            .map_err(|source| SinkError::Outbox {
+                                name: spec.name.clone(),
+                                source,
+                            })?;
+                    if corrupt > 0 {
+                        let _ = loss_tx.send(LossNotice {
+                            sink: spec.name.clone(),
+                            count: corrupt,
+                            what: format!(
+                                "unreadable outbox files of sink {} moved aside (*.corrupt)",
+                                spec.name
+                            ),
+                        });
+                    }
+                    let transport = http::Transport::new(spec)
+                        .map_err(|e| setup(e.to_string()))?
+                        .ok_or_else(|| setup("no transport".into()))?;
+                    let am_open = transport.alertmanager_spec().map(|_| {
+                        alertmanager::OpenSet::load(
+                            &opts
+                                .state_dir
+                                .join("outbox")
+                                .join(format!("{}.am-open.json", spec.name)),
+                        )
+                    });
+                    let outbox = Arc::new(Mutex::new(ob));
+                    let notify = Arc::new(Notify::new());
+                    remotes.push(remote::RemoteSink {
+                        name: spec.name.clone(),
+                        transport,
+                        outbox: outbox.clone(),
+                        delivery: spec.delivery.clone(),
+                        mode: spec.policy.mode,
+                        digest_interval_secs: spec.policy.digest_interval_secs,
+                        notify: notify.clone(),
+                        stop: stop_remote_rx.clone(),
+                        loss_tx: loss_tx.clone(),
+                        counters: counters.clone(),
+                        am_open,
+                    });
+                    Worker::Remote { outbox, notify }
+                }
+            };
+            sinks.push(SinkEntry {
+                name: spec.name.clone(),
+                sink_type: spec.kind.type_name(),
+                policy: spec.policy.clone(),
+                content: spec.kind.content(),
+                counters,
+                worker,
+            });
+        }
+        let inner = Arc::new(Inner {
+            sinks,
+            host: opts.host.clone(),
+            loss_tx,
+        });
+        let remote_tasks = remotes
+            .into_iter()
+            .map(|r| (r.name.clone(), tokio::spawn(r.run())))
+            .collect();
+        let router = tokio::spawn(route_losses(inner.clone(), loss_rx, stop_router_rx));
+        Ok(SinkSet {
+            inner,
+            stop_remote,
+            stop_router,
+            remote_tasks,
+            router,
+            threads,
+        })
+    }
+
+    /// Hand an alert to every sink whose policy accepts it. Remote sinks spool it durably before
+    /// this returns; local sinks queue it (a full queue drops it, counted and announced). Never
+    /// waits for a receiver.
+    pub fn deliver_alert(&self, alert: &Alert) {
+        if let Some((json, view)) = encode(alert) {
+            self.inner.deliver(&json, &view, None);
+        }
+    }
+
+    /// [`SinkSet::deliver_alert`] on the blocking pool, for callers on the async runtime: spooling
+    /// fsyncs once per remote sink (milliseconds on slow disks), which should not hold a runtime
+    /// worker. Returns when the alert is durable in every remote sink's outbox.
+    pub async fn deliver_alert_async(&self, alert: Alert) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some((json, view)) = encode(&alert) {
+                inner.deliver(&json, &view, None);
+            }
+        })
+        .await;
+    }
+
+    /// Hand an event to the file and stdout sinks with `content = "events"`. A full queue drops
+    /// the event (counted in the sink's `dropped`).
+    pub fn deliver_event(&self, event: &Event) {
+        let mut json: Option<Arc<str>> = None;
+        for s in &self.inner.sinks {
+            if s.content != Some(Content::Events) {
+                continue;
+            }
+            if let Worker::Local { tx, .. } = &s.worker {
+                let line = match &json {
+                    Some(j) => j.clone(),
+                    None => match serde_json::to_string(event) {
+                        Ok(j) => {
+                            let j: Arc<str> = Arc::from(j);
+                            json = Some(j.clone());
+                            j
+                        }
+                        Err(_) => return,
+                    },
+                };
+                if tx.try_send(LocalMsg::Line(line)).is_err() {
+                    s.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Reopen every file sink's file before its next line (call on SIGHUP, after logrotate).
+    pub fn reopen_files(&self) {
+        for s in &self.inner.sinks {
+            if let Worker::Local {
+                tx,
+                reopen,
+                is_file: true,
+            } = &s.worker
+            {
+                reopen.store(true, Ordering::Release);
+                let _ = tx.try_send(LocalMsg::Wake);
+            }
+        }
+    }
+
+    /// Wait until every local sink has written what was queued before this call.
+    pub async fn flush_local(&self) {
+        for s in &self.inner.sinks {
+            if let Worker::Local { tx, .. } = &s.worker {
+                let (ack, done) = oneshot::channel();
+                if tx.send(LocalMsg::Flush(ack)).await.is_ok() {
+                    let _ = done.await;
+                }
+            }
+        }
+    }
+
+    /// Alerts waiting in a remote sink's outbox (`None` for an unknown or local sink).
+    pub fn pending(&self, name: &str) -> Option<usize> {
+        self.inner
+            .sinks
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| match &s.worker {
+                Worker::Remote { outbox, .. } => Some(lock_outbox(outbox).len()),
+                Worker::Local { .. } => None,
+            })
+    }
+
+    /// Counters of every sink.
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.inner
+            .sinks
+            .iter()
+            .map(|s| SinkStats {
+                name: s.name.clone(),
+                sink_type: s.sink_type,
+                delivered: s.counters.delivered.load(Ordering::Relaxed),
+                failed_attempts: s.counters.failed_attempts.load(Ordering::Relaxed),
+                expired: s.counters.expired.load(Ordering::Relaxed),
+                dropped: s.counters.dropped.load(Ordering::Relaxed),
+                pending: match &s.worker {
+                    Worker::Remote { outbox, .. } => lock_outbox(outbox).len(),
+                    Worker::Local { .. } => 0,
+                },
+                last_error: s.counters.last_error.lock().ok().and_then(|g| g.clone()),
+            })
+            .collect()
+    }
+
+    /// Stop: remote sinks make one last attempt for what is due (within `grace`), undelivered
+    /// alerts stay in the outbox; pending loss alerts are routed; local sinks write everything
+    /// queued and close.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        let SinkSet {
+            inner,
+            stop_remote,
+            stop_router,
+            remote_tasks,
+            router,
+            threads,
+        } = self;
+        let _ = stop_remote.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut report = ShutdownReport::default();
+        for (name, mut task) in remote_tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+                report.aborted.push(name);
+            }
+        }
+        let _ = stop_router.send(true);
+        let _ = router.await;
+        for s in &inner.sinks {
+            if let Worker::Remote { outbox, .. } = &s.worker {
+                report
+                    .pending
+                    .insert(s.name.clone(), lock_outbox(outbox).len());
+            }
+        }
+        drop(inner);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        report
+    }
+}
+
+fn spawn_local(
+    spec: &SinkSpec,
+    out: LocalOut,
+    opts: &SinkSetOptions,
+    counters: &Arc<Counters>,
+    loss_tx: &mpsc::UnboundedSender<LossNotice>,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<Worker, SinkError> {
+    let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+    let reopen = Arc::new(AtomicBool::new(false));
+    let (r2, c2, l2, n2) = (
+        reopen.clone(),
+        counters.clone(),
+        loss_tx.clone(),
+        spec.name.clone(),
+    );
+    let t = std::thread::Builder::new()
+        .name(format!("sink-{}", spec.name))
+        .spawn(move || run_local(out, rx, r2, c2, l2, n2))
+        .map_err(|e| SinkError::Setup {
+            name: spec.name.clone(),
+            message: format!("starting its thread: {e}"),
+        })?;
+    threads.push(t);
+    Ok(Worker::Local {
+        tx,
+        reopen,
+        is_file: matches!(spec.kind, SinkKind::File(_)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_764_091_469_123), "2025-11-25T17:24:29.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

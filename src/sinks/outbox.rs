@@ -1,0 +1,378 @@
+//! The outbox: a per-sink spool holding every alert not yet accepted by its receiver.
+//!
+//! The spool is an append-only journal `<dir>/journal`: `+ META\tALERT` adds an alert (the alert
+//! JSON exactly as serialized, so a receiver gets the same bytes after a restart), `- SEQ` removes
+//! one. Adding appends and `fdatasync`s: after `push` returns, the alert survives a crash, at the
+//! cost of one sync (the journal already exists, so no directory sync). Removals are appended
+//! without a sync: a removal lost in a crash only means the alert is sent again, under the same
+//! idempotency key. When nothing is pending the journal is truncated; when it grows large it is
+//! rewritten (temporary file, fsync, rename, directory fsync). A torn last line (crash during an
+//! append) is ignored; unreadable lines are counted.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::view::AlertView;
+
+/// Rewrite the journal when it is larger than this and mostly removed entries.
+const COMPACT_BYTES: u64 = 8 << 20;
+
+/// Outbox failures.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The spool could not be created, read or written.
+    #[error("outbox {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The outbox holds its maximum number of alerts.
+    #[error("outbox {0} is full")]
+    Full(PathBuf),
+    /// The alert JSON could not be read.
+    #[error("alert JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    v: u32,
+    seq: u64,
+    created_ms: u64,
+    key: String,
+    incident: String,
+}
+
+/// One spooled alert.
+#[derive(Debug)]
+pub struct Entry {
+    /// Arrival order within this outbox.
+    pub seq: u64,
+    /// When it was spooled (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// `id:seq` of the alert (the idempotency key).
+    pub key: String,
+    /// The incident id (order is kept per incident).
+    pub incident: String,
+    /// The alert JSON as serialized by the producer.
+    pub json: Arc<str>,
+    /// The parsed view.
+    pub view: Arc<AlertView>,
+}
+
+/// A spool.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    journal: File,
+    journal_bytes: u64,
+    next_seq: u64,
+    entries: BTreeMap<u64, Arc<Entry>>,
+    fsync: bool,
+    max_entries: usize,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn add_line(e: &Entry) -> Result<Vec<u8>, OutboxError> {
+    let meta = Meta {
+        v: 1,
+        seq: e.seq,
+        created_ms: e.created_ms,
+        key: e.key.clone(),
+        incident: e.incident.clone(),
+    };
+    let mut line = b"+ ".to_vec();
+    serde_json::to_writer(&mut line, &meta)?;
+    line.push(b'\t');
+    line.extend_from_slice(e.json.as_bytes());
+    line.push(b'\n');
+    Ok(line)
+}
+
+fn parse_add(rest: &str) -> Option<Entry> {
+    let (meta, json) = rest.split_once('\t')?;
+    let meta: Meta = serde_json::from_str(meta).ok()?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let view = AlertView::from_json(&value).ok()?;
+    Some(Entry {
+        seq: meta.seq,
+        created_ms: meta.created_ms,
+        key: meta.key,
+        incident: meta.incident,
+        json: Arc::from(json),
+        view: Arc::new(view),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Outbox {
+    /// Open (creating it, mode 0700) the spool in `dir` and load what is pending. Returns the
+    /// outbox and the number of unreadable journal lines (a torn last line is not counted).
+    pub fn open(dir: &Path, fsync: bool, max_entries: usize) -> Result<(Outbox, u64), OutboxError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        }
+        let path = dir.join("journal");
+        let existed = path.exists();
+        let mut entries = BTreeMap::new();
+        let mut corrupt = 0;
+        let mut next_seq = 1;
+        let mut torn = false;
+        if existed {
+            let f = File::open(&path).map_err(io_err(&path))?;
+            let mut reader = BufReader::new(f);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(io_err(&path))?;
+                if n == 0 {
+                    break;
+                }
+                if buf.last() != Some(&b'\n') {
+                    // Torn append (crash): never acknowledged to the caller.
+                    torn = true;
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf[..buf.len() - 1]);
+                if let Some(rest) = line.strip_prefix("+ ") {
+                    match parse_add(rest) {
+                        Some(e) => {
+                            next_seq = next_seq.max(e.seq + 1);
+                            entries.insert(e.seq, Arc::new(e));
+                        }
+                        None => corrupt += 1,
+                    }
+                } else if let Some(seq) = line.strip_prefix("- ") {
+                    match seq.trim().parse::<u64>() {
+                        Ok(seq) => {
+                            next_seq = next_seq.max(seq + 1);
+                            entries.remove(&seq);
+                        }
+                        Err(_) => corrupt += 1,
+                    }
+                } else if !line.trim().is_empty() {
+                    corrupt += 1;
+                }
+            }
+        }
+        let journal = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let journal_bytes = journal.metadata().map_err(io_err(&path))?.len();
+        let mut ob = Outbox {
+            dir: dir.to_path_buf(),
+            journal,
+            journal_bytes,
+            next_seq,
+            entries,
+            fsync,
+            max_entries,
+        };
+        if !existed && fsync {
+            sync_dir(dir)?;
+        }
+        if torn || corrupt > 0 || ob.entries.is_empty() && ob.journal_bytes > 0 {
+            ob.rewrite()?;
+        }
+        Ok((ob, corrupt))
+    }
+
+    /// Write the pending entries to a fresh journal (tmp, fsync, rename, directory fsync).
+    fn rewrite(&mut self) -> Result<(), OutboxError> {
+        let path = self.dir.join("journal");
+        let tmp = self.dir.join("journal.tmp");
+        let mut bytes = Vec::new();
+        for e in self.entries.values() {
+            bytes.extend(add_line(e)?);
+        }
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(&bytes).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        self.journal = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        self.journal_bytes = bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Spool an alert (its JSON as serialized); durable when this returns.
+    pub fn push(&mut self, json: &str, now_ms: u64) -> Result<Arc<Entry>, OutboxError> {
+        if self.entries.len() >= self.max_entries {
+            return Err(OutboxError::Full(self.dir.clone()));
+        }
+        // Compact JSON has no raw newline or tab (serde_json escapes them in strings); re-encode
+        // anything else so one alert stays one journal line.
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        let json = json.trim();
+        let json: String = if json.contains(['\n', '\t', '\r']) {
+            serde_json::to_string(&value)?
+        } else {
+            json.to_string()
+        };
+        let view = AlertView::from_json(&value)?;
+        let entry = Arc::new(Entry {
+            seq: self.next_seq,
+            created_ms: now_ms,
+            key: view.idempotency_key(),
+            incident: view.id.clone(),
+            json: Arc::from(json),
+            view: Arc::new(view),
+        });
+        let line = add_line(&entry)?;
+        let path = self.dir.join("journal");
+        self.journal.write_all(&line).map_err(io_err(&path))?;
+        if self.fsync {
+            self.journal.sync_data().map_err(io_err(&path))?;
+        }
+        self.journal_bytes += line.len() as u64;
+        self.next_seq += 1;
+        self.entries.insert(entry.seq, entry.clone());
+        Ok(entry)
+    }
+
+    /// Remove an entry (accepted or expired).
+    pub fn remove(&mut self, seq: u64) -> Result<(), OutboxError> {
+        if self.entries.remove(&seq).is_none() {
+            return Ok(());
+        }
+        let path = self.dir.join("journal");
+        if self.entries.is_empty() {
+            // Nothing pending: start the journal afresh (a crash before this only means
+            // re-sending, under the same idempotency keys).
+            self.journal.set_len(0).map_err(io_err(&path))?;
+            self.journal_bytes = 0;
+            return Ok(());
+        }
+        let line = format!("- {seq}\n");
+        self.journal
+            .write_all(line.as_bytes())
+            .map_err(io_err(&path))?;
+        self.journal_bytes += line.len() as u64;
+        if self.journal_bytes > COMPACT_BYTES {
+            let live: u64 = self
+                .entries
+                .values()
+                .map(|e| e.json.len() as u64 + 100)
+                .sum();
+            if live * 2 < self.journal_bytes {
+                self.rewrite()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries in arrival order.
+    pub fn snapshot(&self) -> Vec<Arc<Entry>> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// How many alerts wait.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_reload_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ob");
+        let (mut ob, c) = Outbox::open(&d, true, 10).unwrap();
+        assert_eq!(c, 0);
+        let a = r#"{"schema":1,"type":"incident.opened","id":"i1","seq":1,"host":"h","zeta":1,"alpha":2}"#;
+        let e = ob.push(a, 5).unwrap();
+        assert_eq!(e.key, "i1:1");
+        ob.push(&a.replace("\"seq\":1", "\"seq\":2"), 6).unwrap();
+        ob.push(&a.replace("\"seq\":1", "\"seq\":3"), 7).unwrap();
+        ob.remove(2).unwrap();
+        drop(ob);
+        // A garbage line and a torn append (crash mid-write).
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("journal"))
+            .unwrap();
+        f.write_all(b"garbage\n+ {\"v\":1,\"seq\":9").unwrap();
+        drop(f);
+        let (mut ob, c) = Outbox::open(&d, true, 10).unwrap();
+        assert_eq!(c, 1);
+        let s = ob.snapshot();
+        assert_eq!(s.len(), 2);
+        // Byte-exact JSON (field order kept).
+        assert_eq!(&*s[0].json, a);
+        assert_eq!(s[1].key, "i1:3");
+        ob.remove(s[0].seq).unwrap();
+        let e4 = ob.push(a, 8).unwrap();
+        assert_eq!(e4.seq, 4);
+        drop(ob);
+        let (ob, c) = Outbox::open(&d, false, 2).unwrap();
+        assert_eq!(c, 0, "the journal was rewritten clean");
+        assert_eq!(ob.len(), 2);
+        let mut ob = ob;
+        assert!(matches!(ob.push(a, 9), Err(OutboxError::Full(_))));
+        // Empty outbox: the journal is truncated.
+        ob.remove(3).unwrap();
+        ob.remove(4).unwrap();
+        assert_eq!(fs::metadata(d.join("journal")).unwrap().len(), 0);
+        let e = ob.push(a, 10).unwrap();
+        assert_eq!(e.seq, 5, "sequence numbers keep growing");
+    }
+
+    #[test]
+    fn multi_line_json_stays_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), false, 10).unwrap();
+        ob.push("{\n \"id\": \"x\",\t\"seq\": 1\n}", 1).unwrap();
+        drop(ob);
+        let (ob, c) = Outbox::open(dir.path(), false, 10).unwrap();
+        assert_eq!(c, 0);
+        assert_eq!(&*ob.snapshot()[0].json, r#"{"id":"x","seq":1}"#);
+    }
+}

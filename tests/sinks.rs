@@ -1,0 +1,1293 @@
+//! Sink tests against real servers on 127.0.0.1, started here: an HTTP(S) receiver (a small
+//! stdlib Python script that can be told to fail N times, or killed to stay down), an SMTP server
+//! with STARTTLS and AUTH (Debian's python3-aiosmtpd) with a test CA made by the openssl CLI, and
+//! Debian's prometheus-alertmanager. Nothing sleeps to wait: every wait polls a condition with a
+//! deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armorwatch::alert::{Alert, AlertType, IncidentKey, Sample};
+use armorwatch::sinks::config::{SecretContext, SinkSpec};
+use armorwatch::sinks::http::Transport;
+use armorwatch::sinks::outbox::Entry;
+use armorwatch::sinks::sample::sample_alert;
+use armorwatch::sinks::view::AlertView;
+use armorwatch::sinks::{SinkSet, SinkSetOptions, now_ms, webhook};
+use serde_json::{Value, json};
+
+const PY: &str = "/usr/bin/python3";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sinks")
+}
+
+fn have(bin: &str) -> bool {
+    Path::new(bin).exists()
+}
+
+fn python_has(module: &str) -> bool {
+    have(PY)
+        && Command::new(PY)
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+}
+
+macro_rules! require {
+    ($cond:expr, $what:expr) => {
+        if !$cond {
+            eprintln!(
+                "SKIPPED: {} is not installed (see tests/deps/sinks.apt)",
+                $what
+            );
+            return;
+        }
+    };
+}
+
+/// A child process killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_printing_port(mut cmd: Command) -> Server {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no port: {line:?}"));
+    Server { child, port }
+}
+
+struct Receiver {
+    server: Server,
+    log: PathBuf,
+}
+
+fn receiver(log: &Path, port: u16, tls: Option<&Certs>) -> Receiver {
+    let mut cmd = Command::new(PY);
+    cmd.arg(fixtures().join("receiver.py"))
+        .arg("--log")
+        .arg(log)
+        .arg("--port")
+        .arg(port.to_string());
+    if let Some(c) = tls {
+        cmd.arg("--cert")
+            .arg(&c.server_cert)
+            .arg("--key")
+            .arg(&c.server_key);
+    }
+    Receiver {
+        server: spawn_printing_port(cmd),
+        log: log.to_path_buf(),
+    }
+}
+
+impl Receiver {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.server.port)
+    }
+    async fn fail_next(&self, n: u32, status: u16) {
+        reqwest::Client::new()
+            .post(self.url("/_control"))
+            .body(json!({"fail": n, "status": status}).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+fn requests(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn accepted(log: &Path) -> Vec<Value> {
+    requests(log)
+        .into_iter()
+        .filter(|r| r["accepted"] == true)
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Certs {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+/// A test CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI.
+fn make_certs(dir: &Path) -> Certs {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=armorwatch-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&a);
+    let mut b = vec!["req", "-new"];
+    b.extend(ec);
+    b.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&b);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    Certs {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    }
+}
+
+fn specs(toml_text: &str) -> Vec<SinkSpec> {
+    let t: toml::Table = toml::from_str(toml_text).unwrap();
+    armorwatch::sinks::parse_sinks(t["sinks"].as_table().unwrap(), &SecretContext::default())
+        .unwrap()
+}
+
+fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, value).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn alert(t: AlertType, id: &str, seq: u64, host: &str, object: &str) -> Alert {
+    let mut a = sample_alert(host, now_ms());
+    a.alert_type = t;
+    a.id = id.to_string();
+    a.seq = seq;
+    a.count = seq;
+    a.total = seq * 3;
+    if let Some(k) = a.key.as_mut() {
+        k.object = object.to_string();
+    }
+    a.event = None;
+    a.samples[0].object = Some(object.to_string());
+    a
+}
+
+fn opts(dir: &Path, host: &str) -> SinkSetOptions {
+    let mut o = SinkSetOptions::new(dir, host);
+    o.outbox_fsync = true;
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_signs_retries_and_carries_idempotency_key() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    rx.fail_next(3, 503).await;
+    let key = secret_file(dir.path(), "hmac", "k3y\n");
+    let s = specs(&format!(
+        r#"[sinks.hook]
+type = "webhook"
+url = "{}"
+secret_file = "{}"
+headers = {{ "X-Tenant" = "blue" }}
+retry_initial_ms = 5
+retry_max_ms = 50
+"#,
+        rx.url("/hook"),
+        key.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let a = alert(AlertType::IncidentOpened, "inc-1", 1, "web1", "/etc/shadow");
+    set.deliver_alert(&a);
+    // Spooled before anything is sent.
+    assert!(
+        std::fs::read_dir(dir.path().join("state/outbox/hook"))
+            .unwrap()
+            .count()
+            >= 1
+    );
+    wait_for("delivery", 20, || accepted(&rx.log).len() == 1).await;
+    wait_for("outbox empty", 5, || set.pending("hook") == Some(0)).await;
+    let all = requests(&rx.log);
+    assert_eq!(all.len(), 4, "3 refused + 1 accepted: {all:#?}");
+    let r = &all[3];
+    let body = r["body"].as_str().unwrap();
+    assert_eq!(body, serde_json::to_string(&a).unwrap());
+    assert_eq!(r["headers"]["idempotency-key"], "inc-1:1");
+    assert_eq!(r["headers"]["x-tenant"], "blue");
+    let ts: u64 = r["headers"]["x-armorwatch-timestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        r["headers"]["x-armorwatch-signature"].as_str().unwrap(),
+        webhook::signature(b"k3y", ts, body.as_bytes())
+    );
+    let stats = set.stats();
+    assert_eq!(stats[0].failed_attempts, 3);
+    assert_eq!(stats[0].delivered, 1);
+    assert!(stats[0].last_error.as_deref().unwrap().contains("HTTP 503"));
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receiver_needs_the_test_ca() {
+    require!(have(PY), "python3");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let rx = receiver(&dir.path().join("log"), 0, Some(&certs));
+    let url = format!("https://127.0.0.1:{}/services/T/B/X", rx.server.port);
+    let with_ca = specs(&format!(
+        "[sinks.s]\ntype = \"slack\"\nurl = \"{url}\"\nca_file = \"{}\"\n",
+        certs.ca.display()
+    ));
+    let without = specs(&format!("[sinks.s]\ntype = \"slack\"\nurl = \"{url}\"\n"));
+    let a = sample_alert("web1", now_ms());
+    let json = serde_json::to_string(&a).unwrap();
+    let entry = Arc::new(Entry {
+        seq: 1,
+        created_ms: now_ms(),
+        key: a.idempotency_key(),
+        incident: a.id.clone(),
+        json: Arc::from(json.as_str()),
+        view: Arc::new(AlertView::from_json(&serde_json::to_value(&a).unwrap()).unwrap()),
+    });
+    let t = Transport::new(&with_ca[0]).unwrap().unwrap();
+    t.send(std::slice::from_ref(&entry), now_ms())
+        .await
+        .unwrap();
+    let t = Transport::new(&without[0]).unwrap().unwrap();
+    let e = t
+        .send(std::slice::from_ref(&entry), now_ms())
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("TLS:") && msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("/services/T/B/X"),
+        "the webhook URL is a secret: {msg}"
+    );
+    let got = accepted(&rx.log);
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["blocks"][0]["type"], "header");
+    let text = body.to_string();
+    assert!(text.contains("Suggested rule") && text.contains("/etc/ssl/private/example.key r,"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_with_restart_loses_nothing_and_keeps_order() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let cfg = format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/in\"\nretry_initial_ms = 5\nretry_max_ms = 40\ntimeout_secs = 2\n"
+    );
+    let s = specs(&cfg);
+    let mut sent: Vec<Alert> = Vec::new();
+    // Receiver down; alerts keep coming for three incidents, interleaved.
+    let set = SinkSet::start(&s, opts(&state, "web1")).unwrap();
+    for seq in 1..=5 {
+        for inc in ["a", "b", "c"] {
+            let t = if seq == 1 {
+                AlertType::IncidentOpened
+            } else {
+                AlertType::IncidentUpdate
+            };
+            let al = alert(t, inc, seq, "web1", &format!("/srv/{inc}"));
+            set.deliver_alert(&al);
+            sent.push(al);
+        }
+    }
+    wait_for("failed attempts", 10, || {
+        set.stats()[0].failed_attempts >= 2
+    })
+    .await;
+    let report = set.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(report.pending["hook"], 15);
+    // armorwatch restarted while the receiver is still down; more alerts.
+    let set = SinkSet::start(&s, opts(&state, "web1")).unwrap();
+    assert_eq!(set.pending("hook"), Some(15));
+    for inc in ["a", "b", "c"] {
+        let al = alert(
+            AlertType::IncidentClosed,
+            inc,
+            6,
+            "web1",
+            &format!("/srv/{inc}"),
+        );
+        set.deliver_alert(&al);
+        sent.push(al);
+    }
+    // Receiver back, but flaky at first.
+    let rx = receiver(&dir.path().join("log"), port, None);
+    rx.fail_next(2, 500).await;
+    wait_for("everything delivered", 30, || {
+        set.pending("hook") == Some(0)
+    })
+    .await;
+    set.shutdown(Duration::from_secs(2)).await;
+
+    let got = accepted(&rx.log);
+    let mut keys_seen: HashMap<String, String> = HashMap::new();
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    for r in &got {
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        let key = format!("{}:{}", body["id"].as_str().unwrap(), body["seq"]);
+        assert_eq!(r["headers"]["idempotency-key"].as_str().unwrap(), key);
+        // A duplicate must be the same alert (same body) under the same key.
+        if let Some(prev) = keys_seen.insert(key.clone(), r["body"].as_str().unwrap().to_string()) {
+            assert_eq!(prev, r["body"].as_str().unwrap());
+            continue;
+        }
+        let inc = body["id"].as_str().unwrap().to_string();
+        let seq = body["seq"].as_u64().unwrap();
+        let prev = last_seq.insert(inc.clone(), seq).unwrap_or(0);
+        assert!(
+            seq > prev,
+            "order broken for incident {inc}: {seq} after {prev}"
+        );
+    }
+    for a in &sent {
+        assert!(
+            keys_seen.contains_key(&a.idempotency_key()),
+            "lost {}",
+            a.idempotency_key()
+        );
+    }
+    assert_eq!(keys_seen.len(), sent.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_alerts_become_a_loss_alert_on_the_other_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let out = dir.path().join("alerts.jsonl");
+    let s = specs(&format!(
+        r#"[sinks.hook]
+type = "webhook"
+url = "http://127.0.0.1:{port}/in"
+max_age_secs = 1
+retry_initial_ms = 5
+retry_max_ms = 20
+[sinks.log]
+type = "file"
+path = "{}"
+"#,
+        out.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "x", 1, "web1", "/x"));
+    set.deliver_alert(&alert(AlertType::IncidentUpdate, "x", 2, "web1", "/x"));
+    // Alerts expire one by one (each at its own age), so the loss may come as several alerts.
+    let losses = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["type"] == "loss")
+            .collect()
+    };
+    let lost = || -> u64 {
+        losses()
+            .iter()
+            .map(|l| l["loss"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    wait_for("loss alerts", 15, || lost() == 2).await;
+    for l in losses() {
+        assert_eq!(l["loss"]["origin"], "sink:hook");
+        assert!(l["loss"]["what"].as_str().unwrap().contains("expired"));
+        assert_eq!(l["host"], "web1");
+    }
+    assert_eq!(set.pending("hook"), Some(0));
+    assert_eq!(set.stats()[0].expired, 2);
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
+struct Smtp {
+    server: Server,
+    maildir: PathBuf,
+    certs: Certs,
+}
+
+fn smtp(dir: &Path) -> Smtp {
+    let certs = make_certs(dir);
+    let maildir = dir.join("mail");
+    std::fs::create_dir_all(&maildir).unwrap();
+    let mut cmd = Command::new(PY);
+    cmd.arg(fixtures().join("smtp_server.py"))
+        .arg("--dir")
+        .arg(&maildir)
+        .arg("--cert")
+        .arg(&certs.server_cert)
+        .arg("--key")
+        .arg(&certs.server_key)
+        .arg("--password")
+        .arg("s3cret pass");
+    Smtp {
+        server: spawn_printing_port(cmd),
+        maildir,
+        certs,
+    }
+}
+
+fn mails(dir: &Path) -> Vec<(String, Value)> {
+    let mut v: Vec<(u32, String, Value)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let n: u32 = p
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".eml")?
+                .parse()
+                .ok()?;
+            let raw = std::fs::read_to_string(&p).unwrap();
+            let env: Value =
+                serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap())
+                    .unwrap();
+            Some((n, raw, env))
+        })
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v.into_iter().map(|(_, r, e)| (r, e)).collect()
+}
+
+fn email_cfg(name: &str, m: &Smtp, pw: &Path, extra: &str) -> String {
+    format!(
+        r#"[sinks.{name}]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "starttls"
+from = "armorwatch@example.org"
+to = ["ops@example.org", "Security Team <sec@example.org>"]
+username = "armorwatch"
+password_file = "{}"
+ca_file = "{}"
+retry_initial_ms = 5
+retry_max_ms = 50
+{extra}
+"#,
+        m.server.port,
+        pw.display(),
+        m.certs.ca.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_starttls_auth_recipients_and_digest() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let m = smtp(dir.path());
+    let pw = secret_file(dir.path(), "pw", "s3cret pass\n");
+    let s = specs(&email_cfg("mail", &m, &pw, ""));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let a = alert(
+        AlertType::IncidentOpened,
+        "inc-9",
+        1,
+        "web1",
+        "/etc/ssl/private/k.pem",
+    );
+    set.deliver_alert(&a);
+    wait_for("mail", 20, || mails(&m.maildir).len() == 1).await;
+    set.shutdown(Duration::from_secs(2)).await;
+    let (raw, env) = &mails(&m.maildir)[0];
+    assert_eq!(env["tls"], true);
+    assert_eq!(env["to"], json!(["ops@example.org", "sec@example.org"]));
+    assert!(raw.contains("Subject: [armorwatch] DENIED nginx open /etc/ssl/private/k.pem on web1"));
+    assert!(
+        raw.contains("Message-ID: <armorwatch.inc-9=3A1@example.org>"),
+        "{raw}"
+    );
+    assert!(raw.contains("Suggested rule"));
+
+    // Digest: three alerts, one message.
+    let s = specs(&email_cfg(
+        "digest",
+        &m,
+        &pw,
+        "mode = \"digest\"\ndigest_interval_secs = 1",
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state2"), "web1")).unwrap();
+    for i in 1..=3 {
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("d{i}"),
+            1,
+            "web1",
+            &format!("/d/{i}"),
+        ));
+    }
+    wait_for("digest", 20, || mails(&m.maildir).len() == 2).await;
+    wait_for("digest outbox empty", 5, || {
+        set.pending("digest") == Some(0)
+    })
+    .await;
+    set.shutdown(Duration::from_secs(2)).await;
+    let (raw, _) = &mails(&m.maildir)[1];
+    assert!(
+        raw.contains("Subject: [armorwatch] digest: 3 alerts on web1"),
+        "{raw}"
+    );
+    for i in 1..=3 {
+        assert!(raw.contains(&format!("/d/{i}")));
+    }
+
+    // Wrong password: the SMTP reply is reported.
+    let bad = secret_file(dir.path(), "bad", "nope");
+    let s = specs(&email_cfg("bad", &m, &bad, ""));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    let e = t
+        .send(&[entry_of(&a)], now_ms())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("SMTP:") && e.contains("535"), "{e}");
+}
+
+fn entry_of(a: &Alert) -> Arc<Entry> {
+    let json = serde_json::to_string(a).unwrap();
+    Arc::new(Entry {
+        seq: 1,
+        created_ms: now_ms(),
+        key: a.idempotency_key(),
+        incident: a.id.clone(),
+        json: Arc::from(json.as_str()),
+        view: Arc::new(AlertView::from_json(&serde_json::to_value(a).unwrap()).unwrap()),
+    })
+}
+
+struct Alertmanager {
+    _server: Child,
+    url: String,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self._server.kill();
+        let _ = self._server.wait();
+    }
+}
+
+async fn alertmanager(dir: &Path) -> Alertmanager {
+    let port = free_port();
+    let cfg = dir.join("am.yml");
+    std::fs::write(
+        &cfg,
+        "route:\n  receiver: default\n  group_by: ['alertname']\n  group_wait: 1s\nreceivers:\n  - name: default\n",
+    )
+    .unwrap();
+    let child = Command::new("/usr/bin/prometheus-alertmanager")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let am = Alertmanager {
+        _server: child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{}/-/ready", am.url)).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "alertmanager not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    am
+}
+
+async fn get_json(url: &str) -> Value {
+    serde_json::from_slice(&reqwest::get(url).await.unwrap().bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_groups_hosts_reposts_and_resolves() {
+    require!(
+        have("/usr/bin/prometheus-alertmanager"),
+        "prometheus-alertmanager"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let am = alertmanager(dir.path()).await;
+    let cfg = format!(
+        "[sinks.am]\ntype = \"alertmanager\"\nurl = \"{}\"\nrepost_interval_secs = 1\nlabels = {{ team = \"ops\" }}\n",
+        am.url
+    );
+    let s = specs(&cfg);
+    // Two armorwatch instances on two hosts.
+    let h1 = SinkSet::start(&s, opts(&dir.path().join("s1"), "web1")).unwrap();
+    let h2 = SinkSet::start(&s, opts(&dir.path().join("s2"), "web2")).unwrap();
+    h1.deliver_alert(&alert(
+        AlertType::IncidentOpened,
+        "w1-i",
+        1,
+        "web1",
+        "/etc/shadow",
+    ));
+    h2.deliver_alert(&alert(
+        AlertType::IncidentOpened,
+        "w2-i",
+        1,
+        "web2",
+        "/etc/shadow",
+    ));
+    let groups_url = format!("{}/api/v2/alerts/groups", am.url);
+    let mut group = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let g = get_json(&groups_url).await;
+        if let Some(found) = g.as_array().unwrap().iter().find(|g| {
+            g["labels"]["alertname"] == "AppArmorDenial"
+                && g["alerts"].as_array().unwrap().len() == 2
+        }) {
+            group = found.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!group.is_null(), "no group with both hosts");
+    let mut hosts: Vec<&str> = group["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["host"].as_str().unwrap())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["web1", "web2"]);
+    let a0 = &group["alerts"][0];
+    assert_eq!(a0["labels"]["profile"], "nginx");
+    assert_eq!(a0["labels"]["operation"], "open");
+    assert_eq!(a0["labels"]["severity"], "warning");
+    assert_eq!(a0["labels"]["team"], "ops");
+    assert!(
+        a0["annotations"]["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("r,")
+    );
+    assert!(a0["labels"]["incident"].as_str().unwrap().ends_with("-i"));
+
+    // Re-posted while open: updatedAt moves.
+    let alerts_url = format!("{}/api/v2/alerts", am.url);
+    let updated = |v: &Value, host: &str| -> Option<String> {
+        v.as_array()?
+            .iter()
+            .find(|a| a["labels"]["host"] == host)
+            .map(|a| a["updatedAt"].as_str().unwrap_or("").to_string())
+    };
+    let first = updated(&get_json(&alerts_url).await, "web2").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = updated(&get_json(&alerts_url).await, "web2").unwrap();
+        if now != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not re-posted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Close on web1: resolved there, still firing on web2.
+    h1.deliver_alert(&alert(
+        AlertType::IncidentClosed,
+        "w1-i",
+        2,
+        "web1",
+        "/etc/shadow",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = get_json(&alerts_url).await;
+        if updated(&v, "web1").is_none() {
+            assert!(updated(&v, "web2").is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "web1 not resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h1.shutdown(Duration::from_secs(2)).await;
+    h2.shutdown(Duration::from_secs(2)).await;
+}
+
+fn hostile_corpus() -> Vec<String> {
+    std::fs::read_to_string(fixtures().join("hostile.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            // The fixture writes control characters as \xNN so the file itself stays clean.
+            let mut out = String::new();
+            let mut rest = l;
+            while let Some(i) = rest.find("\\x") {
+                out.push_str(&rest[..i]);
+                let hex = &rest[i + 2..i + 4];
+                out.push(u8::from_str_radix(hex, 16).unwrap() as char);
+                rest = &rest[i + 4..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .chain(std::iter::once("A".repeat(20_000)))
+        .collect()
+}
+
+fn hostile_alert(i: usize, v: &str) -> Alert {
+    let mut a = alert(AlertType::IncidentOpened, &format!("h{i}"), 1, "web1", v);
+    a.key = Some(IncidentKey {
+        profile: format!("prof{v}"),
+        kind: "denied".into(),
+        class: "file".into(),
+        operation: format!("open{v}"),
+        object: v.to_string(),
+        permission: "r".into(),
+    });
+    a.samples = vec![Sample {
+        time: None,
+        object: Some(v.to_string()),
+        pid: Some(1),
+        comm: Some(v.to_string()),
+        raw: format!("name=\"{v}\""),
+    }];
+    a.explanation = Some(
+        json!({"verdict": v, "needed": v, "closest_rules": [{"rule": v, "file": v, "line": 1, "reason": v}],
+        "suggestion": {"file": v, "rule": format!("{v} r,"), "check": v, "reload": v}}),
+    );
+    a.profile = Some(json!({"name": v, "file": v, "line": 3}));
+    a
+}
+
+fn no_controls(s: &str, what: &str) {
+    for c in s.chars() {
+        assert!(
+            !(('\u{202A}'..='\u{202E}').contains(&c) || c.is_control() && c != '\n'),
+            "{what}: control character {c:?} in {s:?}"
+        );
+    }
+}
+
+/// Every string inside a JSON value.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_through_every_sink() {
+    require!(have(PY), "python3");
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let m = smtp(&dir.path().join("smtp").tap_mkdir());
+    let pw = secret_file(dir.path(), "pw", "s3cret pass");
+    let out = dir.path().join("alerts.jsonl");
+    let mut cfg = String::new();
+    for t in ["slack", "discord", "teams", "webhook"] {
+        cfg.push_str(&format!(
+            "[sinks.{t}]\ntype = \"{t}\"\nurl = \"{}\"\nretry_initial_ms = 5\n",
+            rx.url(&format!("/{t}"))
+        ));
+    }
+    cfg.push_str(&format!(
+        "[sinks.ntfy]\ntype = \"ntfy\"\nurl = \"{}\"\nretry_initial_ms = 5\n",
+        rx.url("/ntfy/alerts")
+    ));
+    cfg.push_str(&format!(
+        "[sinks.log]\ntype = \"file\"\npath = \"{}\"\n",
+        out.display()
+    ));
+    cfg.push_str(&email_cfg("mail", &m, &pw, ""));
+    let s = specs(&cfg);
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let corpus = hostile_corpus();
+    let alerts: Vec<Alert> = corpus
+        .iter()
+        .enumerate()
+        .map(|(i, v)| hostile_alert(i, v))
+        .collect();
+    for a in &alerts {
+        set.deliver_alert(a);
+    }
+    let n = alerts.len();
+    wait_for("all HTTP deliveries", 60, || {
+        accepted(&rx.log).len() == 5 * n
+    })
+    .await;
+    wait_for("all mails", 60, || mails(&m.maildir).len() == n).await;
+    set.flush_local().await;
+    set.shutdown(Duration::from_secs(2)).await;
+
+    // File: JSON lines that round-trip the hostile values exactly.
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n);
+    for (l, v) in lines.iter().zip(&corpus) {
+        assert_eq!(l["key"]["object"].as_str().unwrap(), v);
+    }
+    // Stdout text form.
+    for a in &alerts {
+        let v = AlertView::from_json(&serde_json::to_value(a).unwrap()).unwrap();
+        let line = armorwatch::sinks::stdout::text_line(&v);
+        no_controls(&line, "stdout text");
+        assert!(!line.contains('\n'));
+        assert!(line.chars().count() < 4000, "long values truncated");
+    }
+    let mut by_path: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in accepted(&rx.log) {
+        by_path
+            .entry(r["path"].as_str().unwrap().to_string())
+            .or_default()
+            .push(serde_json::from_str(r["body"].as_str().unwrap()).unwrap());
+    }
+    for (path, bodies) in &by_path {
+        assert_eq!(bodies.len(), n, "{path}");
+        for b in bodies {
+            let mut ss = Vec::new();
+            strings(b, &mut ss);
+            if path == "/webhook" {
+                continue; // the alert JSON itself: escaping is JSON's
+            }
+            for s in &ss {
+                no_controls(s, path);
+                assert!(s.chars().count() <= 4100, "{path}: untruncated value");
+                match path.as_str() {
+                    "/slack" => {
+                        assert!(
+                            !s.contains("<!") && !s.contains("<@") && !s.contains("<http"),
+                            "slack: {s}"
+                        );
+                    }
+                    "/discord" => {
+                        assert!(
+                            !s.contains("@everyone") && !s.contains("@here"),
+                            "discord: {s}"
+                        );
+                    }
+                    "/teams" => {
+                        assert!(!s.contains("<at>") && !s.contains("<script"), "teams: {s}")
+                    }
+                    _ => {}
+                }
+            }
+            if path == "/discord" {
+                assert_eq!(b["allowed_mentions"]["parse"], json!([]));
+            }
+        }
+    }
+    // Webhook: the alert exactly.
+    for (b, v) in by_path["/webhook"].iter().zip(&corpus) {
+        assert_eq!(b["key"]["object"].as_str().unwrap(), v);
+    }
+    // Email: no injected header, every line within RFC 5322's limit, non-ASCII subjects encoded.
+    let all_mail = mails(&m.maildir);
+    assert!(
+        all_mail
+            .iter()
+            .any(|(raw, _)| raw.contains("Subject: =?utf-8?")),
+        "no RFC 2047 subject"
+    );
+    for (raw, env) in all_mail {
+        assert_eq!(env["to"], json!(["ops@example.org", "sec@example.org"]));
+        let (head, _) = raw
+            .split_once("\r\n\r\n")
+            .or_else(|| raw.split_once("\n\n"))
+            .unwrap();
+        for line in head.lines() {
+            assert!(
+                !line.to_ascii_lowercase().starts_with("bcc:"),
+                "header injected: {line}"
+            );
+            assert!(
+                !line.to_ascii_lowercase().starts_with("x-injected"),
+                "header injected: {line}"
+            );
+        }
+        for line in raw.lines() {
+            assert!(line.len() <= 998, "line too long");
+            no_controls(line.trim_end_matches('\r'), "email");
+        }
+    }
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_events_policy_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let events = dir.path().join("events.jsonl");
+    let s = specs(&format!(
+        r#"[sinks.alerts]
+type = "file"
+path = "{}"
+min_severity = 5
+exclude_profiles = ["cups*"]
+[sinks.events]
+type = "file"
+path = "{}"
+content = "events"
+"#,
+        alerts.display(),
+        events.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let mut low = alert(AlertType::IncidentOpened, "low", 1, "web1", "/x");
+    low.severity = 2;
+    set.deliver_alert(&low);
+    let mut cups = alert(AlertType::IncidentOpened, "cups", 1, "web1", "/x");
+    cups.key.as_mut().unwrap().profile = "cupsd".into();
+    set.deliver_alert(&cups);
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "ok", 1, "web1", "/x"));
+    for o in armorwatch::parse::parse_text(
+        armorwatch::sinks::sample::SAMPLE_RECORD,
+        &armorwatch::event::Source::Text,
+    ) {
+        if let armorwatch::parse::Output::Event(e) = o {
+            set.deliver_event(&e);
+        }
+    }
+    set.flush_local().await;
+    // logrotate moves the file away, then SIGHUP.
+    std::fs::rename(&alerts, dir.path().join("alerts.jsonl.1")).unwrap();
+    set.reopen_files();
+    set.deliver_alert(&alert(AlertType::IncidentUpdate, "ok", 2, "web1", "/x"));
+    set.flush_local().await;
+    set.shutdown(Duration::from_secs(1)).await;
+    let old = std::fs::read_to_string(dir.path().join("alerts.jsonl.1")).unwrap();
+    let new = std::fs::read_to_string(&alerts).unwrap();
+    assert_eq!(old.lines().count(), 1);
+    assert!(old.contains("\"id\":\"ok\""));
+    assert_eq!(new.lines().count(), 1);
+    assert!(new.contains("\"seq\":2"));
+    let ev = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(ev.lines().count(), 1);
+    let e: Value = serde_json::from_str(ev.lines().next().unwrap()).unwrap();
+    assert_eq!(e["schema"], 1);
+    assert_eq!(e["fields"]["profile"], "nginx");
+}
+
+#[test]
+fn test_alert_command_reports_each_sink() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    rt.block_on(rx.fail_next(1, 502));
+    let cfg = dir.path().join("armorwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[sinks.good]
+type = "discord"
+url = "{}"
+[sinks.bad]
+type = "webhook"
+url = "{}"
+[sinks.down]
+type = "webhook"
+url = "http://127.0.0.1:{}/x"
+"#,
+            rx.url("/good"),
+            rx.url("/bad"),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_armorwatch");
+    // Sinks run in name order: bad (gets the 502), down, good.
+    let out = Command::new(bin)
+        .args(["test-alert", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad (webhook): FAILED: HTTP 502: receiver told to fail <b>&</b>\\e[31m"),
+        "{err}"
+    );
+    assert!(
+        err.contains("down (webhook): FAILED: cannot connect:"),
+        "{err}"
+    );
+    assert!(err.contains("good (discord): delivered"), "{err}");
+    let out = Command::new(bin)
+        .args(["test-alert", "--sink", "good", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // Bad configuration: exit 78 with the key path.
+    std::fs::write(
+        &cfg,
+        "[sinks.x]\ntype = \"webhook\"\nurl = \"http://h\"\nretries = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["test-alert", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sinks.x.retries: unknown key"));
+}
+
+#[test]
+fn documented_example_config_parses() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/sinks.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").unwrap() + 8;
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let creds = tempfile::tempdir().unwrap();
+    secret_file(
+        creds.path(),
+        "slack-webhook",
+        "https://hooks.slack.com/services/T/B/X",
+    );
+    secret_file(creds.path(), "smtp-password", "pw");
+    secret_file(creds.path(), "hook-key", "k");
+    let t: toml::Table = toml::from_str(text).unwrap();
+    let ctx = SecretContext {
+        credentials_dir: Some(creds.path().to_path_buf()),
+    };
+    let s = armorwatch::sinks::parse_sinks(t["sinks"].as_table().unwrap(), &ctx).unwrap();
+    assert_eq!(s.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_stall_the_other_sinks() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections (kernel backlog) and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let out = dir.path().join("alerts.jsonl");
+    let s = specs(&format!(
+        r#"[sinks.slow]
+type = "webhook"
+url = "http://127.0.0.1:{hang_port}/in"
+timeout_secs = 30
+[sinks.fast]
+type = "webhook"
+url = "{}"
+[sinks.log]
+type = "file"
+path = "{}"
+"#,
+        rx.url("/in"),
+        out.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    for i in 1..=20 {
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("i{i}"),
+            1,
+            "web1",
+            "/x",
+        ));
+    }
+    wait_for("fast sink", 10, || accepted(&rx.log).len() == 20).await;
+    set.flush_local().await;
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 20);
+    assert_eq!(
+        set.pending("slow"),
+        Some(20),
+        "the hanging sink has delivered nothing"
+    );
+    let report = set.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(report.aborted, ["slow"]);
+    assert_eq!(report.pending["slow"], 20);
+    drop(hang);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_through_msmtp_as_sendmail() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    require!(have("/usr/bin/msmtp"), "msmtp");
+    let dir = tempfile::tempdir().unwrap();
+    let m = smtp(dir.path());
+    let pw = secret_file(dir.path(), "pw", "s3cret pass");
+    // msmtp takes sendmail's -i -f FROM -- TO…; the wrapper adds the server settings.
+    let wrapper = dir.path().join("sendmail");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/msmtp --host=127.0.0.1 --port={} --tls=on --tls-starttls=on \
+             --tls-trust-file={} --auth=on --user=armorwatch --passwordeval='cat {}' \"$@\"\n",
+            m.server.port,
+            m.certs.ca.display(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = specs(&format!(
+        "[sinks.mail]\ntype = \"email\"\nsendmail = \"{}\"\nfrom = \"armorwatch@example.org\"\nto = [\"ops@example.org\", \"sec@example.org\"]\n",
+        wrapper.display()
+    ));
+    let a = alert(
+        AlertType::IncidentOpened,
+        "sm-1",
+        1,
+        "web1",
+        "/etc/ssl/private/k.pem",
+    );
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    t.send(&[entry_of(&a)], now_ms()).await.unwrap();
+    let got = mails(&m.maildir);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].1["to"],
+        json!(["ops@example.org", "sec@example.org"])
+    );
+    assert_eq!(got[0].1["tls"], true);
+    assert!(
+        got[0]
+            .0
+            .contains("Message-ID: <armorwatch.sm-1=3A1@example.org>")
+    );
+    // A failing sendmail reports its exit status and message.
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncat >/dev/null\necho 'relay refused' >&2\nexit 75\n",
+    )
+    .unwrap();
+    let e = t
+        .send(&[entry_of(&a)], now_ms())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("sendmail:") && e.contains("relay refused"),
+        "{e}"
+    );
+}
