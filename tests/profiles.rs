@@ -357,6 +357,37 @@ fn capability_and_network_near_misses() {
 }
 
 #[test]
+fn signal_and_ptrace_rules_are_compared() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="signal" profile="/usr/bin/man" pid=119 comm="man" requested_mask="send" denied_mask="send" signal=term peer="unconfined""#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert!(
+        d.closest_rules[0]
+            .reason
+            .contains("does not match `unconfined`")
+    );
+    let mut s = d.suggestion.clone().unwrap();
+    assert_eq!(s.rule, "signal (send) set=(term) peer=unconfined,");
+    if parser_bin().is_some() {
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
+    // To itself: allowed through @{profile_name} in abstractions/base.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="signal" profile="/usr/bin/man" pid=119 comm="man" requested_mask="send" denied_mask="send" signal=term peer="/usr/bin/man""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::AllowedOnDisk);
+    // pidgin: `deny ptrace,`.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="ptrace" profile="/usr/bin/pidgin" pid=120 comm="pidgin" requested_mask="read" denied_mask="read" peer="unconfined""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::DenyRuleWins);
+    assert_eq!(exp.explanation.closest_rules[0].line, 37);
+}
+
+#[test]
 fn disconnected_path_suggests_the_flag() {
     let exp = explain_fixture(
         r#"apparmor="DENIED" operation="open" info="Failed name lookup - disconnected path" error=-13 profile="ping" name="dev/pts/0" pid=1 comm="ping" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,

@@ -1137,6 +1137,8 @@ impl<'a> Evaluator<'a> {
             .collect();
         if same.is_empty() {
             d.summary = format!("`{pname}` has no {keyword} rule at all");
+        } else if keyword == "signal" || keyword == "ptrace" {
+            return self.peer_rules(d, event, keyword, &same);
         } else {
             d.verdict = Verdict::NotEvaluated;
             d.summary = format!(
@@ -1155,6 +1157,145 @@ impl<'a> Evaluator<'a> {
             d.suggestion = self.suggestion(rule);
         }
         d
+    }
+
+    /// Signal and ptrace rules: access words, signal set and peer label compared.
+    fn peer_rules(
+        &self,
+        mut d: Details,
+        event: &Event,
+        keyword: &str,
+        rules: &[&'a Rule],
+    ) -> Details {
+        let pname = self.profile_name();
+        let mask = event.denied().or_else(|| event.requested()).unwrap_or("");
+        let wanted: Vec<&str> = mask.split_whitespace().collect();
+        let signal = event.field("signal").unwrap_or("");
+        let peer = event.field("peer").unwrap_or("");
+        let mut vars = self.eff.vars.clone();
+        vars.insert("profile_name".into(), vec![pname.clone()]);
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut allowing: Option<&Rule> = None;
+        let mut denying: Option<&Rule> = None;
+        for r in rules {
+            let cond = PeerRule::parse(&r.text);
+            let mut misses = Vec::new();
+            if !cond.access.is_empty() && !wanted.iter().all(|w| cond.allows_access(w)) {
+                misses.push(format!(
+                    "grants ({}), not ({})",
+                    cond.access.join(" "),
+                    wanted.join(" ")
+                ));
+            }
+            if keyword == "signal" && !cond.set.is_empty() && !cond.set.iter().any(|x| x == signal)
+            {
+                misses.push(format!("set=({}) lacks `{signal}`", cond.set.join(" ")));
+            }
+            if let Some(p) = &cond.peer {
+                let ok = glob::expand(p, &vars)
+                    .ok()
+                    .and_then(|e| Glob::compile(&e.text).ok())
+                    .is_some_and(|g| g.is_match(peer));
+                if !ok {
+                    misses.push(format!("peer={p} does not match `{}`", sanitize(peer)));
+                }
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    denying.get_or_insert(r);
+                } else {
+                    allowing.get_or_insert(r);
+                }
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), r, misses.join("; ")));
+            }
+        }
+        if let Some(r) = denying {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!("`{pname}` denies this {keyword} explicitly");
+            d.closest_rules
+                .push(self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4))));
+            return d;
+        }
+        if let Some(r) = allowing {
+            d.verdict = Verdict::AllowedOnDisk;
+            d.summary = format!("`{pname}` as written allows this {keyword}; reload the profile");
+            d.closest_rules
+                .push(self.closest(r, "allows it".into(), None));
+            return d;
+        }
+        d.verdict = Verdict::NoRuleMatches;
+        d.summary = format!(
+            "no {keyword} rule of `{pname}` allows {} {}",
+            wanted.join(" "),
+            if keyword == "signal" {
+                format!("signal {signal} to `{}`", sanitize(peer))
+            } else {
+                format!("on `{}`", sanitize(peer))
+            }
+        );
+        failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+        for (_, r, reason) in failures.into_iter().take(3) {
+            d.closest_rules.push(self.closest(r, reason, None));
+        }
+        if let Some(rule) = other_rule(event, keyword) {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+}
+
+/// The conditions of a signal or ptrace rule.
+#[derive(Debug, Default)]
+struct PeerRule {
+    access: Vec<String>,
+    set: Vec<String>,
+    peer: Option<String>,
+}
+
+impl PeerRule {
+    fn parse(text: &str) -> PeerRule {
+        let mut rule = PeerRule::default();
+        let words = super::parser::words(text);
+        let list = |v: &str| -> Vec<String> {
+            v.trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim_matches('"').to_string())
+                .collect()
+        };
+        for w in words
+            .iter()
+            .skip_while(|w| !matches!(w.as_str(), "signal" | "ptrace"))
+            .skip(1)
+        {
+            if let Some(v) = w.strip_prefix("set=") {
+                rule.set.extend(list(v));
+            } else if let Some(v) = w.strip_prefix("peer=") {
+                rule.peer = Some(v.trim_matches('"').to_string());
+            } else if w.starts_with('(') {
+                rule.access.extend(list(w));
+            } else if !w.contains('=') {
+                rule.access.push(w.clone());
+            }
+        }
+        rule
+    }
+
+    fn allows_access(&self, wanted: &str) -> bool {
+        self.access.iter().any(|a| {
+            a == wanted
+                || match a.as_str() {
+                    // r/w shorthands (apparmor.d(5)): w = send/trace, r = receive/read.
+                    "rw" => true,
+                    "w" | "write" => matches!(wanted, "send" | "trace"),
+                    "r" | "read" => matches!(wanted, "receive" | "read"),
+                    "trace" => wanted == "read",
+                    "tracedby" => wanted == "readby",
+                    _ => false,
+                }
+        })
     }
 }
 
