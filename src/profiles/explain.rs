@@ -396,6 +396,14 @@ fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut Profi
     };
     fill_profile(index, pidx, info, ctx);
     let ev = Evaluator::new(index, pidx);
+    for inc in &ev.eff.missing {
+        info.notes.push(format!(
+            "include <{}> at {}:{} is not in the tree: apparmor_parser will refuse this profile",
+            inc.target,
+            index.absolute(&inc.span.file),
+            inc.span.line
+        ));
+    }
     let mut details = match event.class().unwrap_or("") {
         "file" => ev.file(event, res.null_exec.as_deref()),
         "cap" => ev.capability(event),

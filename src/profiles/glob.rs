@@ -392,6 +392,9 @@ impl Glob {
     }
 }
 
+/// Expansions beyond this size are refused (a hostile or broken tree cannot blow up memory).
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
 /// Variable values: name (without `@{}`) → values, in definition order.
 pub type Vars = HashMap<String, Vec<String>>;
 
@@ -444,6 +447,9 @@ fn expand_into(
     if depth > 16 {
         return Err(err(0, "variables nested too deeply (a cycle?)".into()));
     }
+    if text.len() > MAX_EXPANDED_BYTES {
+        return Err(err(0, "variable expansion too large".into()));
+    }
     let src = pattern.as_bytes();
     let mut i = 0;
     while i < src.len() {
@@ -485,6 +491,9 @@ fn expand_into(
                 }
                 text.extend_from_slice(&sub);
                 origin.extend_from_slice(&sub_origin);
+                if text.len() > MAX_EXPANDED_BYTES {
+                    return Err(err(i, "variable expansion too large".into()));
+                }
             }
             if multi {
                 text.push(b'}');
@@ -593,6 +602,17 @@ mod tests {
         assert!(g.is_match("/home/otis/.x"));
         assert!(g.is_match("/root/.x"));
         assert!(!g.is_match("/home/.x"));
+    }
+
+    #[test]
+    fn exponential_variables_are_refused() {
+        let mut vars = Vars::new();
+        vars.insert("v0".into(), vec!["0123456789".into(); 8]);
+        for i in 1..12 {
+            let prev = format!("@{{v{}}}", i - 1);
+            vars.insert(format!("v{i}"), vec![format!("{prev}{prev}{prev}")]);
+        }
+        assert!(expand("/@{v11}", &vars).is_err());
     }
 
     #[test]
