@@ -388,6 +388,51 @@ fn signal_and_ptrace_rules_are_compared() {
 }
 
 #[test]
+fn link_and_userns_rules() {
+    use armorwatch::profiles::ProfileTree;
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "t".to_string(),
+        std::sync::Arc::from(
+            "profile t {\n  link /srv/a/* -> /srv/b/*,\n  userns,\n}\nprofile u {\n  /srv/** r,\n}\n",
+        ),
+    );
+    let idx = Index::build(&ProfileTree {
+        base: "/etc/apparmor.d".into(),
+        files,
+        disabled: Default::default(),
+    });
+    let link = |profile: &str, target: &str| {
+        explain(
+            &idx,
+            &event(&format!(
+                r#"apparmor="DENIED" operation="link" profile="{profile}" name="/srv/a/x" pid=1 comm="ln" requested_mask="l" denied_mask="l" fsuid=0 ouid=0 target="{target}""#
+            )),
+            &Context::default(),
+        )
+        .explanation
+        .verdict
+    };
+    assert_eq!(link("t", "/srv/b/y"), Verdict::AllowedOnDisk);
+    assert_eq!(link("t", "/etc/shadow"), Verdict::NoRuleMatches);
+    assert_eq!(link("u", "/srv/b/y"), Verdict::MissingPermission);
+    let userns = |profile: &str| {
+        explain(
+            &idx,
+            &event(&format!(
+                r#"apparmor="DENIED" operation="userns_create" class="namespace" profile="{profile}" pid=1 comm="unshare" requested="userns_create" denied="userns_create""#
+            )),
+            &Context::default(),
+        )
+        .explanation
+    };
+    assert_eq!(userns("t").verdict, Verdict::AllowedOnDisk);
+    let u = userns("u");
+    assert_eq!(u.verdict, Verdict::NoRuleMatches);
+    assert_eq!(u.suggestion.unwrap().rule, "userns,");
+}
+
+#[test]
 fn disconnected_path_suggests_the_flag() {
     let exp = explain_fixture(
         r#"apparmor="DENIED" operation="open" info="Failed name lookup - disconnected path" error=-13 profile="ping" name="dev/pts/0" pid=1 comm="ping" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,

@@ -655,10 +655,16 @@ impl<'a> Evaluator<'a> {
             .iter()
             .filter(|c| c.rule.qualifiers.deny && applies(c) && granted(&c.perms) & needed != 0)
             .collect();
-        let allowed: u16 = matching
+        let mut allowed: u16 = matching
             .iter()
             .filter(|c| !c.rule.qualifiers.deny && applies(c))
             .fold(0, |acc, c| acc | granted(&c.perms));
+        // `link LINK -> TARGET` rules grant `l` for a link whose target matches too.
+        if needed & perm::LINK != 0
+            && self.link_allowed(&path, event.field("target"), owner_applies)
+        {
+            allowed |= perm::LINK;
+        }
         let missing = needed & !allowed;
         let pname = self.profile_name();
         let shown = sanitize(&path);
@@ -866,6 +872,31 @@ impl<'a> Evaluator<'a> {
             Err(e) => d.advice = Some(e.to_string()),
         }
         d
+    }
+
+    fn link_allowed(&self, link: &str, target: Option<&str>, owner_applies: bool) -> bool {
+        let matches = |pattern: &str, value: &str| {
+            glob::expand(pattern, &self.eff.vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        let mut allowed = false;
+        for r in &self.eff.rules {
+            let RuleBody::Link { link: l, target: t } = &r.body else {
+                continue;
+            };
+            if r.qualifiers.owner && !owner_applies {
+                continue;
+            }
+            if matches(l, link) && target.is_none_or(|tv| matches(t, tv)) {
+                if r.qualifiers.deny {
+                    return false;
+                }
+                allowed = true;
+            }
+        }
+        allowed
     }
 
     fn disconnected(&self, mut d: Details, path: &str) -> Details {
@@ -1145,6 +1176,25 @@ impl<'a> Evaluator<'a> {
             .collect();
         if same.is_empty() {
             d.summary = format!("`{pname}` has no {keyword} rule at all");
+        } else if keyword == "userns" {
+            // `userns,` / `userns create,` have no other conditions.
+            let r = same[0];
+            if let Some(deny) = same.iter().find(|r| r.qualifiers.deny) {
+                d.verdict = Verdict::DenyRuleWins;
+                d.summary = format!("`{pname}` denies user namespaces explicitly");
+                d.closest_rules.push(self.closest(
+                    deny,
+                    "deny rule matches".into(),
+                    Some(("deny", 0, 4)),
+                ));
+            } else {
+                d.verdict = Verdict::AllowedOnDisk;
+                d.summary =
+                    format!("`{pname}` as written allows user namespaces; reload the profile");
+                d.closest_rules
+                    .push(self.closest(r, "allows it".into(), None));
+            }
+            return d;
         } else if keyword == "signal" || keyword == "ptrace" {
             return self.peer_rules(d, event, keyword, &same);
         } else {
