@@ -64,6 +64,7 @@ fn msmtp_log_near_miss() {
         let file = exp.profile.file.as_deref().expect("file");
         assert!(file.ends_with("/usr.bin.msmtp"), "{file}");
         assert_eq!(exp.profile.line, Some(5));
+        assert!(exp.profile.notes.is_empty(), "{:?}", exp.profile.notes);
         let d = &exp.explanation;
         assert_eq!(d.verdict, Verdict::NoRuleMatches);
         assert_eq!(d.needed, "w");
@@ -388,6 +389,43 @@ fn signal_and_ptrace_rules_are_compared() {
 }
 
 #[test]
+fn dbus_rules_are_compared() {
+    let record = |path: &str, interface: &str, member: &str| {
+        format!(
+            r#"type=USER_AVC msg=audit(1795623516.100:40): pid=1 uid=103 auid=4294967295 ses=4294967295 subj=unconfined msg='apparmor="DENIED" operation="dbus_method_call"  bus="session" path="{path}" interface="{interface}" member="{member}" mask="send" name="org.freedesktop.secrets" pid=5 label="msmtp" peer_pid=6 peer_label="unconfined" exe="/usr/bin/dbus-daemon" sauid=103 hostname=? addr=? terminal=?'"#
+        )
+    };
+    let exp = explain_fixture(&record(
+        "/org/freedesktop/secrets",
+        "org.freedesktop.Secret.Service",
+        "OpenSession",
+    ));
+    assert_eq!(exp.explanation.verdict, Verdict::AllowedOnDisk);
+    assert_eq!(exp.explanation.closest_rules[0].line, 44);
+    let exp = explain_fixture(&record(
+        "/org/freedesktop/secrets/collection/login",
+        "org.freedesktop.Secret.Collection",
+        "SearchItems",
+    ));
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert!(
+        d.closest_rules[0]
+            .reason
+            .contains("interface=org.freedesktop.Secret.Service does not match")
+    );
+    let mut s = d.suggestion.clone().unwrap();
+    assert_eq!(
+        s.rule,
+        "dbus send bus=session path=/org/freedesktop/secrets/collection/login interface=org.freedesktop.Secret.Collection member=SearchItems peer=(label=unconfined),"
+    );
+    if parser_bin().is_some() {
+        system::check_suggestion(&fixture_root(), &mut s);
+        assert_eq!(s.check, CheckStatus::Passed, "{:?}", s.check_message);
+    }
+}
+
+#[test]
 fn link_and_userns_rules() {
     use armorwatch::profiles::ProfileTree;
     let mut files = std::collections::BTreeMap::new();
@@ -401,6 +439,7 @@ fn link_and_userns_rules() {
         base: "/etc/apparmor.d".into(),
         files,
         disabled: Default::default(),
+        dirs: Default::default(),
     });
     let link = |profile: &str, target: &str| {
         explain(
@@ -874,6 +913,7 @@ mod fuzz {
                 base: "/etc/apparmor.d".into(),
                 files,
                 disabled: Default::default(),
+            dirs: Default::default(),
             });
             for i in 0..idx.profiles().len() {
                 let _ = idx.effective(i);

@@ -1197,6 +1197,8 @@ impl<'a> Evaluator<'a> {
             return d;
         } else if keyword == "signal" || keyword == "ptrace" {
             return self.peer_rules(d, event, keyword, &same);
+        } else if keyword == "dbus" {
+            return self.dbus_rules(d, event, &same);
         } else {
             d.verdict = Verdict::NotEvaluated;
             d.summary = format!(
@@ -1212,6 +1214,107 @@ impl<'a> Evaluator<'a> {
             }
         }
         if let Some(rule) = other_rule(event, keyword) {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+
+    /// D-Bus rules: access, bus, path, interface, member, peer name and label compared.
+    fn dbus_rules(&self, mut d: Details, event: &Event, rules: &[&'a Rule]) -> Details {
+        let pname = self.profile_name();
+        let mask = event.denied().or_else(|| event.requested()).unwrap_or("");
+        let wanted: Vec<&str> = mask.split_whitespace().collect();
+        let bind = wanted.contains(&"bind");
+        let mut vars = self.eff.vars.clone();
+        vars.insert("profile_name".into(), vec![pname.clone()]);
+        let glob_match = |pattern: &str, value: &str| {
+            glob::expand(pattern.trim_matches('"'), &vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        // (rule key, record field): for bind, `name=` is our own name; otherwise the peer's.
+        let checks: &[(&str, &str)] = if bind {
+            &[("bus", "bus"), ("name", "name")]
+        } else {
+            &[
+                ("bus", "bus"),
+                ("path", "path"),
+                ("interface", "interface"),
+                ("member", "member"),
+                ("peer.name", "name"),
+                ("peer.label", "peer_label"),
+            ]
+        };
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut allowing = None;
+        let mut denying = None;
+        for r in rules {
+            let cond = Conditions::parse(&r.text, "dbus");
+            let mut misses = Vec::new();
+            if !cond.access.is_empty()
+                && !wanted.iter().all(|w| {
+                    cond.access.iter().any(|a| {
+                        a == w
+                            || a == "rw"
+                            || (a == "w" && *w == "send")
+                            || (a == "r" && *w == "receive")
+                    })
+                })
+            {
+                misses.push(format!(
+                    "grants ({}), not ({})",
+                    cond.access.join(" "),
+                    wanted.join(" ")
+                ));
+            }
+            for (key, field) in checks {
+                if let Some(pattern) = cond.get(key) {
+                    let value = event.field(field).unwrap_or("");
+                    if !glob_match(pattern, value) {
+                        misses.push(format!(
+                            "{key}={pattern} does not match `{}`",
+                            sanitize(value)
+                        ));
+                    }
+                }
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    denying.get_or_insert(*r);
+                } else {
+                    allowing.get_or_insert(*r);
+                }
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), *r, misses.join("; ")));
+            }
+        }
+        if let Some(r) = denying {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!("`{pname}` denies this D-Bus access explicitly");
+            d.closest_rules
+                .push(self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4))));
+            return d;
+        }
+        if let Some(r) = allowing {
+            d.verdict = Verdict::AllowedOnDisk;
+            d.summary =
+                format!("`{pname}` as written allows this D-Bus access; reload the profile");
+            d.closest_rules
+                .push(self.closest(r, "allows it".into(), None));
+            return d;
+        }
+        d.verdict = Verdict::NoRuleMatches;
+        d.summary = format!(
+            "no dbus rule of `{pname}` allows {} {}",
+            wanted.join(" "),
+            sanitize(event.field("member").or(event.field("name")).unwrap_or(""))
+        );
+        failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+        for (_, r, reason) in failures.into_iter().take(3) {
+            d.closest_rules.push(self.closest(r, reason, None));
+        }
+        if let Some(rule) = other_rule(event, "dbus") {
             d.suggestion = self.suggestion(rule);
         }
         d
@@ -1300,6 +1403,54 @@ impl<'a> Evaluator<'a> {
             d.suggestion = self.suggestion(rule);
         }
         d
+    }
+}
+
+/// Access words and `key=value` conditions of a dbus/unix-style rule; `peer=(name=…, label=…)`
+/// becomes `peer.name`, `peer.label`.
+#[derive(Debug, Default)]
+struct Conditions {
+    access: Vec<String>,
+    kv: Vec<(String, String)>,
+}
+
+impl Conditions {
+    fn parse(text: &str, keyword: &str) -> Conditions {
+        let mut c = Conditions::default();
+        let words = super::parser::words(text);
+        let split = |v: &str| -> Vec<String> {
+            v.trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(|ch: char| ch == ',' || ch.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        for w in words.iter().skip_while(|w| *w != keyword).skip(1) {
+            if let Some((k, v)) = w.split_once('=') {
+                if k == "peer" && v.starts_with('(') {
+                    for inner in split(v) {
+                        if let Some((ik, iv)) = inner.split_once('=') {
+                            c.kv.push((format!("peer.{ik}"), iv.trim_matches('"').to_string()));
+                        }
+                    }
+                } else {
+                    c.kv.push((k.to_string(), v.trim_matches('"').to_string()));
+                }
+            } else if w.starts_with('(') {
+                c.access.extend(split(w));
+            } else {
+                c.access.push(w.clone());
+            }
+        }
+        c
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.kv
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
