@@ -313,6 +313,54 @@ fn exec_without_x_rule_and_child_profiles() {
 }
 
 #[test]
+fn exec_transitions_and_audit_records() {
+    // The x rule is there; the child profile it names is declared but was not loaded.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="exec" info="profile not found" error=-13 profile="msmtp" name="/usr/bin/bash" pid=1 comm="msmtp" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="msmtp//helpers""#,
+    );
+    let d = &exp.explanation;
+    assert_eq!(d.verdict, Verdict::ExecTargetProfileMissing);
+    assert_eq!(d.closest_rules[0].line, 67);
+    assert!(
+        d.advice.as_deref().unwrap().contains("usr.bin.msmtp:69"),
+        "{:?}",
+        d.advice
+    );
+    // no_new_privs.
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="exec" info="no new privs" error=-1 profile="/usr/bin/man" name="/usr/bin/tbl" pid=1 comm="man" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="man_groff""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::ExecTransitionFailed);
+    assert!(
+        exp.explanation.closest_rules[0]
+            .rule
+            .contains("rmCx -> &man_groff")
+    );
+    // An AUDIT record is not a denial: the audit rule is named.
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "t".to_string(),
+        std::sync::Arc::from("profile t {\n  /tmp/x r,\n  audit /tmp/audited rw,\n}\n"),
+    );
+    let idx = Index::build(&armorwatch::profiles::ProfileTree {
+        base: "/etc/apparmor.d".into(),
+        files,
+        disabled: Default::default(),
+        dirs: Default::default(),
+    });
+    let exp = explain(
+        &idx,
+        &event(
+            r#"apparmor="AUDIT" operation="open" profile="t" name="/tmp/audited" pid=113 comm="busybox-aa" requested_mask="wc" fsuid=0 ouid=0"#,
+        ),
+        &Context::default(),
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::Audited);
+    assert_eq!(exp.explanation.closest_rules[0].line, 3);
+    assert!(exp.explanation.suggestion.is_none());
+}
+
+#[test]
 fn capability_and_network_near_misses() {
     let exp = explain_fixture(
         r#"apparmor="DENIED" operation="capable" profile="ping" pid=114 comm="ping" capability=12  capname="net_admin""#,

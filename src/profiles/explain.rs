@@ -53,6 +53,11 @@ pub enum Verdict {
     ExecWithoutXRule,
     /// The exec rule asks for a profile transition to a profile that is not loaded.
     ExecTargetProfileMissing,
+    /// The exec rule allows the exec but the transition failed for another reason
+    /// (`no new privs`, …).
+    ExecTransitionFailed,
+    /// An `AUDIT` record: allowed, and logged because of an `audit` rule.
+    Audited,
     /// The profile on disk allows the access: the loaded policy differs from the file.
     AllowedOnDisk,
     /// Rules of this class exist but their conditions are not compared in detail.
@@ -78,6 +83,10 @@ impl Verdict {
             Verdict::DisconnectedPath => "disconnected path",
             Verdict::ExecWithoutXRule => "exec without a matching x rule",
             Verdict::ExecTargetProfileMissing => "exec transition to a profile that is not loaded",
+            Verdict::ExecTransitionFailed => {
+                "the exec rule matches but the profile transition failed"
+            }
+            Verdict::Audited => "allowed and audited",
             Verdict::AllowedOnDisk => {
                 "the profile on disk allows this; the loaded policy is different"
             }
@@ -404,6 +413,18 @@ fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut Profi
             inc.span.line
         ));
     }
+    if event.kind == Kind::Audit && event.class() != Some("file") {
+        let mut d = bare(
+            Verdict::Audited,
+            format!(
+                "allowed, and logged because of an `audit` rule of `{}`",
+                ev.profile_name()
+            ),
+            needed_of(event).0,
+        );
+        d.advice = Some("nothing to fix; drop the `audit` qualifier to stop the logging".into());
+        return d;
+    }
     let mut details = match event.class().unwrap_or("") {
         "file" => ev.file(event, res.null_exec.as_deref()),
         "cap" => ev.capability(event),
@@ -691,6 +712,32 @@ impl<'a> Evaluator<'a> {
             return d;
         }
 
+        if event.kind == Kind::Audit {
+            d.verdict = Verdict::Audited;
+            d.summary = format!("allowed, and logged because of an `audit` rule of `{pname}`");
+            for c in matching
+                .iter()
+                .filter(|c| c.rule.qualifiers.audit && !c.rule.qualifiers.deny)
+                .take(3)
+            {
+                d.closest_rules.push(self.closest(
+                    c.rule,
+                    "audit rule: the access is allowed and logged".into(),
+                    Some(("audit", 0, 5)),
+                ));
+            }
+            return d;
+        }
+
+        if is_exec
+            && missing == 0
+            && let Some(c) = matching
+                .iter()
+                .find(|c| c.perms.exec.is_some() && !c.rule.qualifiers.deny)
+        {
+            return self.exec_transition(d, event, c, &shown);
+        }
+
         if missing == 0 {
             d.verdict = Verdict::AllowedOnDisk;
             d.summary = format!(
@@ -718,26 +765,6 @@ impl<'a> Evaluator<'a> {
         .letters();
 
         if is_exec {
-            if let Some(c) = matching.iter().find(|c| c.perms.exec.is_some()) {
-                // Has an x rule; the transition itself failed.
-                d.verdict = Verdict::ExecTargetProfileMissing;
-                d.summary =
-                    format!("`{pname}` may exec {shown} but the transition failed ({info})");
-                d.closest_rules.push(self.closest(
-                    c.rule,
-                    format!(
-                        "grants `{}`; {}",
-                        c.perms.letters(),
-                        if info.is_empty() {
-                            "see the record's info"
-                        } else {
-                            info
-                        }
-                    ),
-                    None,
-                ));
-                return d;
-            }
             d.verdict = Verdict::ExecWithoutXRule;
             d.summary = format!("`{pname}` has no rule that lets it execute {shown}");
         } else {
@@ -871,6 +898,77 @@ impl<'a> Evaluator<'a> {
             }
             Err(e) => d.advice = Some(e.to_string()),
         }
+        d
+    }
+
+    /// The exec rule allows the exec; the transition it asks for failed.
+    fn exec_transition(
+        &self,
+        mut d: Details,
+        event: &Event,
+        c: &FileCandidate<'_>,
+        shown: &str,
+    ) -> Details {
+        let pname = self.profile_name();
+        let info = event.field("info").unwrap_or("");
+        let mode = c.perms.exec.clone().unwrap_or_default();
+        let rule_target = match &c.rule.body {
+            RuleBody::File { exec_target, .. } => exec_target.clone(),
+            _ => None,
+        };
+        // The profile the transition looks for: `-> target`, the record's target, or the path.
+        let wanted = rule_target
+            .or_else(|| event.field("target").map(str::to_string))
+            .unwrap_or_else(|| event.name().unwrap_or("").to_string());
+        let wanted = wanted.trim_start_matches('&').to_string();
+        let full = if mode.contains('C') || mode.contains('c') {
+            format!("{pname}//{wanted}")
+        } else {
+            wanted.clone()
+        };
+        let declared = self
+            .index
+            .by_name(&full)
+            .first()
+            .or_else(|| self.index.by_name(&wanted).first())
+            .and_then(|&i| self.index.profile(i));
+        d.verdict = if info.contains("profile not found") {
+            Verdict::ExecTargetProfileMissing
+        } else {
+            Verdict::ExecTransitionFailed
+        };
+        d.summary = format!(
+            "`{pname}` may exec {shown} with `{mode}`, but the transition to `{}` failed{}",
+            sanitize(&full),
+            if info.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", sanitize(info))
+            }
+        );
+        d.closest_rules.push(self.closest(
+            c.rule,
+            format!(
+                "allows the exec with `{mode}`; the target profile is `{}`",
+                sanitize(&full)
+            ),
+            Some((mode.as_str(), 0, mode.len())),
+        ));
+        d.advice = Some(match declared {
+            Some(p) => format!(
+                "`{}` is declared at {}:{} but is not loaded: {}",
+                sanitize(&full),
+                self.index.absolute(p.file()),
+                p.decl.span.line,
+                suggest::reload_command(self.index.base(), &p.top_file)
+            ),
+            None if info.contains("no new privs") => "the task has no_new_privs set (systemd NoNewPrivileges=, container runtimes): a transition to another profile is refused; use `ix` or stack (`&profile`), or drop NoNewPrivileges".into(),
+            None => format!(
+                "no profile named `{}` in {}: write one, or use a fallback mode (`Pix`/`PUx` instead of `{mode}`)",
+                sanitize(&full),
+                self.index.base()
+            ),
+        });
         d
     }
 
