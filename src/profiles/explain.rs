@@ -110,6 +110,9 @@ pub struct ProfileInfo {
     /// Mode as loaded (from the kernel), else as declared in flags.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Where `mode` comes from: `kernel` or `declared` (the profile's flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode_source: Option<&'static str>,
     /// Package owning the profile file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
@@ -197,6 +200,7 @@ pub fn explain(index: &Index, event: &Event, ctx: &Context) -> Explanation {
         file: None,
         line: None,
         mode: ctx.mode.clone(),
+        mode_source: ctx.mode.as_ref().map(|_| "kernel"),
         package: ctx.package.clone(),
         kind: None,
         declared: None,
@@ -458,7 +462,8 @@ fn fill_profile(index: &Index, pidx: usize, info: &mut ProfileInfo, ctx: &Contex
         info.declared = Some(p.name.clone());
     }
     if ctx.mode.is_none() {
-        info.mode = Some(format!("{} (declared)", index::declared_mode(&p.decl)));
+        info.mode = Some(index::declared_mode(&p.decl).to_string());
+        info.mode_source = Some("declared");
     }
 }
 
