@@ -175,7 +175,15 @@ impl Parser<'_> {
                     self.pos += 1;
                     let mut alts = Vec::new();
                     loop {
-                        alts.push(self.seq(depth + 1)?);
+                        let alt = self.seq(depth + 1)?;
+                        // apparmor_parser rejects `,,` (an empty alternative between commas).
+                        if alt.is_empty()
+                            && !alts.is_empty()
+                            && self.src.get(self.pos) == Some(&b',')
+                        {
+                            return Err(self.err(self.pos, "`,,` in an alternation"));
+                        }
+                        alts.push(alt);
                         match self.src.get(self.pos) {
                             Some(b',') => self.pos += 1,
                             Some(b'}') => {
@@ -184,6 +192,10 @@ impl Parser<'_> {
                             }
                             _ => return Err(self.err(at, "`{` without a closing `}`")),
                         }
+                    }
+                    // apparmor_parser: "Invalid number of items between {}".
+                    if alts.len() < 2 {
+                        return Err(self.err(at, "`{…}` needs at least two alternatives"));
                     }
                     out.push((Node::Alt(alts), at));
                 }
@@ -414,12 +426,25 @@ pub fn expand(pattern: &str, vars: &Vars) -> Result<Expanded, GlobError> {
     let mut origin = Vec::with_capacity(pattern.len() + 1);
     expand_into(pattern, vars, &mut text, &mut origin, None, 0)?;
     origin.push(pattern.len());
-    // Collapse `//` the way apparmor_parser filters slashes.
+    // Collapse runs of `/` the way apparmor_parser's filter_slashes does: textually, except a
+    // leading `//` not followed by a third `/`, which is kept.
     let mut out = Vec::with_capacity(text.len());
     let mut out_origin = Vec::with_capacity(origin.len());
-    for (i, &b) in text.iter().enumerate() {
-        if b == b'/' && out.last() == Some(&b'/') && !(i >= 2 && text[i - 2] == b'\\') {
-            continue;
+    let mut start = 0;
+    if text.len() >= 2 && text[0] == b'/' && text[1] == b'/' && text.get(2) != Some(&b'/') {
+        out.extend_from_slice(&text[..2]);
+        out_origin.extend_from_slice(&origin[..2]);
+        start = 2;
+    }
+    let mut seen_slash = false;
+    for (i, &b) in text.iter().enumerate().skip(start) {
+        if b == b'/' {
+            if seen_slash {
+                continue;
+            }
+            seen_slash = true;
+        } else {
+            seen_slash = false;
         }
         out.push(b);
         out_origin.push(origin[i]);
@@ -621,5 +646,11 @@ mod tests {
         assert!(Glob::compile("/a/[b").is_err());
         assert!(Glob::compile("/a/b}").is_err());
         assert!(Glob::compile("/a/\\").is_err());
+        // As apparmor_parser: one alternative or `,,` are errors; empty ones are fine.
+        assert!(Glob::compile("/{a}").is_err());
+        assert!(Glob::compile("/{a,,b}").is_err());
+        assert!(Glob::compile("/{,a}").is_ok());
+        assert!(Glob::compile("/{a,}").is_ok());
+        assert!(Glob::compile("/{,}").is_ok());
     }
 }
