@@ -520,6 +520,63 @@ fn link_and_userns_rules() {
 }
 
 #[test]
+fn mount_and_unix_socket_rules() {
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "t".to_string(),
+        std::sync::Arc::from(concat!(
+            "profile t {\n",
+            "  mount fstype=tmpfs none -> /mnt/x/,\n",
+            "  umount /mnt/**,\n",
+            "  unix (connect send receive) type=stream peer=(addr=\"@/tmp/.X11-unix/X[0-9]*\"),\n",
+            "  network unix dgram,\n",
+            "}\n",
+        )),
+    );
+    let idx = Index::build(&armorwatch::profiles::ProfileTree {
+        base: "/etc/apparmor.d".into(),
+        files,
+        disabled: Default::default(),
+        dirs: Default::default(),
+    });
+    let run = |record: &str| explain(&idx, &event(record), &Context::default()).explanation;
+    // The aa-vm mount record: mount point differs.
+    let d = run(
+        r#"apparmor="DENIED" operation="mount" info="failed mntpnt match" error=-13 profile="t" name="/mnt/t/" pid=122 comm="busybox-mnt" fstype="tmpfs" srcname="none" flags="rw, silent""#,
+    );
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert!(
+        d.closest_rules[0]
+            .reason
+            .contains("mount point /mnt/x/ does not match `/mnt/t/`")
+    );
+    assert_eq!(
+        d.suggestion.unwrap().rule,
+        "mount fstype=tmpfs none -> /mnt/t/,"
+    );
+    let d = run(
+        r#"apparmor="DENIED" operation="mount" info="failed flags match" error=-13 profile="t" name="/mnt/x/" pid=122 comm="mount" fstype="tmpfs" srcname="none" flags="ro""#,
+    );
+    assert_eq!(d.verdict, Verdict::NotEvaluated);
+    let d = run(
+        r#"apparmor="DENIED" operation="umount" profile="t" name="/mnt/y/" pid=1 comm="umount""#,
+    );
+    assert_eq!(d.verdict, Verdict::NotEvaluated);
+    // Unix sockets.
+    let x11 = r#"apparmor="DENIED" operation="connect" profile="t" pid=1 comm="xterm" family="unix" sock_type="stream" protocol=0 requested_mask="send receive connect" denied_mask="send connect" addr=none peer_addr="@/tmp/.X11-unix/X0" peer="unconfined""#;
+    assert_eq!(run(x11).verdict, Verdict::AllowedOnDisk);
+    let d = run(&x11.replace("X11-unix/X0", "ICE-unix/42"));
+    assert_eq!(d.verdict, Verdict::NoRuleMatches);
+    assert!(d.closest_rules[0].reason.contains("peer.addr="));
+    assert_eq!(
+        d.suggestion.unwrap().rule,
+        "unix (send connect) type=stream peer=(addr=@/tmp/.ICE-unix/42, label=unconfined),"
+    );
+    let d = run(&x11.replace("stream", "dgram"));
+    assert_eq!(d.verdict, Verdict::AllowedOnDisk);
+}
+
+#[test]
 fn disconnected_path_suggests_the_flag() {
     let exp = explain_fixture(
         r#"apparmor="DENIED" operation="open" info="Failed name lookup - disconnected path" error=-13 profile="ping" name="dev/pts/0" pid=1 comm="ping" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,

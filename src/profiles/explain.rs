@@ -1152,7 +1152,126 @@ impl<'a> Evaluator<'a> {
         d
     }
 
+    /// Unix sockets: `network unix …` rules, then fine-grained `unix` rules.
+    fn unix_socket(&self, event: &Event) -> Details {
+        let d = self.network_rules(event);
+        if matches!(d.verdict, Verdict::AllowedOnDisk | Verdict::DenyRuleWins) {
+            return d;
+        }
+        let pname = self.profile_name();
+        let mask = event.denied().or_else(|| event.requested()).unwrap_or("");
+        let wanted: Vec<&str> = mask.split_whitespace().collect();
+        let mut vars = self.eff.vars.clone();
+        vars.insert("profile_name".into(), vec![pname.clone()]);
+        let glob_match = |pattern: &str, value: &str| {
+            glob::expand(pattern.trim_matches('"'), &vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        let peer_label = event
+            .field("peer_label")
+            .or(event.field("peer"))
+            .unwrap_or("");
+        let checks: [(&str, &str); 4] = [
+            ("type", event.field("sock_type").unwrap_or("")),
+            ("addr", event.field("addr").unwrap_or("")),
+            ("peer.addr", event.field("peer_addr").unwrap_or("")),
+            ("peer.label", peer_label),
+        ];
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut allowing = None;
+        let mut denying = None;
+        for r in self.eff.rules.iter().copied() {
+            if !matches!(&r.body, RuleBody::Other { class } if class == "unix") {
+                continue;
+            }
+            let cond = Conditions::parse(&r.text, "unix");
+            let mut misses = Vec::new();
+            if !cond.access.is_empty()
+                && !wanted.iter().all(|w| {
+                    cond.access.iter().any(|a| {
+                        a == w
+                            || a == "rw"
+                            || (matches!(a.as_str(), "w" | "write") && *w == "send")
+                            || (matches!(a.as_str(), "r" | "read") && *w == "receive")
+                    })
+                })
+            {
+                misses.push(format!(
+                    "grants ({}), not ({})",
+                    cond.access.join(" "),
+                    wanted.join(" ")
+                ));
+            }
+            for (key, value) in checks {
+                if let Some(pattern) = cond.get(key)
+                    && !glob_match(pattern, value)
+                {
+                    misses.push(format!(
+                        "{key}={pattern} does not match `{}`",
+                        sanitize(value)
+                    ));
+                }
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    denying.get_or_insert(r);
+                } else {
+                    allowing.get_or_insert(r);
+                }
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), r, misses.join("; ")));
+            }
+        }
+        let mut d = d;
+        if let Some(r) = denying {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!("`{pname}` denies this unix socket access explicitly");
+            d.closest_rules =
+                vec![self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4)))];
+            d.suggestion = None;
+            return d;
+        }
+        if let Some(r) = allowing {
+            d.verdict = Verdict::AllowedOnDisk;
+            d.summary =
+                format!("`{pname}` as written allows this unix socket access; reload the profile");
+            d.closest_rules = vec![self.closest(r, "allows it".into(), None)];
+            d.suggestion = None;
+            return d;
+        }
+        if !failures.is_empty() {
+            failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+            d.closest_rules = failures
+                .into_iter()
+                .take(3)
+                .map(|(_, r, reason)| self.closest(r, reason, None))
+                .collect();
+        }
+        d.summary = format!(
+            "no network or unix rule of `{pname}` allows {} on a unix {} socket{}",
+            wanted.join(" "),
+            event.field("sock_type").unwrap_or("?"),
+            event
+                .field("peer_addr")
+                .map(|a| format!(" to `{}`", sanitize(a)))
+                .unwrap_or_default()
+        );
+        if let Some(rule) = other_rule(event, "unix") {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+
     fn network(&self, event: &Event) -> Details {
+        if event.field("family") == Some("unix") {
+            return self.unix_socket(event);
+        }
+        self.network_rules(event)
+    }
+
+    fn network_rules(&self, event: &Event) -> Details {
         let family = event.field("family").unwrap_or("").to_string();
         let sock_type = event.field("sock_type").unwrap_or("").to_string();
         let pname = self.profile_name();
@@ -1302,6 +1421,8 @@ impl<'a> Evaluator<'a> {
             return self.peer_rules(d, event, keyword, &same);
         } else if keyword == "dbus" {
             return self.dbus_rules(d, event, &same);
+        } else if matches!(keyword, "mount" | "umount") {
+            return self.mount_rules(d, event, keyword, &same);
         } else {
             d.verdict = Verdict::NotEvaluated;
             d.summary = format!(
@@ -1315,6 +1436,94 @@ impl<'a> Evaluator<'a> {
                     None,
                 ));
             }
+        }
+        if let Some(rule) = other_rule(event, keyword) {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+
+    /// Mount rules: file system type, source and mount point compared (options are not).
+    fn mount_rules(
+        &self,
+        mut d: Details,
+        event: &Event,
+        keyword: &str,
+        rules: &[&'a Rule],
+    ) -> Details {
+        let pname = self.profile_name();
+        let glob_match = |pattern: &str, value: &str| {
+            glob::expand(pattern.trim_matches('"'), &self.eff.vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        let fstype = event.field("fstype").unwrap_or("");
+        let src = event.field("srcname").unwrap_or("");
+        let mntpnt = event.name().unwrap_or("");
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut candidates: Vec<&Rule> = Vec::new();
+        for r in rules {
+            let m = MountRule::parse(&r.text, keyword);
+            let mut misses = Vec::new();
+            if !m.fstypes.is_empty() && !m.fstypes.iter().any(|t| glob_match(t, fstype)) {
+                misses.push(format!(
+                    "fstype=({}) lacks `{}`",
+                    m.fstypes.join(","),
+                    sanitize(fstype)
+                ));
+            }
+            if let Some(s) = &m.source
+                && keyword == "mount"
+                && !glob_match(s, src)
+            {
+                misses.push(format!("source {s} does not match `{}`", sanitize(src)));
+            }
+            if let Some(p) = &m.mountpoint
+                && !glob_match(p, mntpnt)
+            {
+                misses.push(format!(
+                    "mount point {p} does not match `{}`",
+                    sanitize(mntpnt)
+                ));
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    d.verdict = Verdict::DenyRuleWins;
+                    d.summary = format!("`{pname}` denies this {keyword} explicitly");
+                    d.closest_rules =
+                        vec![self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4)))];
+                    return d;
+                }
+                candidates.push(r);
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), r, misses.join("; ")));
+            }
+        }
+        if !candidates.is_empty() {
+            d.verdict = Verdict::NotEvaluated;
+            d.summary = format!(
+                "a {keyword} rule of `{pname}` matches the file system type, source and mount point; compare its options with the record's flags ({})",
+                sanitize(event.field("flags").unwrap_or(""))
+            );
+            for r in candidates.into_iter().take(3) {
+                d.closest_rules.push(self.closest(
+                    r,
+                    "matches fstype, source and mount point; options not compared".into(),
+                    None,
+                ));
+            }
+            return d;
+        }
+        d.verdict = Verdict::NoRuleMatches;
+        d.summary = format!(
+            "no {keyword} rule of `{pname}` matches {} on {}",
+            sanitize(fstype),
+            sanitize(mntpnt)
+        );
+        failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+        for (_, r, reason) in failures.into_iter().take(3) {
+            d.closest_rules.push(self.closest(r, reason, None));
         }
         if let Some(rule) = other_rule(event, keyword) {
             d.suggestion = self.suggestion(rule);
@@ -1557,6 +1766,68 @@ impl Conditions {
     }
 }
 
+/// The parts of a mount/umount rule that are compared.
+#[derive(Debug, Default)]
+struct MountRule {
+    fstypes: Vec<String>,
+    source: Option<String>,
+    mountpoint: Option<String>,
+}
+
+impl MountRule {
+    fn parse(text: &str, keyword: &str) -> MountRule {
+        let mut m = MountRule::default();
+        let words = super::parser::words(text);
+        let own = words
+            .iter()
+            .find(|w| matches!(w.as_str(), "mount" | "umount" | "remount"))
+            .map_or(keyword, String::as_str);
+        let bare_is_mountpoint = own != "mount";
+        let mut iter = words
+            .iter()
+            .skip_while(|w| !matches!(w.as_str(), "mount" | "umount" | "remount"))
+            .skip(1)
+            .peekable();
+        let mut after_arrow = false;
+        let mut skip_list = false;
+        while let Some(w) = iter.next() {
+            if skip_list {
+                skip_list = false;
+                if w.starts_with('(') {
+                    continue;
+                }
+            }
+            if let Some(v) = w
+                .strip_prefix("fstype=")
+                .or_else(|| w.strip_prefix("vfstype="))
+            {
+                m.fstypes.extend(
+                    v.trim_start_matches('(')
+                        .trim_end_matches(')')
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
+            } else if w.starts_with("options") || w.starts_with("option=") {
+                // `options=(…)`, `options in (…)`: not compared.
+                if w == "options" && iter.peek().is_some_and(|n| *n == "in") {
+                    iter.next();
+                    skip_list = true;
+                }
+            } else if w == "->" {
+                after_arrow = true;
+            } else if after_arrow || bare_is_mountpoint {
+                m.mountpoint = Some(w.clone());
+            } else if w.contains('=') || w.starts_with('(') {
+                // other conditions
+            } else {
+                m.source = Some(w.clone());
+            }
+        }
+        m
+    }
+}
+
 /// The conditions of a signal or ptrace rule.
 #[derive(Debug, Default)]
 struct PeerRule {
@@ -1660,6 +1931,16 @@ fn other_rule(event: &Event, keyword: &str) -> Option<String> {
             let mut r = format!("unix{access}");
             if let Some(t) = q("sock_type") {
                 let _ = write!(r, " type={t}");
+            }
+            let mut peer = Vec::new();
+            if let Some(a) = q("peer_addr").filter(|a| a != "none") {
+                peer.push(format!("addr={a}"));
+            }
+            if let Some(l) = q("peer_label").or_else(|| q("peer")) {
+                peer.push(format!("label={l}"));
+            }
+            if !peer.is_empty() {
+                let _ = write!(r, " peer=({})", peer.join(", "));
             }
             r
         }
