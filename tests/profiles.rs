@@ -630,6 +630,11 @@ fn generated_profiles_get_advice_not_rules() {
         r#"apparmor="DENIED" operation="open" profile="nonexistent" name="/etc/shadow" pid=1 comm="x" requested_mask="r" denied_mask="r""#,
     );
     assert_eq!(exp.explanation.verdict, Verdict::ProfileNotFound);
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="man" name="/etc/shadow" pid=1 comm="x" requested_mask="r" denied_mask="r""#,
+    );
+    assert_eq!(exp.explanation.verdict, Verdict::ProfileNotFound);
+    assert!(exp.explanation.advice.unwrap().contains("`/usr/bin/man`"));
 }
 
 #[test]

@@ -400,11 +400,39 @@ fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut Profi
             ),
             needed_of(event).0,
         );
-        d.advice = Some(format!(
-            "look for it with `grep -rn '{}' {}` and `aa-status`",
-            res.part.map(|p| p.name()).unwrap_or_default(),
-            index.base()
-        ));
+        let wanted = res.part.map(|p| p.name()).unwrap_or_default();
+        // Did the tree declare it under a similar name (a path-named profile for `man`, …)?
+        let similar: Vec<String> = index
+            .profiles()
+            .iter()
+            .filter(|p| {
+                let n = p.name.as_str();
+                !wanted.is_empty()
+                    && (n.ends_with(&format!("/{wanted}"))
+                        || (wanted.len() > 3 && edit_distance(n, &wanted) <= 2))
+            })
+            .take(3)
+            .map(|p| {
+                format!(
+                    "`{}` ({}:{})",
+                    p.name,
+                    index.absolute(p.file()),
+                    p.decl.span.line
+                )
+            })
+            .collect();
+        d.advice = Some(if similar.is_empty() {
+            format!(
+                "look for it with `grep -rn '{}' {}` and `aa-status`",
+                sanitize(&wanted),
+                index.base()
+            )
+        } else {
+            format!(
+                "similar declarations: {}; otherwise look with `aa-status`",
+                similar.join(", ")
+            )
+        });
         return d;
     };
     fill_profile(index, pidx, info, ctx);
