@@ -98,6 +98,41 @@ fn msmtp_log_near_miss() {
     }
 }
 
+/// The text output for a few cases, compared with `tests/fixtures/profiles/golden/*.txt`
+/// (`UPDATE_GOLDEN=1` rewrites them). The fixture root is shown as `<root>`.
+#[test]
+fn golden_text_output() {
+    let cases = [
+        ("msmtp-log", MSMTP_MKNOD),
+        (
+            "msmtp-owner",
+            r#"apparmor="DENIED" operation="open" profile="msmtp" name="/home/otis/.msmtprc" pid=1 comm="msmtp" requested_mask="r" denied_mask="r" fsuid=1000 ouid=0"#,
+        ),
+        (
+            "httpd-hat",
+            r#"apparmor="DENIED" operation="open" profile="/usr/sbin/httpd2-prefork//HANDLING_UNTRUSTED_INPUT" name="/var/log/apache2/ssl/access.log" pid=1 comm="httpd2-prefork" requested_mask="ac" denied_mask="ac" fsuid=33 ouid=33"#,
+        ),
+        (
+            "man-deny-capability",
+            r#"apparmor="DENIED" operation="capable" profile="/usr/bin/man" pid=114 comm="man" capability=1  capname="dac_override""#,
+        ),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/profiles/golden");
+    let root = fixture_root().display().to_string();
+    for (name, record) in cases {
+        let text = render_text(&explain_fixture(record), fixture_index()).replace(&root, "<root>");
+        let file = dir.join(format!("{name}.txt"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&file, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", file.display()));
+        assert_eq!(text, want, "{name}: output differs from {}", file.display());
+    }
+}
+
 #[test]
 fn msmtp_suggestion_compiles_with_apparmor_parser() {
     let Some(_) = parser_bin() else { return };

@@ -818,7 +818,7 @@ impl<'a> Evaluator<'a> {
                     event.field("fsuid").unwrap_or("?")
                 );
                 d.advice = Some(format!(
-                    "either make the file belong to the user the program runs as (uid {}), or allow it for any owner with the rule below",
+                    "either make the file belong to the user the program runs as (uid {}), or allow it for any owner with the suggested rule",
                     event.field("fsuid").unwrap_or("?")
                 ));
                 for c in owner_only.iter().take(3) {
@@ -874,7 +874,8 @@ impl<'a> Evaluator<'a> {
                         .match_indices('/')
                         .nth(2)
                         .is_some_and(|(p, _)| c.probe.consumed > p);
-                    let same_dir = c.probe.consumed >= dir_len;
+                    // `**` swallows any path, so it says nothing about the directory.
+                    let same_dir = c.probe.consumed >= dir_len && !c.expanded.text.contains("**");
                     if first_free && *n == 0 {
                         same_dir || deep
                     } else {
