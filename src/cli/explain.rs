@@ -11,6 +11,7 @@ use anyhow::Context as _;
 
 use crate::event::{Event, Kind, Source};
 use crate::parse::{self, Output, Parser};
+use crate::profiles::history::{self, PolicyChanges};
 use crate::profiles::suggest::CheckStatus;
 use crate::profiles::{Explainer, Index, loader, render_text, system};
 
@@ -88,7 +89,12 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut events = read_events(&args.records)?;
-    // Policy loads and hints are not access decisions: nothing to explain.
+    // Policy loads and hints are not access decisions: nothing to explain. Loads and replaces
+    // still tell whether a denial began right after its profile changed.
+    let mut changes = PolicyChanges::default();
+    for e in &events {
+        changes.observe(e);
+    }
     let before = events.len();
     events.retain(|e| !matches!(e.kind, Kind::Status | Kind::Hint));
     if events.len() < before {
@@ -110,7 +116,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let mut out = stdout.lock();
     let explain_started = Instant::now();
     for event in &events {
-        let ctx = facts.context(explainer.index(), event);
+        let mut ctx = facts.context(explainer.index(), event);
+        ctx.after_profile_replace = changes
+            .after_replace(event, history::DEFAULT_WINDOW_SECS)
+            .filter(|b| *b);
         let mut exp = explainer.explain(event, &ctx);
         if !args.no_check
             && let Some(s) = exp.explanation.suggestion.as_mut()
