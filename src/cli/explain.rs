@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,8 +11,9 @@ use anyhow::Context as _;
 
 use crate::event::{Event, Kind, Source};
 use crate::parse::{self, Output, Parser};
+use crate::profiles::history::{self, PolicyChanges};
 use crate::profiles::suggest::CheckStatus;
-use crate::profiles::{Context, Explainer, Index, loader, render_text, resolve, system};
+use crate::profiles::{Explainer, Index, loader, render_text, system};
 
 /// Arguments of `armorwatch explain`.
 #[derive(Debug, clap::Args)]
@@ -88,7 +89,12 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut events = read_events(&args.records)?;
-    // Policy loads and hints are not access decisions: nothing to explain.
+    // Policy loads and hints are not access decisions: nothing to explain. Loads and replaces
+    // still tell whether a denial began right after its profile changed.
+    let mut changes = PolicyChanges::default();
+    for e in &events {
+        changes.observe(e);
+    }
     let before = events.len();
     events.retain(|e| !matches!(e.kind, Kind::Status | Kind::Hint));
     if events.len() < before {
@@ -102,9 +108,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
 
-    let modes = system::kernel_modes();
-    let mut packages = system::Packages::default();
-    let mut modified: HashMap<String, Option<bool>> = HashMap::new();
+    let mut facts = system::Facts::new(!args.no_packages);
     let mut checks: HashMap<(String, String, String), (CheckStatus, Option<String>)> =
         HashMap::new();
     let mut explainer = Explainer::new(index, 4096);
@@ -112,40 +116,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let mut out = stdout.lock();
     let explain_started = Instant::now();
     for event in &events {
-        let mut ctx = Context::default();
-        if let Some(label) = event.profile() {
-            ctx.mode = modes.get(label).cloned();
-            let declared = resolve::resolve(explainer.index(), label)
-                .profile
-                .and_then(|i| explainer.index().profile(i));
-            // The binary: the record's exe, else an attachment that is a plain path.
-            ctx.binary = event
-                .process
-                .as_ref()
-                .and_then(|p| p.exe.clone())
-                .or_else(|| {
-                    declared
-                        .and_then(|p| p.decl.attachment.clone())
-                        .filter(|a| a.starts_with('/') && !a.contains(['*', '?', '{', '[', '@']))
-                });
-            let declared = declared.map(|p| explainer.index().absolute(p.file()));
-            if !args.no_packages
-                && let Some(bin) = &ctx.binary
-            {
-                ctx.binary_package = packages.owner(Path::new(bin));
-            }
-            if !args.no_packages
-                && let Some(file) = declared
-            {
-                let path = PathBuf::from(&file);
-                ctx.package = packages.owner(&path);
-                if let Some(pkg) = &ctx.package {
-                    ctx.modified_locally = *modified
-                        .entry(file)
-                        .or_insert_with(|| system::conffile_modified(pkg, &path));
-                }
-            }
-        }
+        let mut ctx = facts.context(explainer.index(), event);
+        ctx.after_profile_replace = changes
+            .after_replace(event, history::DEFAULT_WINDOW_SECS)
+            .filter(|b| *b);
         let mut exp = explainer.explain(event, &ctx);
         if !args.no_check
             && let Some(s) = exp.explanation.suggestion.as_mut()

@@ -53,6 +53,11 @@ pub enum Verdict {
     ExecWithoutXRule,
     /// The exec rule asks for a profile transition to a profile that is not loaded.
     ExecTargetProfileMissing,
+    /// The exec rule allows the exec but the transition failed for another reason
+    /// (`no new privs`, …).
+    ExecTransitionFailed,
+    /// An `AUDIT` record: allowed, and logged because of an `audit` rule.
+    Audited,
     /// The profile on disk allows the access: the loaded policy differs from the file.
     AllowedOnDisk,
     /// Rules of this class exist but their conditions are not compared in detail.
@@ -78,6 +83,10 @@ impl Verdict {
             Verdict::DisconnectedPath => "disconnected path",
             Verdict::ExecWithoutXRule => "exec without a matching x rule",
             Verdict::ExecTargetProfileMissing => "exec transition to a profile that is not loaded",
+            Verdict::ExecTransitionFailed => {
+                "the exec rule matches but the profile transition failed"
+            }
+            Verdict::Audited => "allowed and audited",
             Verdict::AllowedOnDisk => {
                 "the profile on disk allows this; the loaded policy is different"
             }
@@ -101,6 +110,9 @@ pub struct ProfileInfo {
     /// Mode as loaded (from the kernel), else as declared in flags.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Where `mode` comes from: `kernel` or `declared` (the profile's flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode_source: Option<&'static str>,
     /// Package owning the profile file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
@@ -188,6 +200,7 @@ pub fn explain(index: &Index, event: &Event, ctx: &Context) -> Explanation {
         file: None,
         line: None,
         mode: ctx.mode.clone(),
+        mode_source: ctx.mode.as_ref().map(|_| "kernel"),
         package: ctx.package.clone(),
         kind: None,
         declared: None,
@@ -387,15 +400,63 @@ fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut Profi
             ),
             needed_of(event).0,
         );
-        d.advice = Some(format!(
-            "look for it with `grep -rn '{}' {}` and `aa-status`",
-            res.part.map(|p| p.name()).unwrap_or_default(),
-            index.base()
-        ));
+        let wanted = res.part.map(|p| p.name()).unwrap_or_default();
+        // Did the tree declare it under a similar name (a path-named profile for `man`, …)?
+        let similar: Vec<String> = index
+            .profiles()
+            .iter()
+            .filter(|p| {
+                let n = p.name.as_str();
+                !wanted.is_empty()
+                    && (n.ends_with(&format!("/{wanted}"))
+                        || (wanted.len() > 3 && edit_distance(n, &wanted) <= 2))
+            })
+            .take(3)
+            .map(|p| {
+                format!(
+                    "`{}` ({}:{})",
+                    p.name,
+                    index.absolute(p.file()),
+                    p.decl.span.line
+                )
+            })
+            .collect();
+        d.advice = Some(if similar.is_empty() {
+            format!(
+                "look for it with `grep -rn '{}' {}` and `aa-status`",
+                sanitize(&wanted),
+                index.base()
+            )
+        } else {
+            format!(
+                "similar declarations: {}; otherwise look with `aa-status`",
+                similar.join(", ")
+            )
+        });
         return d;
     };
     fill_profile(index, pidx, info, ctx);
     let ev = Evaluator::new(index, pidx);
+    for inc in &ev.eff.missing {
+        info.notes.push(format!(
+            "include <{}> at {}:{} is not in the tree: apparmor_parser will refuse this profile",
+            inc.target,
+            index.absolute(&inc.span.file),
+            inc.span.line
+        ));
+    }
+    if event.kind == Kind::Audit && event.class() != Some("file") {
+        let mut d = bare(
+            Verdict::Audited,
+            format!(
+                "allowed, and logged because of an `audit` rule of `{}`",
+                ev.profile_name()
+            ),
+            needed_of(event).0,
+        );
+        d.advice = Some("nothing to fix; drop the `audit` qualifier to stop the logging".into());
+        return d;
+    }
     let mut details = match event.class().unwrap_or("") {
         "file" => ev.file(event, res.null_exec.as_deref()),
         "cap" => ev.capability(event),
@@ -429,7 +490,8 @@ fn fill_profile(index: &Index, pidx: usize, info: &mut ProfileInfo, ctx: &Contex
         info.declared = Some(p.name.clone());
     }
     if ctx.mode.is_none() {
-        info.mode = Some(format!("{} (declared)", index::declared_mode(&p.decl)));
+        info.mode = Some(index::declared_mode(&p.decl).to_string());
+        info.mode_source = Some("declared");
     }
 }
 
@@ -647,10 +709,16 @@ impl<'a> Evaluator<'a> {
             .iter()
             .filter(|c| c.rule.qualifiers.deny && applies(c) && granted(&c.perms) & needed != 0)
             .collect();
-        let allowed: u16 = matching
+        let mut allowed: u16 = matching
             .iter()
             .filter(|c| !c.rule.qualifiers.deny && applies(c))
             .fold(0, |acc, c| acc | granted(&c.perms));
+        // `link LINK -> TARGET` rules grant `l` for a link whose target matches too.
+        if needed & perm::LINK != 0
+            && self.link_allowed(&path, event.field("target"), owner_applies)
+        {
+            allowed |= perm::LINK;
+        }
         let missing = needed & !allowed;
         let pname = self.profile_name();
         let shown = sanitize(&path);
@@ -675,6 +743,32 @@ impl<'a> Evaluator<'a> {
                 deny.rule.span.line
             ));
             return d;
+        }
+
+        if event.kind == Kind::Audit {
+            d.verdict = Verdict::Audited;
+            d.summary = format!("allowed, and logged because of an `audit` rule of `{pname}`");
+            for c in matching
+                .iter()
+                .filter(|c| c.rule.qualifiers.audit && !c.rule.qualifiers.deny)
+                .take(3)
+            {
+                d.closest_rules.push(self.closest(
+                    c.rule,
+                    "audit rule: the access is allowed and logged".into(),
+                    Some(("audit", 0, 5)),
+                ));
+            }
+            return d;
+        }
+
+        if is_exec
+            && missing == 0
+            && let Some(c) = matching
+                .iter()
+                .find(|c| c.perms.exec.is_some() && !c.rule.qualifiers.deny)
+        {
+            return self.exec_transition(d, event, c, &shown);
         }
 
         if missing == 0 {
@@ -704,26 +798,6 @@ impl<'a> Evaluator<'a> {
         .letters();
 
         if is_exec {
-            if let Some(c) = matching.iter().find(|c| c.perms.exec.is_some()) {
-                // Has an x rule; the transition itself failed.
-                d.verdict = Verdict::ExecTargetProfileMissing;
-                d.summary =
-                    format!("`{pname}` may exec {shown} but the transition failed ({info})");
-                d.closest_rules.push(self.closest(
-                    c.rule,
-                    format!(
-                        "grants `{}`; {}",
-                        c.perms.letters(),
-                        if info.is_empty() {
-                            "see the record's info"
-                        } else {
-                            info
-                        }
-                    ),
-                    None,
-                ));
-                return d;
-            }
             d.verdict = Verdict::ExecWithoutXRule;
             d.summary = format!("`{pname}` has no rule that lets it execute {shown}");
         } else {
@@ -744,7 +818,7 @@ impl<'a> Evaluator<'a> {
                     event.field("fsuid").unwrap_or("?")
                 );
                 d.advice = Some(format!(
-                    "either make the file belong to the user the program runs as (uid {}), or allow it for any owner with the rule below",
+                    "either make the file belong to the user the program runs as (uid {}), or allow it for any owner with the suggested rule",
                     event.field("fsuid").unwrap_or("?")
                 ));
                 for c in owner_only.iter().take(3) {
@@ -800,7 +874,8 @@ impl<'a> Evaluator<'a> {
                         .match_indices('/')
                         .nth(2)
                         .is_some_and(|(p, _)| c.probe.consumed > p);
-                    let same_dir = c.probe.consumed >= dir_len;
+                    // `**` swallows any path, so it says nothing about the directory.
+                    let same_dir = c.probe.consumed >= dir_len && !c.expanded.text.contains("**");
                     if first_free && *n == 0 {
                         same_dir || deep
                     } else {
@@ -858,6 +933,102 @@ impl<'a> Evaluator<'a> {
             Err(e) => d.advice = Some(e.to_string()),
         }
         d
+    }
+
+    /// The exec rule allows the exec; the transition it asks for failed.
+    fn exec_transition(
+        &self,
+        mut d: Details,
+        event: &Event,
+        c: &FileCandidate<'_>,
+        shown: &str,
+    ) -> Details {
+        let pname = self.profile_name();
+        let info = event.field("info").unwrap_or("");
+        let mode = c.perms.exec.clone().unwrap_or_default();
+        let rule_target = match &c.rule.body {
+            RuleBody::File { exec_target, .. } => exec_target.clone(),
+            _ => None,
+        };
+        // The profile the transition looks for: `-> target`, the record's target, or the path.
+        let wanted = rule_target
+            .or_else(|| event.field("target").map(str::to_string))
+            .unwrap_or_else(|| event.name().unwrap_or("").to_string());
+        let wanted = wanted.trim_start_matches('&').to_string();
+        let full = if mode.contains('C') || mode.contains('c') {
+            format!("{pname}//{wanted}")
+        } else {
+            wanted.clone()
+        };
+        let declared = self
+            .index
+            .by_name(&full)
+            .first()
+            .or_else(|| self.index.by_name(&wanted).first())
+            .and_then(|&i| self.index.profile(i));
+        d.verdict = if info.contains("profile not found") {
+            Verdict::ExecTargetProfileMissing
+        } else {
+            Verdict::ExecTransitionFailed
+        };
+        d.summary = format!(
+            "`{pname}` may exec {shown} with `{mode}`, but the transition to `{}` failed{}",
+            sanitize(&full),
+            if info.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", sanitize(info))
+            }
+        );
+        d.closest_rules.push(self.closest(
+            c.rule,
+            format!(
+                "allows the exec with `{mode}`; the target profile is `{}`",
+                sanitize(&full)
+            ),
+            Some((mode.as_str(), 0, mode.len())),
+        ));
+        d.advice = Some(match declared {
+            Some(p) => format!(
+                "`{}` is declared at {}:{} but is not loaded: {}",
+                sanitize(&full),
+                self.index.absolute(p.file()),
+                p.decl.span.line,
+                suggest::reload_command(self.index.base(), &p.top_file)
+            ),
+            None if info.contains("no new privs") => "the task has no_new_privs set (systemd NoNewPrivileges=, container runtimes): a transition to another profile is refused; use `ix` or stack (`&profile`), or drop NoNewPrivileges".into(),
+            None => format!(
+                "no profile named `{}` in {}: write one, or use a fallback mode (`Pix`/`PUx` instead of `{mode}`)",
+                sanitize(&full),
+                self.index.base()
+            ),
+        });
+        d
+    }
+
+    fn link_allowed(&self, link: &str, target: Option<&str>, owner_applies: bool) -> bool {
+        let matches = |pattern: &str, value: &str| {
+            glob::expand(pattern, &self.eff.vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        let mut allowed = false;
+        for r in &self.eff.rules {
+            let RuleBody::Link { link: l, target: t } = &r.body else {
+                continue;
+            };
+            if r.qualifiers.owner && !owner_applies {
+                continue;
+            }
+            if matches(l, link) && target.is_none_or(|tv| matches(t, tv)) {
+                if r.qualifiers.deny {
+                    return false;
+                }
+                allowed = true;
+            }
+        }
+        allowed
     }
 
     fn disconnected(&self, mut d: Details, path: &str) -> Details {
@@ -1010,7 +1181,126 @@ impl<'a> Evaluator<'a> {
         d
     }
 
+    /// Unix sockets: `network unix …` rules, then fine-grained `unix` rules.
+    fn unix_socket(&self, event: &Event) -> Details {
+        let d = self.network_rules(event);
+        if matches!(d.verdict, Verdict::AllowedOnDisk | Verdict::DenyRuleWins) {
+            return d;
+        }
+        let pname = self.profile_name();
+        let mask = event.denied().or_else(|| event.requested()).unwrap_or("");
+        let wanted: Vec<&str> = mask.split_whitespace().collect();
+        let mut vars = self.eff.vars.clone();
+        vars.insert("profile_name".into(), vec![pname.clone()]);
+        let glob_match = |pattern: &str, value: &str| {
+            glob::expand(pattern.trim_matches('"'), &vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        let peer_label = event
+            .field("peer_label")
+            .or(event.field("peer"))
+            .unwrap_or("");
+        let checks: [(&str, &str); 4] = [
+            ("type", event.field("sock_type").unwrap_or("")),
+            ("addr", event.field("addr").unwrap_or("")),
+            ("peer.addr", event.field("peer_addr").unwrap_or("")),
+            ("peer.label", peer_label),
+        ];
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut allowing = None;
+        let mut denying = None;
+        for r in self.eff.rules.iter().copied() {
+            if !matches!(&r.body, RuleBody::Other { class } if class == "unix") {
+                continue;
+            }
+            let cond = Conditions::parse(&r.text, "unix");
+            let mut misses = Vec::new();
+            if !cond.access.is_empty()
+                && !wanted.iter().all(|w| {
+                    cond.access.iter().any(|a| {
+                        a == w
+                            || a == "rw"
+                            || (matches!(a.as_str(), "w" | "write") && *w == "send")
+                            || (matches!(a.as_str(), "r" | "read") && *w == "receive")
+                    })
+                })
+            {
+                misses.push(format!(
+                    "grants ({}), not ({})",
+                    cond.access.join(" "),
+                    wanted.join(" ")
+                ));
+            }
+            for (key, value) in checks {
+                if let Some(pattern) = cond.get(key)
+                    && !glob_match(pattern, value)
+                {
+                    misses.push(format!(
+                        "{key}={pattern} does not match `{}`",
+                        sanitize(value)
+                    ));
+                }
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    denying.get_or_insert(r);
+                } else {
+                    allowing.get_or_insert(r);
+                }
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), r, misses.join("; ")));
+            }
+        }
+        let mut d = d;
+        if let Some(r) = denying {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!("`{pname}` denies this unix socket access explicitly");
+            d.closest_rules =
+                vec![self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4)))];
+            d.suggestion = None;
+            return d;
+        }
+        if let Some(r) = allowing {
+            d.verdict = Verdict::AllowedOnDisk;
+            d.summary =
+                format!("`{pname}` as written allows this unix socket access; reload the profile");
+            d.closest_rules = vec![self.closest(r, "allows it".into(), None)];
+            d.suggestion = None;
+            return d;
+        }
+        if !failures.is_empty() {
+            failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+            d.closest_rules = failures
+                .into_iter()
+                .take(3)
+                .map(|(_, r, reason)| self.closest(r, reason, None))
+                .collect();
+        }
+        d.summary = format!(
+            "no network or unix rule of `{pname}` allows {} on a unix {} socket{}",
+            wanted.join(" "),
+            event.field("sock_type").unwrap_or("?"),
+            event
+                .field("peer_addr")
+                .map(|a| format!(" to `{}`", sanitize(a)))
+                .unwrap_or_default()
+        );
+        if let Some(rule) = other_rule(event, "unix") {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+
     fn network(&self, event: &Event) -> Details {
+        if event.field("family") == Some("unix") {
+            return self.unix_socket(event);
+        }
+        self.network_rules(event)
+    }
+
+    fn network_rules(&self, event: &Event) -> Details {
         let family = event.field("family").unwrap_or("").to_string();
         let sock_type = event.field("sock_type").unwrap_or("").to_string();
         let pname = self.profile_name();
@@ -1137,6 +1427,31 @@ impl<'a> Evaluator<'a> {
             .collect();
         if same.is_empty() {
             d.summary = format!("`{pname}` has no {keyword} rule at all");
+        } else if keyword == "userns" {
+            // `userns,` / `userns create,` have no other conditions.
+            let r = same[0];
+            if let Some(deny) = same.iter().find(|r| r.qualifiers.deny) {
+                d.verdict = Verdict::DenyRuleWins;
+                d.summary = format!("`{pname}` denies user namespaces explicitly");
+                d.closest_rules.push(self.closest(
+                    deny,
+                    "deny rule matches".into(),
+                    Some(("deny", 0, 4)),
+                ));
+            } else {
+                d.verdict = Verdict::AllowedOnDisk;
+                d.summary =
+                    format!("`{pname}` as written allows user namespaces; reload the profile");
+                d.closest_rules
+                    .push(self.closest(r, "allows it".into(), None));
+            }
+            return d;
+        } else if keyword == "signal" || keyword == "ptrace" {
+            return self.peer_rules(d, event, keyword, &same);
+        } else if keyword == "dbus" {
+            return self.dbus_rules(d, event, &same);
+        } else if matches!(keyword, "mount" | "umount") {
+            return self.mount_rules(d, event, keyword, &same);
         } else {
             d.verdict = Verdict::NotEvaluated;
             d.summary = format!(
@@ -1155,6 +1470,444 @@ impl<'a> Evaluator<'a> {
             d.suggestion = self.suggestion(rule);
         }
         d
+    }
+
+    /// Mount rules: file system type, source and mount point compared (options are not).
+    fn mount_rules(
+        &self,
+        mut d: Details,
+        event: &Event,
+        keyword: &str,
+        rules: &[&'a Rule],
+    ) -> Details {
+        let pname = self.profile_name();
+        let glob_match = |pattern: &str, value: &str| {
+            glob::expand(pattern.trim_matches('"'), &self.eff.vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        let fstype = event.field("fstype").unwrap_or("");
+        let src = event.field("srcname").unwrap_or("");
+        let mntpnt = event.name().unwrap_or("");
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut candidates: Vec<&Rule> = Vec::new();
+        for r in rules {
+            let m = MountRule::parse(&r.text, keyword);
+            let mut misses = Vec::new();
+            if !m.fstypes.is_empty() && !m.fstypes.iter().any(|t| glob_match(t, fstype)) {
+                misses.push(format!(
+                    "fstype=({}) lacks `{}`",
+                    m.fstypes.join(","),
+                    sanitize(fstype)
+                ));
+            }
+            if let Some(s) = &m.source
+                && keyword == "mount"
+                && !glob_match(s, src)
+            {
+                misses.push(format!("source {s} does not match `{}`", sanitize(src)));
+            }
+            if let Some(p) = &m.mountpoint
+                && !glob_match(p, mntpnt)
+            {
+                misses.push(format!(
+                    "mount point {p} does not match `{}`",
+                    sanitize(mntpnt)
+                ));
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    d.verdict = Verdict::DenyRuleWins;
+                    d.summary = format!("`{pname}` denies this {keyword} explicitly");
+                    d.closest_rules =
+                        vec![self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4)))];
+                    return d;
+                }
+                candidates.push(r);
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), r, misses.join("; ")));
+            }
+        }
+        if !candidates.is_empty() {
+            d.verdict = Verdict::NotEvaluated;
+            d.summary = format!(
+                "a {keyword} rule of `{pname}` matches the file system type, source and mount point; compare its options with the record's flags ({})",
+                sanitize(event.field("flags").unwrap_or(""))
+            );
+            for r in candidates.into_iter().take(3) {
+                d.closest_rules.push(self.closest(
+                    r,
+                    "matches fstype, source and mount point; options not compared".into(),
+                    None,
+                ));
+            }
+            return d;
+        }
+        d.verdict = Verdict::NoRuleMatches;
+        d.summary = format!(
+            "no {keyword} rule of `{pname}` matches {} on {}",
+            sanitize(fstype),
+            sanitize(mntpnt)
+        );
+        failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+        for (_, r, reason) in failures.into_iter().take(3) {
+            d.closest_rules.push(self.closest(r, reason, None));
+        }
+        if let Some(rule) = other_rule(event, keyword) {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+
+    /// D-Bus rules: access, bus, path, interface, member, peer name and label compared.
+    fn dbus_rules(&self, mut d: Details, event: &Event, rules: &[&'a Rule]) -> Details {
+        let pname = self.profile_name();
+        let mask = event.denied().or_else(|| event.requested()).unwrap_or("");
+        let wanted: Vec<&str> = mask.split_whitespace().collect();
+        let bind = wanted.contains(&"bind");
+        let mut vars = self.eff.vars.clone();
+        vars.insert("profile_name".into(), vec![pname.clone()]);
+        let glob_match = |pattern: &str, value: &str| {
+            glob::expand(pattern.trim_matches('"'), &vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        // (rule key, record field): for bind, `name=` is our own name; otherwise the peer's.
+        let checks: &[(&str, &str)] = if bind {
+            &[("bus", "bus"), ("name", "name")]
+        } else {
+            &[
+                ("bus", "bus"),
+                ("path", "path"),
+                ("interface", "interface"),
+                ("member", "member"),
+                ("peer.name", "name"),
+                ("peer.label", "peer_label"),
+            ]
+        };
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut allowing = None;
+        let mut denying = None;
+        for r in rules {
+            let cond = Conditions::parse(&r.text, "dbus");
+            let mut misses = Vec::new();
+            if !cond.access.is_empty()
+                && !wanted.iter().all(|w| {
+                    cond.access.iter().any(|a| {
+                        a == w
+                            || a == "rw"
+                            || (a == "w" && *w == "send")
+                            || (a == "r" && *w == "receive")
+                    })
+                })
+            {
+                misses.push(format!(
+                    "grants ({}), not ({})",
+                    cond.access.join(" "),
+                    wanted.join(" ")
+                ));
+            }
+            for (key, field) in checks {
+                if let Some(pattern) = cond.get(key) {
+                    let value = event.field(field).unwrap_or("");
+                    if !glob_match(pattern, value) {
+                        misses.push(format!(
+                            "{key}={pattern} does not match `{}`",
+                            sanitize(value)
+                        ));
+                    }
+                }
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    denying.get_or_insert(*r);
+                } else {
+                    allowing.get_or_insert(*r);
+                }
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), *r, misses.join("; ")));
+            }
+        }
+        if let Some(r) = denying {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!("`{pname}` denies this D-Bus access explicitly");
+            d.closest_rules
+                .push(self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4))));
+            return d;
+        }
+        if let Some(r) = allowing {
+            d.verdict = Verdict::AllowedOnDisk;
+            d.summary =
+                format!("`{pname}` as written allows this D-Bus access; reload the profile");
+            d.closest_rules
+                .push(self.closest(r, "allows it".into(), None));
+            return d;
+        }
+        d.verdict = Verdict::NoRuleMatches;
+        d.summary = format!(
+            "no dbus rule of `{pname}` allows {} {}",
+            wanted.join(" "),
+            sanitize(event.field("member").or(event.field("name")).unwrap_or(""))
+        );
+        failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+        for (_, r, reason) in failures.into_iter().take(3) {
+            d.closest_rules.push(self.closest(r, reason, None));
+        }
+        if let Some(rule) = other_rule(event, "dbus") {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+
+    /// Signal and ptrace rules: access words, signal set and peer label compared.
+    fn peer_rules(
+        &self,
+        mut d: Details,
+        event: &Event,
+        keyword: &str,
+        rules: &[&'a Rule],
+    ) -> Details {
+        let pname = self.profile_name();
+        let mask = event.denied().or_else(|| event.requested()).unwrap_or("");
+        let wanted: Vec<&str> = mask.split_whitespace().collect();
+        let signal = event.field("signal").unwrap_or("");
+        let peer = event.field("peer").unwrap_or("");
+        let mut vars = self.eff.vars.clone();
+        vars.insert("profile_name".into(), vec![pname.clone()]);
+        let mut failures: Vec<(usize, &Rule, String)> = Vec::new();
+        let mut allowing: Option<&Rule> = None;
+        let mut denying: Option<&Rule> = None;
+        for r in rules {
+            let cond = PeerRule::parse(&r.text);
+            let mut misses = Vec::new();
+            if !cond.access.is_empty() && !wanted.iter().all(|w| cond.allows_access(w)) {
+                misses.push(format!(
+                    "grants ({}), not ({})",
+                    cond.access.join(" "),
+                    wanted.join(" ")
+                ));
+            }
+            if keyword == "signal" && !cond.set.is_empty() && !cond.set.iter().any(|x| x == signal)
+            {
+                misses.push(format!("set=({}) lacks `{signal}`", cond.set.join(" ")));
+            }
+            if let Some(p) = &cond.peer {
+                let ok = glob::expand(p, &vars)
+                    .ok()
+                    .and_then(|e| Glob::compile(&e.text).ok())
+                    .is_some_and(|g| g.is_match(peer));
+                if !ok {
+                    misses.push(format!("peer={p} does not match `{}`", sanitize(peer)));
+                }
+            }
+            if misses.is_empty() {
+                if r.qualifiers.deny {
+                    denying.get_or_insert(r);
+                } else {
+                    allowing.get_or_insert(r);
+                }
+            } else if !r.qualifiers.deny {
+                failures.push((misses.len(), r, misses.join("; ")));
+            }
+        }
+        if let Some(r) = denying {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!("`{pname}` denies this {keyword} explicitly");
+            d.closest_rules
+                .push(self.closest(r, "deny rule matches".into(), Some(("deny", 0, 4))));
+            return d;
+        }
+        if let Some(r) = allowing {
+            d.verdict = Verdict::AllowedOnDisk;
+            d.summary = format!("`{pname}` as written allows this {keyword}; reload the profile");
+            d.closest_rules
+                .push(self.closest(r, "allows it".into(), None));
+            return d;
+        }
+        d.verdict = Verdict::NoRuleMatches;
+        d.summary = format!(
+            "no {keyword} rule of `{pname}` allows {} {}",
+            wanted.join(" "),
+            if keyword == "signal" {
+                format!("signal {signal} to `{}`", sanitize(peer))
+            } else {
+                format!("on `{}`", sanitize(peer))
+            }
+        );
+        failures.sort_by_key(|(n, r, _)| (*n, r.span.line));
+        for (_, r, reason) in failures.into_iter().take(3) {
+            d.closest_rules.push(self.closest(r, reason, None));
+        }
+        if let Some(rule) = other_rule(event, keyword) {
+            d.suggestion = self.suggestion(rule);
+        }
+        d
+    }
+}
+
+/// Access words and `key=value` conditions of a dbus/unix-style rule; `peer=(name=…, label=…)`
+/// becomes `peer.name`, `peer.label`.
+#[derive(Debug, Default)]
+struct Conditions {
+    access: Vec<String>,
+    kv: Vec<(String, String)>,
+}
+
+impl Conditions {
+    fn parse(text: &str, keyword: &str) -> Conditions {
+        let mut c = Conditions::default();
+        let words = super::parser::words(text);
+        let split = |v: &str| -> Vec<String> {
+            v.trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(|ch: char| ch == ',' || ch.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        for w in words.iter().skip_while(|w| *w != keyword).skip(1) {
+            if let Some((k, v)) = w.split_once('=') {
+                if k == "peer" && v.starts_with('(') {
+                    for inner in split(v) {
+                        if let Some((ik, iv)) = inner.split_once('=') {
+                            c.kv.push((format!("peer.{ik}"), iv.trim_matches('"').to_string()));
+                        }
+                    }
+                } else {
+                    c.kv.push((k.to_string(), v.trim_matches('"').to_string()));
+                }
+            } else if w.starts_with('(') {
+                c.access.extend(split(w));
+            } else {
+                c.access.push(w.clone());
+            }
+        }
+        c
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.kv
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The parts of a mount/umount rule that are compared.
+#[derive(Debug, Default)]
+struct MountRule {
+    fstypes: Vec<String>,
+    source: Option<String>,
+    mountpoint: Option<String>,
+}
+
+impl MountRule {
+    fn parse(text: &str, keyword: &str) -> MountRule {
+        let mut m = MountRule::default();
+        let words = super::parser::words(text);
+        let own = words
+            .iter()
+            .find(|w| matches!(w.as_str(), "mount" | "umount" | "remount"))
+            .map_or(keyword, String::as_str);
+        let bare_is_mountpoint = own != "mount";
+        let mut iter = words
+            .iter()
+            .skip_while(|w| !matches!(w.as_str(), "mount" | "umount" | "remount"))
+            .skip(1)
+            .peekable();
+        let mut after_arrow = false;
+        let mut skip_list = false;
+        while let Some(w) = iter.next() {
+            if skip_list {
+                skip_list = false;
+                if w.starts_with('(') {
+                    continue;
+                }
+            }
+            if let Some(v) = w
+                .strip_prefix("fstype=")
+                .or_else(|| w.strip_prefix("vfstype="))
+            {
+                m.fstypes.extend(
+                    v.trim_start_matches('(')
+                        .trim_end_matches(')')
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
+            } else if w.starts_with("options") || w.starts_with("option=") {
+                // `options=(…)`, `options in (…)`: not compared.
+                if w == "options" && iter.peek().is_some_and(|n| *n == "in") {
+                    iter.next();
+                    skip_list = true;
+                }
+            } else if w == "->" {
+                after_arrow = true;
+            } else if after_arrow || bare_is_mountpoint {
+                m.mountpoint = Some(w.clone());
+            } else if w.contains('=') || w.starts_with('(') {
+                // other conditions
+            } else {
+                m.source = Some(w.clone());
+            }
+        }
+        m
+    }
+}
+
+/// The conditions of a signal or ptrace rule.
+#[derive(Debug, Default)]
+struct PeerRule {
+    access: Vec<String>,
+    set: Vec<String>,
+    peer: Option<String>,
+}
+
+impl PeerRule {
+    fn parse(text: &str) -> PeerRule {
+        let mut rule = PeerRule::default();
+        let words = super::parser::words(text);
+        let list = |v: &str| -> Vec<String> {
+            v.trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim_matches('"').to_string())
+                .collect()
+        };
+        for w in words
+            .iter()
+            .skip_while(|w| !matches!(w.as_str(), "signal" | "ptrace"))
+            .skip(1)
+        {
+            if let Some(v) = w.strip_prefix("set=") {
+                rule.set.extend(list(v));
+            } else if let Some(v) = w.strip_prefix("peer=") {
+                rule.peer = Some(v.trim_matches('"').to_string());
+            } else if w.starts_with('(') {
+                rule.access.extend(list(w));
+            } else if !w.contains('=') {
+                rule.access.push(w.clone());
+            }
+        }
+        rule
+    }
+
+    fn allows_access(&self, wanted: &str) -> bool {
+        self.access.iter().any(|a| {
+            a == wanted
+                || match a.as_str() {
+                    // r/w shorthands (apparmor.d(5)): w = send/trace, r = receive/read.
+                    "rw" => true,
+                    "w" | "write" => matches!(wanted, "send" | "trace"),
+                    "r" | "read" => matches!(wanted, "receive" | "read"),
+                    "trace" => wanted == "read",
+                    "tracedby" => wanted == "readby",
+                    _ => false,
+                }
+        })
     }
 }
 
@@ -1207,6 +1960,16 @@ fn other_rule(event: &Event, keyword: &str) -> Option<String> {
             let mut r = format!("unix{access}");
             if let Some(t) = q("sock_type") {
                 let _ = write!(r, " type={t}");
+            }
+            let mut peer = Vec::new();
+            if let Some(a) = q("peer_addr").filter(|a| a != "none") {
+                peer.push(format!("addr={a}"));
+            }
+            if let Some(l) = q("peer_label").or_else(|| q("peer")) {
+                peer.push(format!("label={l}"));
+            }
+            if !peer.is_empty() {
+                let _ = write!(r, " peer=({})", peer.join(", "));
             }
             r
         }

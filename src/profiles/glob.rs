@@ -175,7 +175,15 @@ impl Parser<'_> {
                     self.pos += 1;
                     let mut alts = Vec::new();
                     loop {
-                        alts.push(self.seq(depth + 1)?);
+                        let alt = self.seq(depth + 1)?;
+                        // apparmor_parser rejects `,,` (an empty alternative between commas).
+                        if alt.is_empty()
+                            && !alts.is_empty()
+                            && self.src.get(self.pos) == Some(&b',')
+                        {
+                            return Err(self.err(self.pos, "`,,` in an alternation"));
+                        }
+                        alts.push(alt);
                         match self.src.get(self.pos) {
                             Some(b',') => self.pos += 1,
                             Some(b'}') => {
@@ -184,6 +192,10 @@ impl Parser<'_> {
                             }
                             _ => return Err(self.err(at, "`{` without a closing `}`")),
                         }
+                    }
+                    // apparmor_parser: "Invalid number of items between {}".
+                    if alts.len() < 2 {
+                        return Err(self.err(at, "`{…}` needs at least two alternatives"));
                     }
                     out.push((Node::Alt(alts), at));
                 }
@@ -392,6 +404,9 @@ impl Glob {
     }
 }
 
+/// Expansions beyond this size are refused (a hostile or broken tree cannot blow up memory).
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
 /// Variable values: name (without `@{}`) → values, in definition order.
 pub type Vars = HashMap<String, Vec<String>>;
 
@@ -411,12 +426,25 @@ pub fn expand(pattern: &str, vars: &Vars) -> Result<Expanded, GlobError> {
     let mut origin = Vec::with_capacity(pattern.len() + 1);
     expand_into(pattern, vars, &mut text, &mut origin, None, 0)?;
     origin.push(pattern.len());
-    // Collapse `//` the way apparmor_parser filters slashes.
+    // Collapse runs of `/` the way apparmor_parser's filter_slashes does: textually, except a
+    // leading `//` not followed by a third `/`, which is kept.
     let mut out = Vec::with_capacity(text.len());
     let mut out_origin = Vec::with_capacity(origin.len());
-    for (i, &b) in text.iter().enumerate() {
-        if b == b'/' && out.last() == Some(&b'/') && !(i >= 2 && text[i - 2] == b'\\') {
-            continue;
+    let mut start = 0;
+    if text.len() >= 2 && text[0] == b'/' && text[1] == b'/' && text.get(2) != Some(&b'/') {
+        out.extend_from_slice(&text[..2]);
+        out_origin.extend_from_slice(&origin[..2]);
+        start = 2;
+    }
+    let mut seen_slash = false;
+    for (i, &b) in text.iter().enumerate().skip(start) {
+        if b == b'/' {
+            if seen_slash {
+                continue;
+            }
+            seen_slash = true;
+        } else {
+            seen_slash = false;
         }
         out.push(b);
         out_origin.push(origin[i]);
@@ -443,6 +471,9 @@ fn expand_into(
     };
     if depth > 16 {
         return Err(err(0, "variables nested too deeply (a cycle?)".into()));
+    }
+    if text.len() > MAX_EXPANDED_BYTES {
+        return Err(err(0, "variable expansion too large".into()));
     }
     let src = pattern.as_bytes();
     let mut i = 0;
@@ -485,6 +516,9 @@ fn expand_into(
                 }
                 text.extend_from_slice(&sub);
                 origin.extend_from_slice(&sub_origin);
+                if text.len() > MAX_EXPANDED_BYTES {
+                    return Err(err(i, "variable expansion too large".into()));
+                }
             }
             if multi {
                 text.push(b'}');
@@ -596,10 +630,27 @@ mod tests {
     }
 
     #[test]
+    fn exponential_variables_are_refused() {
+        let mut vars = Vars::new();
+        vars.insert("v0".into(), vec!["0123456789".into(); 8]);
+        for i in 1..12 {
+            let prev = format!("@{{v{}}}", i - 1);
+            vars.insert(format!("v{i}"), vec![format!("{prev}{prev}{prev}")]);
+        }
+        assert!(expand("/@{v11}", &vars).is_err());
+    }
+
+    #[test]
     fn bad_patterns_are_errors() {
         assert!(Glob::compile("/a/{b").is_err());
         assert!(Glob::compile("/a/[b").is_err());
         assert!(Glob::compile("/a/b}").is_err());
         assert!(Glob::compile("/a/\\").is_err());
+        // As apparmor_parser: one alternative or `,,` are errors; empty ones are fine.
+        assert!(Glob::compile("/{a}").is_err());
+        assert!(Glob::compile("/{a,,b}").is_err());
+        assert!(Glob::compile("/{,a}").is_ok());
+        assert!(Glob::compile("/{a,}").is_ok());
+        assert!(Glob::compile("/{,}").is_ok());
     }
 }

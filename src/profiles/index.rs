@@ -20,6 +20,9 @@ pub struct ProfileTree {
     pub files: BTreeMap<String, Arc<str>>,
     /// File names found in `disable/` (profiles switched off by the admin).
     pub disabled: BTreeSet<String>,
+    /// Every directory below the root (relative), so that an include of an empty directory
+    /// resolves.
+    pub dirs: BTreeSet<String>,
 }
 
 /// One declaration with its place in the hierarchy.
@@ -113,6 +116,9 @@ impl Index {
                 dirs.entry(dir.to_string()).or_default().push(path.clone());
             }
         }
+        for d in &tree.dirs {
+            dirs.entry(d.clone()).or_default();
+        }
         for list in dirs.values_mut() {
             list.sort();
         }
@@ -182,7 +188,10 @@ impl Index {
                 Item::Profile(child) => self.flatten(child, Some(idx), preamble, top_file, out),
                 Item::Include(inc) => {
                     // Hats and children kept in included files (apache2.d/*).
-                    for target in self.resolve_include(inc, &decl.span.file) {
+                    for target in self
+                        .resolve_include(inc, &decl.span.file)
+                        .unwrap_or_default()
+                    {
                         if let Some(f) = self.files.get(&target) {
                             for it in &f.items {
                                 if let Item::Profile(child) = it {
@@ -253,8 +262,8 @@ impl Index {
     }
 
     /// The files an include names, relative to the root (a directory include names every file
-    /// directly in it). Empty when nothing in the tree matches.
-    pub fn resolve_include(&self, inc: &Include, from_file: &str) -> Vec<String> {
+    /// directly in it, possibly none). None when nothing in the tree matches.
+    pub fn resolve_include(&self, inc: &Include, from_file: &str) -> Option<Vec<String>> {
         let mut candidates = Vec::new();
         let t = inc.target.trim();
         if let Some(abs) = t.strip_prefix('/') {
@@ -273,13 +282,13 @@ impl Index {
         for c in candidates {
             let c = c.trim_end_matches('/').to_string();
             if self.files.contains_key(&c) {
-                return vec![c];
+                return Some(vec![c]);
             }
             if let Some(list) = self.dirs.get(&c) {
-                return list.clone();
+                return Some(list.clone());
             }
         }
-        Vec::new()
+        None
     }
 
     /// Rules, variables and include facts for a declaration.
@@ -351,10 +360,12 @@ impl Index {
                     entry.extend(v.values.iter().cloned());
                 }
                 Item::Include(inc) => {
-                    let targets = self.resolve_include(inc, from_file);
-                    if targets.is_empty() && !inc.if_exists {
-                        eff.missing.push(inc);
-                    }
+                    let Some(targets) = self.resolve_include(inc, from_file) else {
+                        if !inc.if_exists {
+                            eff.missing.push(inc);
+                        }
+                        continue;
+                    };
                     for t in targets {
                         if !seen.insert(t.clone()) {
                             continue;
@@ -412,6 +423,7 @@ mod tests {
                 .map(|(p, t)| ((*p).to_string(), Arc::from(*t)))
                 .collect(),
             disabled: BTreeSet::new(),
+            dirs: BTreeSet::new(),
         }
     }
 

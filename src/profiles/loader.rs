@@ -46,6 +46,7 @@ fn absolute(path: &Path) -> PathBuf {
 /// directories not; editor/package leftovers skipped). Names in `disable/` are recorded.
 pub fn load_tree(root: &Path) -> Result<(ProfileTree, LoadReport), LoadError> {
     let mut files = BTreeMap::new();
+    let mut dirs = BTreeSet::new();
     let mut report = LoadReport::default();
     fs::read_dir(root).map_err(|source| LoadError::Root {
         path: root.to_path_buf(),
@@ -73,6 +74,7 @@ pub fn load_tree(root: &Path) -> Result<(ProfileTree, LoadReport), LoadError> {
                     continue;
                 }
                 if depth < 16 {
+                    dirs.insert(rel_path.clone());
                     stack.push((path, rel_path, depth + 1));
                 }
                 continue;
@@ -116,6 +118,7 @@ pub fn load_tree(root: &Path) -> Result<(ProfileTree, LoadReport), LoadError> {
                 .to_string(),
             files,
             disabled,
+            dirs,
         },
         report,
     ))

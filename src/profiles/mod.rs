@@ -6,6 +6,7 @@
 
 pub mod explain;
 pub mod glob;
+pub mod history;
 pub mod index;
 pub mod lexer;
 pub mod loader;

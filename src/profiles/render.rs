@@ -40,7 +40,10 @@ pub fn render_text(exp: &Explanation, index: &Index) -> String {
                 extra.push(k.to_string());
             }
             if let Some(m) = &exp.profile.mode {
-                extra.push(m.clone());
+                match exp.profile.mode_source {
+                    Some("declared") => extra.push(format!("{m} (declared)")),
+                    _ => extra.push(m.clone()),
+                }
             }
             if let Some(p) = &exp.profile.package {
                 extra.push(format!("package {p}"));

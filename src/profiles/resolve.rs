@@ -203,6 +203,7 @@ mod tests {
             base: "/etc/apparmor.d".into(),
             files,
             disabled: Default::default(),
+            dirs: Default::default(),
         });
         let r = resolve(&idx, "msmtp//helpers");
         assert_eq!(

@@ -9,7 +9,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::explain::Context;
+use super::index::Index;
+use super::resolve;
 use super::suggest::{CheckStatus, Edit, Suggestion};
+use crate::event::Event;
 
 /// Where the kernel lists loaded profiles and their modes.
 pub const KERNEL_PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
@@ -205,6 +209,71 @@ pub fn conffile_modified(package: &str, path: &Path) -> Option<bool> {
         .next()?
         .to_string();
     Some(actual != md5)
+}
+
+/// Gathers a [`Context`] for events: the kernel's mode of the profile, the packages owning the
+/// profile file and the binary, whether the profile was modified locally. Lookups are cached.
+#[derive(Debug)]
+pub struct Facts {
+    modes: HashMap<String, String>,
+    packages: Option<Packages>,
+    modified: HashMap<String, Option<bool>>,
+}
+
+impl Facts {
+    /// Read the kernel's profile list now; ask dpkg/rpm only when `packages` is true.
+    pub fn new(packages: bool) -> Self {
+        Facts {
+            modes: kernel_modes(),
+            packages: packages.then(Packages::default),
+            modified: HashMap::new(),
+        }
+    }
+
+    /// Re-read the kernel's profile list (after a policy load/replace).
+    pub fn refresh_modes(&mut self) {
+        self.modes = kernel_modes();
+    }
+
+    /// The context for one event.
+    pub fn context(&mut self, index: &Index, event: &Event) -> Context {
+        let mut ctx = Context::default();
+        let Some(label) = event.profile() else {
+            return ctx;
+        };
+        ctx.mode = self.modes.get(label).cloned();
+        let declared = resolve::resolve(index, label)
+            .profile
+            .and_then(|i| index.profile(i));
+        // The binary: the record's exe, else an attachment that is a plain path.
+        ctx.binary = event
+            .process
+            .as_ref()
+            .and_then(|p| p.exe.clone())
+            .or_else(|| {
+                declared
+                    .and_then(|p| p.decl.attachment.clone())
+                    .filter(|a| a.starts_with('/') && !a.contains(['*', '?', '{', '[', '@']))
+            });
+        let Some(packages) = self.packages.as_mut() else {
+            return ctx;
+        };
+        if let Some(bin) = &ctx.binary {
+            ctx.binary_package = packages.owner(Path::new(bin));
+        }
+        if let Some(p) = declared {
+            let file = index.absolute(p.file());
+            let path = PathBuf::from(&file);
+            ctx.package = packages.owner(&path);
+            if let Some(pkg) = &ctx.package {
+                ctx.modified_locally = *self
+                    .modified
+                    .entry(file)
+                    .or_insert_with(|| conffile_modified(pkg, &path));
+            }
+        }
+        ctx
+    }
 }
 
 /// Profile name → mode, from the kernel's list (empty when not readable).
