@@ -186,6 +186,11 @@ impl Serialize for Item {
 pub trait EventOutput: Send + std::fmt::Debug {
     /// Accept one item. An error is retried (the checkpoint does not advance meanwhile).
     fn deliver(&mut self, item: &Item) -> io::Result<()>;
+    /// Called about once a second whatever the input, so time-driven work (closing quiet
+    /// incidents, persisting state) happens without events.
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Called at shutdown after the last item.
     fn close(&mut self) -> io::Result<()> {
         Ok(())
@@ -385,6 +390,9 @@ struct Delivery {
     ack: Option<Position>,
 }
 
+/// How often outputs get [`EventOutput::tick`].
+const TICK: Duration = Duration::from_secs(1);
+
 /// Run the pipeline until the sources end (replay) or `shutdown` resolves (follow), then drain.
 pub async fn run(
     plan: Plan,
@@ -434,16 +442,26 @@ pub async fn run(
         let mut dedup = Dedup::default();
         let mut summary = Summary::default();
         let mut last_save = Instant::now();
+        let mut last_tick = Instant::now();
         let mut failure = None;
         'outer: loop {
             let next = handle.block_on(async {
-                if checkpoints.as_ref().is_some_and(Checkpoints::is_dirty) {
-                    let left = interval.saturating_sub(last_save.elapsed());
-                    tokio::time::timeout(left, out_rx.recv()).await.ok()
+                let tick_left = TICK.saturating_sub(last_tick.elapsed());
+                let left = if checkpoints.as_ref().is_some_and(Checkpoints::is_dirty) {
+                    interval.saturating_sub(last_save.elapsed()).min(tick_left)
                 } else {
-                    Some(out_rx.recv().await)
-                }
+                    tick_left
+                };
+                tokio::time::timeout(left, out_rx.recv()).await.ok()
             });
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                for o in &mut outputs {
+                    if let Err(e) = o.tick() {
+                        eprintln!("armorwatch: output tick: {e}");
+                    }
+                }
+            }
             match next {
                 None => {}
                 Some(None) => break,
