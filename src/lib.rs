@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
+pub mod alerting;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

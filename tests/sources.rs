@@ -348,7 +348,7 @@ fn replay_log_files_whole_without_checkpoints() {
     )
     .unwrap();
     let out = Command::new(BIN)
-        .arg("replay")
+        .args(["replay", "--events"])
         .arg(&a)
         .arg(&k)
         .output()

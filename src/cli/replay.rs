@@ -17,14 +17,21 @@ pub struct ReplayArgs {
     /// Log files to read whole (audit.log, kern.log, syslog, kmsg dumps …). With files and no
     /// configuration, only the files are read.
     pub files: Vec<PathBuf>,
+    /// Without a `[sinks.*]` table: write every event (schema 1) to standard output instead of
+    /// alerts.
+    #[arg(long)]
+    pub events: bool,
 }
 
 /// Run the subcommand.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let config = match load_config(args.config.as_deref()) {
+    let mut config = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if args.events {
+        super::run::events_to_stdout(&mut config);
+    }
     let only_files = args.config.is_none() && !args.files.is_empty();
     let sources = if only_files {
         Vec::new()

@@ -16,6 +16,24 @@ pub struct RunArgs {
     /// The configuration file. Without one: automatic sources, JSON lines on standard output.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Without a `[sinks.*]` table: write every event (schema 1) to standard output instead of
+    /// alerts.
+    #[arg(long)]
+    pub events: bool,
+}
+
+/// `--events`: with no sink configured, every event goes to standard output as JSON lines.
+pub fn events_to_stdout(config: &mut Config) {
+    if config.sinks.is_empty() {
+        let mut table = toml::Table::new();
+        table.insert("type".into(), toml::Value::String("stdout".into()));
+        table.insert("content".into(), toml::Value::String("events".into()));
+        config.sinks.push(config::SinkConfig {
+            name: "stdout".into(),
+            kind: "stdout".into(),
+            table,
+        });
+    }
 }
 
 /// Load the configuration, or the defaults when there is no file. `Err(code)` after printing.
@@ -62,18 +80,21 @@ pub fn state_dir(config: &Config, explicit: bool) -> Option<PathBuf> {
 
 /// Build a runtime, run the pipeline, map errors to exit codes.
 pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
-    let outputs = match pipeline::build_outputs(&config.sinks) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("armorwatch: configuration error: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let outputs = {
+        let _guard = runtime.enter();
+        match crate::alerting::build_outputs(config, plan.mode, plan.state_dir.as_deref()) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("armorwatch: configuration error: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        }
+    };
     // Replay ends when the sources reach their end; a signal stops either mode early.
     let result = runtime.block_on(pipeline::run(plan, outputs, shutdown_signal()));
     match result {
@@ -109,10 +130,13 @@ async fn shutdown_signal() {
 
 /// Run the subcommand.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match load_config(args.config.as_deref()) {
+    let mut config = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if args.events {
+        events_to_stdout(&mut config);
+    }
     let sources = choose_sources(&config);
     if sources.is_empty() {
         eprintln!("armorwatch: no readable source; see `armorwatch doctor`");

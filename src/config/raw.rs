@@ -22,6 +22,43 @@ pub struct RawConfig {
     /// `[sinks.NAME]`: validated by the sinks module; only `type` is read here.
     #[serde(default)]
     pub sinks: BTreeMap<String, toml::Table>,
+    /// `[correlate]`.
+    pub correlate: Option<RawCorrelate>,
+    /// `[profiles]`.
+    pub profiles: Option<RawProfiles>,
+    /// The host name put into alerts (default: the machine's host name).
+    pub host: Option<String>,
+}
+
+/// `[correlate]`: how events become incidents and alerts.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCorrelate {
+    /// The window in seconds: at most one `incident.update` per window while an incident keeps
+    /// happening, and `incident.closed` after this long without an event (default 60).
+    pub window_secs: Option<u64>,
+    /// Cap on incident alerts per minute across all incidents; what it holds back is announced
+    /// in a `suppressed` alert with exact counts, never dropped (default 120; 0 = no cap).
+    pub max_alerts_per_minute: Option<u32>,
+    /// Cap on open incidents; beyond it the least recently seen is closed with its counts
+    /// (default 10000).
+    pub max_open_incidents: Option<usize>,
+    /// AppArmor's severity database (default `/etc/apparmor/severity.db`, else a bundled copy).
+    pub severity_db: Option<PathBuf>,
+    /// A directory of `*.toml` noise-rule drop-ins added to the bundled rules
+    /// (default `/etc/armorwatch/noise.d`).
+    pub noise_dir: Option<PathBuf>,
+}
+
+/// `[profiles]`: where the explanations come from.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawProfiles {
+    /// The profile tree (default `/etc/apparmor.d`).
+    pub dir: Option<PathBuf>,
+    /// Compile-check every suggested rule with `apparmor_parser` when it is installed
+    /// (default true).
+    pub check_suggestions: Option<bool>,
+    /// Explain alerts at all (default true).
+    pub enabled: Option<bool>,
 }
 
 /// `[state]`.

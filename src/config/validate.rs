@@ -22,6 +22,60 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// `[sinks.NAME]` tables, in name order.
     pub sinks: Vec<SinkConfig>,
+    /// `[correlate]`.
+    pub correlate: CorrelateSettings,
+    /// `[profiles]`.
+    pub profiles: ProfileSettings,
+    /// `host`: the host name in alerts; None = the machine's.
+    pub host: Option<String>,
+}
+
+/// Validated `[correlate]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelateSettings {
+    /// The window.
+    pub window: Duration,
+    /// Incident alerts per minute (0 = no cap).
+    pub max_alerts_per_minute: u32,
+    /// Open incidents kept.
+    pub max_open_incidents: usize,
+    /// severity.db.
+    pub severity_db: PathBuf,
+    /// Noise drop-ins.
+    pub noise_dir: PathBuf,
+}
+
+impl Default for CorrelateSettings {
+    fn default() -> Self {
+        CorrelateSettings {
+            window: Duration::from_secs(60),
+            max_alerts_per_minute: 120,
+            max_open_incidents: 10_000,
+            severity_db: PathBuf::from("/etc/apparmor/severity.db"),
+            noise_dir: PathBuf::from("/etc/armorwatch/noise.d"),
+        }
+    }
+}
+
+/// Validated `[profiles]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSettings {
+    /// Explain alerts.
+    pub enabled: bool,
+    /// The profile tree.
+    pub dir: PathBuf,
+    /// Compile-check suggestions.
+    pub check_suggestions: bool,
+}
+
+impl Default for ProfileSettings {
+    fn default() -> Self {
+        ProfileSettings {
+            enabled: true,
+            dir: PathBuf::from("/etc/apparmor.d"),
+            check_suggestions: true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -31,6 +85,9 @@ impl Default for Config {
             checkpoint_interval: Duration::from_millis(1000),
             sources: Vec::new(),
             sinks: Vec::new(),
+            correlate: CorrelateSettings::default(),
+            profiles: ProfileSettings::default(),
+            host: None,
         }
     }
 }
@@ -142,6 +199,61 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         if sources.netlink.is_some() {
             config.sources.push(SourceConfig::Netlink);
         }
+    }
+    if let Some(c) = raw.correlate {
+        if let Some(w) = c.window_secs {
+            if w == 0 || w > 86_400 {
+                return Err(invalid(
+                    "correlate.window_secs",
+                    "must be between 1 and 86400",
+                ));
+            }
+            config.correlate.window = Duration::from_secs(w);
+        }
+        if let Some(n) = c.max_alerts_per_minute {
+            config.correlate.max_alerts_per_minute = n;
+        }
+        if let Some(n) = c.max_open_incidents {
+            if n == 0 {
+                return Err(invalid(
+                    "correlate.max_open_incidents",
+                    "must be at least 1",
+                ));
+            }
+            config.correlate.max_open_incidents = n;
+        }
+        if let Some(p) = c.severity_db {
+            if !p.is_absolute() {
+                return Err(invalid("correlate.severity_db", "must be an absolute path"));
+            }
+            config.correlate.severity_db = p;
+        }
+        if let Some(p) = c.noise_dir {
+            if !p.is_absolute() {
+                return Err(invalid("correlate.noise_dir", "must be an absolute path"));
+            }
+            config.correlate.noise_dir = p;
+        }
+    }
+    if let Some(p) = raw.profiles {
+        if let Some(dir) = p.dir {
+            if !dir.is_absolute() {
+                return Err(invalid("profiles.dir", "must be an absolute path"));
+            }
+            config.profiles.dir = dir;
+        }
+        if let Some(b) = p.check_suggestions {
+            config.profiles.check_suggestions = b;
+        }
+        if let Some(b) = p.enabled {
+            config.profiles.enabled = b;
+        }
+    }
+    if let Some(h) = raw.host {
+        if h.is_empty() || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid("host", "must be a non-empty name without spaces"));
+        }
+        config.host = Some(h);
     }
     for (name, table) in raw.sinks {
         let key = format!("sinks.{name}.type");

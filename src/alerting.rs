@@ -1,0 +1,469 @@
+//! The alerting stage: events → correlator → profile explanation → sinks.
+//!
+//! It is the pipeline's output ([`EventOutput`]): the pipeline hands it every de-duplicated event
+//! and loss notice in order, on one thread. Here the pure parts meet the clock and the disk: the
+//! wall clock drives the correlator, open incidents are persisted to the state directory (and
+//! restored at start, so a restart inside the window does not re-open them), explanations come
+//! from the profile tree, and alerts go to the [`SinkSet`] (one task and queue per sink).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::alert::{Alert, AlertType};
+use crate::correlate::{self, Correlator};
+use crate::event::{Event, Kind};
+use crate::pipeline::{EventOutput, Item, Mode};
+use crate::profiles::suggest::CheckStatus;
+use crate::profiles::{self, Explainer, Index, history::PolicyChanges, loader, system};
+use crate::sinks::SinkSet;
+
+/// How often open incidents are written to the state directory while running.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+
+/// The file (in the state directory) holding the correlator's open incidents.
+pub const INCIDENTS_FILE: &str = "incidents.json";
+
+/// Profile knowledge used to explain alerts.
+#[derive(Debug)]
+pub struct ProfileKnowledge {
+    root: PathBuf,
+    explainer: Explainer,
+    facts: system::Facts,
+    changes: PolicyChanges,
+    check_suggestions: bool,
+    checked: HashMap<(String, String), (CheckStatus, Option<String>)>,
+}
+
+impl ProfileKnowledge {
+    /// Index the profile tree at `root`. Syntax errors in single files are reported and skipped.
+    pub fn load(root: &Path, check_suggestions: bool) -> Result<ProfileKnowledge, String> {
+        let (tree, report) = loader::load_tree(root).map_err(|e| e.to_string())?;
+        let _ = report;
+        Ok(ProfileKnowledge {
+            root: root.to_path_buf(),
+            explainer: Explainer::new(Index::build(&tree), 4096),
+            facts: system::Facts::new(true),
+            changes: PolicyChanges::default(),
+            check_suggestions,
+            checked: HashMap::new(),
+        })
+    }
+
+    /// Watch STATUS events: a profile replaced or loaded means the tree may have changed.
+    fn observe(&mut self, event: &Event) {
+        self.changes.observe(event);
+        if event.kind == Kind::Status
+            && matches!(
+                event.operation(),
+                Some("profile_load" | "profile_replace" | "profile_remove")
+            )
+        {
+            if let Ok((tree, _)) = loader::load_tree(&self.root) {
+                self.explainer.replace_index(Index::build(&tree));
+            }
+            self.facts.refresh_modes();
+        }
+    }
+
+    /// Attach `profile` and `explanation` to an incident alert.
+    fn annotate(&mut self, alert: &mut Alert) {
+        let Some(event) = alert.event.as_ref() else {
+            return;
+        };
+        if !matches!(event.kind, Kind::Denied | Kind::Allowed | Kind::Killed) {
+            return;
+        }
+        let mut ctx = self.facts.context(self.explainer.index(), event);
+        ctx.after_profile_replace = self.changes.after_replace(event, 300);
+        let mut exp = self.explainer.explain(event, &ctx);
+        if let Some(s) = exp.explanation.suggestion.as_mut() {
+            if self.check_suggestions {
+                let key = (s.file.clone(), s.rule.clone());
+                match self.checked.get(&key) {
+                    Some((status, message)) => {
+                        s.check = *status;
+                        s.check_message = message.clone();
+                    }
+                    None => {
+                        system::check_suggestion(&self.root, s);
+                        self.checked.insert(key, (s.check, s.check_message.clone()));
+                    }
+                }
+            }
+        }
+        let (profile, explanation) = profiles::alert_values(&exp);
+        alert.profile = Some(profile);
+        alert.explanation = Some(explanation);
+    }
+}
+
+/// The alerting output.
+#[derive(Debug)]
+pub struct Alerting {
+    mode: Mode,
+    correlator: Correlator,
+    profiles: Option<ProfileKnowledge>,
+    sinks: Option<SinkSet>,
+    runtime: tokio::runtime::Handle,
+    state_dir: Option<PathBuf>,
+    last_snapshot: Instant,
+    alerts: Vec<Alert>,
+    delivered: u64,
+    /// The latest time handed to the correlator (replay: event time, never going backwards).
+    last_at: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Alerting {
+    /// Build the stage. In follow mode the correlator is restored from the state directory.
+    pub fn new(
+        mode: Mode,
+        config: correlate::Config,
+        profiles: Option<ProfileKnowledge>,
+        sinks: SinkSet,
+        runtime: tokio::runtime::Handle,
+        state_dir: Option<PathBuf>,
+    ) -> Alerting {
+        let correlator = match (&state_dir, mode) {
+            (Some(dir), Mode::Follow) => restore(dir, config),
+            _ => Correlator::new(config),
+        };
+        Alerting {
+            mode,
+            correlator,
+            profiles,
+            sinks: Some(sinks),
+            runtime,
+            state_dir,
+            last_snapshot: Instant::now(),
+            alerts: Vec::new(),
+            delivered: 0,
+            last_at: 0,
+        }
+    }
+
+    /// Alerts handed to the sinks so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    fn emit(&mut self) {
+        let mut alerts = std::mem::take(&mut self.alerts);
+        for mut alert in alerts.drain(..) {
+            if matches!(
+                alert.alert_type,
+                AlertType::IncidentOpened | AlertType::IncidentUpdate | AlertType::IncidentClosed
+            ) {
+                if let Some(p) = self.profiles.as_mut() {
+                    p.annotate(&mut alert);
+                }
+            }
+            if let Some(sinks) = &self.sinks {
+                sinks.deliver_alert(&alert);
+            }
+            self.delivered += 1;
+        }
+        self.alerts = alerts;
+    }
+
+    fn save_snapshot(&mut self) -> io::Result<()> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(());
+        };
+        let snapshot = self.correlator.snapshot();
+        let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
+        crate::checkpoint::write_atomic(&dir.join(INCIDENTS_FILE), &bytes)?;
+        self.last_snapshot = Instant::now();
+        Ok(())
+    }
+}
+
+fn restore(dir: &Path, config: correlate::Config) -> Correlator {
+    let path = dir.join(INCIDENTS_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Correlator::new(config);
+    };
+    match serde_json::from_slice::<correlate::Snapshot>(&bytes) {
+        Ok(snapshot) => match Correlator::restore(snapshot, config.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "armorwatch: {}: {e}; starting with no open incidents",
+                    path.display()
+                );
+                Correlator::new(config)
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "armorwatch: {}: {e}; starting with no open incidents",
+                path.display()
+            );
+            Correlator::new(config)
+        }
+    }
+}
+
+impl EventOutput for Alerting {
+    fn deliver(&mut self, item: &Item) -> io::Result<()> {
+        let now = now_ms();
+        match item {
+            Item::Event(event) => {
+                if let Some(sinks) = &self.sinks {
+                    sinks.deliver_event(event);
+                }
+                if let Some(p) = self.profiles.as_mut() {
+                    p.observe(event);
+                }
+                // Replay has no wall clock of its own: the events' stamps drive the windows.
+                let at = match self.mode {
+                    Mode::Replay => correlate::event_time_ms(event)
+                        .unwrap_or(self.last_at)
+                        .max(self.last_at),
+                    Mode::Follow => now,
+                };
+                self.last_at = at;
+                self.correlator.push(event.clone(), at, &mut self.alerts);
+            }
+            Item::Loss(loss) => {
+                let origin = match &loss.source {
+                    crate::event::Source::File { path, .. } => format!("file:{path}"),
+                    crate::event::Source::Journald { .. } => "journald".to_string(),
+                    crate::event::Source::Kmsg { .. } => "kmsg".to_string(),
+                    crate::event::Source::Netlink => "netlink".to_string(),
+                    crate::event::Source::Stdin { .. } => "stdin".to_string(),
+                    crate::event::Source::Text => "text".to_string(),
+                };
+                let reason = serde_json::to_value(loss.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let what = match &loss.detail {
+                    Some(d) => format!("{reason}: {d}"),
+                    None => reason,
+                };
+                let info = crate::alert::LossInfo {
+                    origin,
+                    what,
+                    count: loss.count,
+                };
+                self.correlator.push_loss(info, now, &mut self.alerts);
+            }
+        }
+        self.emit();
+        Ok(())
+    }
+
+    fn tick(&mut self) -> io::Result<()> {
+        if self.mode == Mode::Follow {
+            self.correlator.tick(now_ms(), &mut self.alerts);
+            self.emit();
+            if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+                self.save_snapshot()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        match self.mode {
+            // Replay's output is complete: every incident ends with incident.closed.
+            Mode::Replay => {
+                self.correlator.flush_all(self.last_at, &mut self.alerts);
+                self.emit();
+            }
+            // A restart inside the window continues the open incidents.
+            Mode::Follow => {
+                self.correlator.tick(now_ms(), &mut self.alerts);
+                self.emit();
+                self.save_snapshot()?;
+            }
+        }
+        if let Some(sinks) = self.sinks.take() {
+            let report = self
+                .runtime
+                .block_on(sinks.shutdown(Duration::from_secs(5)));
+            let _ = report;
+        }
+        Ok(())
+    }
+}
+
+/// Why outputs could not be built (exit 78: the configuration is wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A `[sinks.NAME]` table is wrong.
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::config::SinkConfigError),
+    /// A sink could not be set up.
+    #[error(transparent)]
+    Setup(#[from] crate::sinks::SinkError),
+    /// An events file cannot be opened.
+    #[error("sinks.{sink}: cannot open {path}: {source}")]
+    Open {
+        /// NAME.
+        sink: String,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// severity.db or a noise drop-in is wrong.
+    #[error("{0}")]
+    Correlate(String),
+}
+
+/// This machine's host name (for alerts whose records name none).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Validate every `[sinks.NAME]` table (the check `check-config` runs).
+pub fn sink_specs(
+    config: &crate::config::Config,
+) -> Result<Vec<crate::sinks::config::SinkSpec>, OutputError> {
+    let ctx = crate::sinks::config::SecretContext::from_env();
+    let mut specs = Vec::new();
+    for sink in &config.sinks {
+        specs.push(crate::sinks::config::SinkSpec::from_table(
+            &sink.name,
+            &sink.table,
+            &ctx,
+        )?);
+    }
+    Ok(specs)
+}
+
+/// The correlator's settings from the configuration: severity.db from disk when present (else
+/// the bundled copy), noise rules bundled plus the drop-ins.
+pub fn correlator_config(
+    config: &crate::config::Config,
+    host: &str,
+) -> Result<correlate::Config, OutputError> {
+    use crate::correlate::noise::{self, NoiseRules};
+    use crate::correlate::severity::SeverityDb;
+    let mut c = correlate::Config {
+        window_ms: config.correlate.window.as_millis() as u64,
+        max_alerts_per_minute: config.correlate.max_alerts_per_minute,
+        max_open_incidents: config.correlate.max_open_incidents,
+        host: host.to_string(),
+        ..correlate::Config::default()
+    };
+    if let Ok(text) = std::fs::read_to_string(&config.correlate.severity_db) {
+        let db = SeverityDb::parse(&text).map_err(|e| {
+            OutputError::Correlate(format!("{}: {e}", config.correlate.severity_db.display()))
+        })?;
+        c.severity_db = std::sync::Arc::new(db);
+    }
+    let mut drop_ins: Vec<(String, String)> = Vec::new();
+    drop_ins.push((
+        "data/noise.toml".to_string(),
+        noise::BUNDLED_NOISE.to_string(),
+    ));
+    if let Ok(dir) = std::fs::read_dir(&config.correlate.noise_dir) {
+        let mut paths: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| OutputError::Correlate(format!("{}: {e}", p.display())))?;
+            drop_ins.push((p.display().to_string(), text));
+        }
+    }
+    let texts: Vec<(&str, &str)> = drop_ins
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let noise =
+        NoiseRules::from_texts(&texts).map_err(|e| OutputError::Correlate(e.to_string()))?;
+    c.noise = std::sync::Arc::new(noise);
+    Ok(c)
+}
+
+/// Build the pipeline's outputs: `content = "events"` file/stdout sinks get events directly
+/// (synchronously, so checkpoints only advance past what they wrote); everything else goes
+/// through the correlator, the explainer and the [`SinkSet`]. Without any sink: alerts as JSON
+/// lines on standard output. Must be called inside the runtime.
+pub fn build_outputs(
+    config: &crate::config::Config,
+    mode: Mode,
+    state_dir: Option<&Path>,
+) -> Result<Vec<Box<dyn EventOutput>>, OutputError> {
+    use crate::pipeline::JsonLines;
+    use crate::sinks::config::{Content, SinkKind};
+    let host = config.host.clone().unwrap_or_else(host_name);
+    let mut specs = sink_specs(config)?;
+    if specs.is_empty() {
+        let mut table = toml::Table::new();
+        table.insert("type".into(), toml::Value::String("stdout".into()));
+        let ctx = crate::sinks::config::SecretContext::from_env();
+        specs.push(crate::sinks::config::SinkSpec::from_table(
+            "stdout", &table, &ctx,
+        )?);
+    }
+    let mut outputs: Vec<Box<dyn EventOutput>> = Vec::new();
+    let mut alert_specs = Vec::new();
+    for spec in specs {
+        match &spec.kind {
+            SinkKind::File(f) if f.content == Content::Events => {
+                let out = JsonLines::file(&f.path).map_err(|source| OutputError::Open {
+                    sink: spec.name.clone(),
+                    path: f.path.clone(),
+                    source,
+                })?;
+                outputs.push(Box::new(out));
+            }
+            SinkKind::Stdout(s) if s.content == Content::Events => {
+                outputs.push(Box::new(JsonLines::stdout()));
+            }
+            _ => alert_specs.push(spec),
+        }
+    }
+    if !alert_specs.is_empty() {
+        let outbox_dir = state_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::env::temp_dir().join("armorwatch-outbox"));
+        let sinks = SinkSet::start(
+            &alert_specs,
+            crate::sinks::SinkSetOptions::new(outbox_dir, host.clone()),
+        )?;
+        let profiles = if config.profiles.enabled {
+            match ProfileKnowledge::load(&config.profiles.dir, config.profiles.check_suggestions) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!(
+                        "armorwatch: {}: {e}; alerts will carry no explanation",
+                        config.profiles.dir.display()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let alerting = Alerting::new(
+            mode,
+            correlator_config(config, &host)?,
+            profiles,
+            sinks,
+            tokio::runtime::Handle::current(),
+            state_dir.map(Path::to_path_buf),
+        );
+        outputs.push(Box::new(alerting));
+    }
+    Ok(outputs)
+}
