@@ -503,3 +503,111 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------- the command
+
+fn run_cli(args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+        .arg("correlate")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (alerts, String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn command_keeps_incidents_across_runs_with_a_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // split the log between two runs at an AppArmor record near the middle
+    let lines: Vec<&str> = LOADGEN.lines().collect();
+    let cut = (lines.len() / 2..lines.len())
+        .find(|i| lines[*i].starts_with("type=AVC"))
+        .unwrap();
+    let first = dir.path().join("first.log");
+    let second = dir.path().join("second.log");
+    std::fs::write(&first, lines[..cut].join("\n") + "\n").unwrap();
+    std::fs::write(&second, lines[cut..].join("\n") + "\n").unwrap();
+    let state = dir.path().join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let common = [
+        "--host",
+        "h",
+        "--window-secs",
+        "30",
+        "--max-alerts-per-minute",
+        "0",
+    ];
+
+    let mut args = common.to_vec();
+    args.extend(["--state", state_arg, first.to_str().unwrap()]);
+    let (a, _) = run_cli(&args);
+    assert!(state.exists());
+    assert!(
+        !dir.path().join("state.tmp").exists(),
+        "temporary file left behind"
+    );
+    let opened_first: std::collections::HashSet<String> = a
+        .iter()
+        .filter(|v| v["type"] == "incident.opened")
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!opened_first.is_empty());
+
+    let mut args = common.to_vec();
+    args.extend(["--state", state_arg, second.to_str().unwrap()]);
+    let (b, stderr) = run_cli(&args);
+    assert!(stderr.contains("armorwatch correlate:"), "{stderr}");
+    // incidents still open at the restart continue: updated or closed, never opened again
+    let continued: Vec<&serde_json::Value> = b
+        .iter()
+        .filter(|v| opened_first.contains(v["id"].as_str().unwrap_or("")))
+        .collect();
+    assert!(
+        !continued.is_empty(),
+        "no incident continued across the restart"
+    );
+    for v in continued {
+        assert_ne!(v["type"], "incident.opened", "{v}");
+        assert!(
+            v["total"].as_u64().unwrap() > v["count"].as_u64().unwrap()
+                || v["seq"].as_u64().unwrap() > 1
+        );
+    }
+    // without --state, end of input closes everything
+    let (c, _) = run_cli(&["--host", "h", first.to_str().unwrap()]);
+    let opened = c.iter().filter(|v| v["type"] == "incident.opened").count();
+    let closed = c.iter().filter(|v| v["type"] == "incident.closed").count();
+    assert_eq!(opened, closed);
+    assert!(
+        c.iter()
+            .filter(|v| v["type"] == "incident.closed")
+            .all(|v| v["reason"] == "end_of_input" || v["reason"] == "quiet")
+    );
+}
+
+#[test]
+fn command_rejects_bad_noise_files_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[rule]]\nname = \"x\"\nprofiel = \"y\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+        .args(["correlate", "--noise", bad.to_str().unwrap(), "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("profiel"),
+        "{stderr}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
+mod correlate;
 mod parse;
 
 use std::process::ExitCode;
@@ -21,6 +22,9 @@ pub struct Cli {
 enum Command {
     /// Parse AppArmor records from log files (or stdin) into JSON lines, event schema 1.
     Parse(parse::ParseArgs),
+    /// Correlate AppArmor events from log files into alerts (JSON lines, alert schema 1), on log
+    /// time; every incident is closed at the end of input unless --state keeps them.
+    Correlate(correlate::CorrelateArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -28,6 +32,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => parse::run(&args),
+        Command::Correlate(args) => correlate::run(&args),
     };
     match result {
         Ok(code) => code,

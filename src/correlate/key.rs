@@ -53,6 +53,8 @@ pub const NORMALISE: &[(&str, &str, &str)] = &[
     ("rsync-temp", r"/\.([^/]+)\.[A-Za-z0-9]{6}$", "/.$1.@{rand}"),
     // long hex runs (cache keys, hashes, build ids)
     ("hex", r"[0-9a-fA-F]{16,}", "@{hex}"),
+    // random hex suffixes of runtime files and sockets: pulse-0a1b2c3d, dconf.5e6f7a8b
+    ("hex-suffix", r"([-_.])[0-9a-f]{8,15}$", "${1}@{hex}"),
     // terminals
     ("pts", r"^/dev/pts/[0-9]+$", "/dev/pts/@{n}"),
     ("tty", r"^/dev/tty[0-9]+$", "/dev/tty@{n}"),
@@ -342,6 +344,15 @@ mod tests {
             "/tmp/systemd-private-@{hex}-chronyd.service-@{rand}/tmp/x"
         );
         assert_eq!(n("/etc/.passwd.Xy12ab"), "/etc/.passwd.@{rand}");
+        assert_eq!(
+            n("/run/user/1000/pulse-0a1b2c3d"),
+            "/run/user/@{uid}/pulse-@{hex}"
+        );
+        assert_eq!(
+            n("/run/user/120/snap.firefox-deadbeef"),
+            "/run/user/@{uid}/snap.firefox-@{hex}"
+        );
+        assert_eq!(n("/usr/lib/libfoo-1.2.so"), "/usr/lib/libfoo-1.2.so");
     }
 
     #[test]

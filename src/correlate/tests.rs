@@ -34,6 +34,7 @@ fn cap_ev(kind: &str, profile: &str, cap: &str) -> Box<Event> {
 fn config() -> Config {
     Config {
         host: "testhost".into(),
+        window_ms: MIN,
         ..Config::default()
     }
 }
