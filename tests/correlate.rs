@@ -611,3 +611,53 @@ fn command_rejects_bad_noise_files_with_exit_78() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------- hostile values
+
+fn hostile_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[/a-z0-9@{}*?\\[\\]\\\\. \n\r\t\u{1b}<>&\"'-]{0,80}",
+        Just("/proc/1/task/2/fd/3".to_owned()),
+        Just("/home/\u{202e}evil/\n/.ssh/id".to_owned()),
+        Just("{".repeat(300)),
+        Just("/".repeat(500) + &"9".repeat(500)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever the log says, the correlator neither panics nor emits an alert outside the
+    /// schema, and the hostile value survives as data.
+    #[test]
+    fn hostile_field_values_stay_data(
+        values in prop::collection::vec(hostile_string(), 6),
+        proto in 0usize..5,
+    ) {
+        static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+        let validator = VALIDATOR.get_or_init(|| {
+            jsonschema::validator_for(&serde_json::from_str(SCHEMA).unwrap()).unwrap()
+        });
+        let mut e = prototypes()[proto].clone();
+        for (i, key) in ["profile", "name", "denied_mask", "comm", "capname", "info"].iter().enumerate() {
+            match e.fields.0.iter_mut().find(|(k, _)| k == key) {
+                Some(pair) => pair.1 = values[i].clone(),
+                None => e.fields.push(*key, values[i].clone()),
+            }
+        }
+        let mut c = Correlator::new(config());
+        let mut out = Vec::new();
+        c.push(e.clone(), 1_700_000_000_000, &mut out);
+        c.push(e, 1_700_000_000_001, &mut out);
+        c.flush_all(1_700_000_000_002, &mut out);
+        prop_assert!(!out.is_empty());
+        for a in &out {
+            let json = serde_json::to_value(a).unwrap();
+            prop_assert!(validator.is_valid(&json), "{json:#}");
+            let text = serde_json::to_string(a).unwrap();
+            prop_assert!(!text.contains('\n'), "one alert per line");
+        }
+        prop_assert_eq!(out[0].key.as_ref().unwrap().profile.as_str(), values[0].as_str());
+    }
+}
