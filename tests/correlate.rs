@@ -235,7 +235,8 @@ fn memory_stays_flat_under_a_million_distinct_events() {
     // a million events in 17 minutes: buckets roll, incidents close by eviction and by quiet
     const SPAN_MS: u64 = 1_000_000;
     let proto = match parse_text(
-        "type=AVC msg=audit(1700000000.123:1): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"/usr/sbin/storm\" name=\"/srv/x\" pid=1 comm=\"storm\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0",
+        // lean on purpose: the test measures the correlator, not cloning test events
+        "type=AVC msg=audit(1700000000.123:1): apparmor=\"DENIED\" operation=\"open\" profile=\"s\" name=\"/srv/x\" denied_mask=\"r\"",
         &Source::Text,
     )
     .pop()

@@ -606,7 +606,9 @@ impl Correlator {
             closed: true,
         });
         if self.ledger.len() >= self.config.max_held_listed.max(1) {
-            self.emit_suppressed(now, true, out);
+            // Only the ledger: held open incidents are still in memory and are listed when the
+            // minute ends.
+            self.emit_suppressed(now, false, out);
         }
     }
 
