@@ -13,7 +13,7 @@ use anyhow::Context;
 use crate::alert::{Alert, LossInfo};
 use crate::correlate::noise::{BUNDLED_NOISE, NoiseRules};
 use crate::correlate::severity::SeverityDb;
-use crate::correlate::{Config, Correlator, Snapshot, event_time_ms, loss_info};
+use crate::correlate::{Config, Correlator, Settings, Snapshot, event_time_ms, loss_info};
 use crate::event::Source;
 use crate::parse::{Output, Parser};
 
@@ -212,15 +212,16 @@ fn build_config(args: &CorrelateArgs) -> anyhow::Result<Config> {
         Some(h) => h.clone(),
         None => local_host_name(),
     };
-    Ok(Config {
-        window_ms: args.window_secs.saturating_mul(1000),
+    let settings = Settings {
+        window_secs: args.window_secs,
         max_alerts_per_minute: args.max_alerts_per_minute,
         max_open_incidents: args.max_open_incidents,
-        host,
-        severity_db: Arc::new(severity_db),
-        noise: Arc::new(noise),
-        ..Config::default()
-    })
+        ..Settings::default()
+    };
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
+    Ok(settings.into_config(host, Arc::new(severity_db), Arc::new(noise)))
 }
 
 fn local_host_name() -> String {

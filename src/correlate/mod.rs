@@ -15,8 +15,19 @@
 //! - [`Correlator::snapshot`] / [`Correlator::restore`] carry open incidents across restarts.
 //!
 //! Time is the caller's: every call takes `now` in milliseconds since the epoch (the daemon passes
-//! the wall clock, `replay` the events' own times). Time never goes backwards here: an earlier
-//! `now` is treated as the latest one seen.
+//! the wall clock, `replay` the events' own times, see [`event_time_ms`]). Time never goes
+//! backwards here: an earlier `now` is treated as the latest one seen.
+//!
+//! Use from the pipeline:
+//! - start: [`Settings`] from `[correlate]`, [`SeverityDb::parse`] of `/etc/apparmor/severity.db`
+//!   (or [`SeverityDb::bundled`]), [`NoiseRules::from_texts`] of `data/noise.toml` plus drop-ins,
+//!   [`Settings::into_config`]; then [`Correlator::restore`] from the state file, or
+//!   [`Correlator::new`];
+//! - per event [`Correlator::push`], per parser/source loss [`Correlator::push_loss`] (see
+//!   [`loss_info`]), about once a second [`Correlator::tick`]; each appends alerts to `out`;
+//! - on shutdown (and periodically) write [`Correlator::snapshot`] as JSON, atomically; at the end
+//!   of a replay [`Correlator::flush_all`] instead;
+//! - sinks filter with [`policy::Policy`] and batch digests with [`policy::Digest`].
 
 pub mod glob;
 pub mod key;
@@ -82,6 +93,98 @@ impl Default for Config {
             host: String::new(),
             severity_db: Arc::new(SeverityDb::bundled()),
             noise: Arc::new(NoiseRules::bundled().unwrap_or_default()),
+        }
+    }
+}
+
+/// The `[correlate]` table of the configuration file. Unknown keys are rejected; [`Settings::validate`]
+/// names the key that is out of range.
+///
+/// ```toml
+/// [correlate]
+/// window_secs = 300
+/// max_alerts_per_minute = 120
+/// max_open_incidents = 10000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// At most one `incident.update` per window; `incident.closed` after a quiet window.
+    pub window_secs: u64,
+    /// Flood cap on incident alerts per minute; 0 = no cap.
+    pub max_alerts_per_minute: u32,
+    /// Cap on open incidents (memory bound); the least recently seen is evicted.
+    pub max_open_incidents: usize,
+    /// Raw samples kept per incident.
+    pub max_samples: usize,
+    /// Closed-while-held incidents collected before a `suppressed` alert is sent early.
+    pub max_held_listed: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = Config::default();
+        Settings {
+            window_secs: c.window_ms / 1000,
+            max_alerts_per_minute: c.max_alerts_per_minute,
+            max_open_incidents: c.max_open_incidents,
+            max_samples: c.max_samples,
+            max_held_listed: c.max_held_listed,
+        }
+    }
+}
+
+/// A [`Settings`] value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SettingsError {
+    /// The key below `[correlate]`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Settings {
+    /// Check ranges.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let err = |key, message: &str| {
+            Err(SettingsError {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !(1..=86_400).contains(&self.window_secs) {
+            return err("window_secs", "must be between 1 and 86400");
+        }
+        if self.max_open_incidents == 0 {
+            return err("max_open_incidents", "must be at least 1");
+        }
+        if self.max_held_listed == 0 {
+            return err("max_held_listed", "must be at least 1");
+        }
+        if self.max_samples > 100 {
+            return err("max_samples", "must be at most 100");
+        }
+        Ok(())
+    }
+
+    /// The correlator configuration, with the host name, severity.db and noise rules the
+    /// caller loaded.
+    pub fn into_config(
+        self,
+        host: String,
+        severity_db: Arc<SeverityDb>,
+        noise: Arc<NoiseRules>,
+    ) -> Config {
+        Config {
+            window_ms: self.window_secs.saturating_mul(1000),
+            max_alerts_per_minute: self.max_alerts_per_minute,
+            max_open_incidents: self.max_open_incidents,
+            max_samples: self.max_samples,
+            max_held_listed: self.max_held_listed,
+            host,
+            severity_db,
+            noise,
         }
     }
 }
@@ -812,3 +915,27 @@ fn reparse(raw: &[String], key: &IncidentKey, host: Option<String>) -> Box<Event
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn settings_defaults_match_config_and_keys_are_checked() {
+        let s: Settings = toml::from_str("").unwrap();
+        assert_eq!(s, Settings::default());
+        let c = s.clone().into_config(
+            "h".into(),
+            Arc::new(SeverityDb::bundled()),
+            Arc::new(NoiseRules::none()),
+        );
+        assert_eq!(c.window_ms, Config::default().window_ms);
+        let e = toml::from_str::<Settings>("window_sec = 3").unwrap_err();
+        assert!(e.to_string().contains("window_sec"), "{e}");
+        let s: Settings = toml::from_str("window_secs = 0").unwrap();
+        assert_eq!(s.validate().unwrap_err().key, "window_secs");
+        let s: Settings = toml::from_str("max_open_incidents = 0").unwrap();
+        assert_eq!(s.validate().unwrap_err().key, "max_open_incidents");
+        assert!(Settings::default().validate().is_ok());
+    }
+}
