@@ -243,6 +243,9 @@ pub struct Snapshot {
     pub bucket_count: u32,
     /// Closed incidents held back by flood control, not yet listed in a `suppressed` alert.
     pub ledger: Vec<HeldBack>,
+    /// Highest severity among the ledger's incidents.
+    #[serde(default)]
+    pub ledger_severity: u8,
     /// Open incidents, least recently seen first.
     pub incidents: Vec<IncidentSnapshot>,
 }
@@ -339,6 +342,7 @@ pub struct Correlator {
     norm: Normaliser,
     incidents: LruCache<InternalKey, Incident>,
     ledger: Vec<HeldBack>,
+    ledger_severity: u8,
     gate: FloodGate,
     next_serial: u64,
     last_now: u64,
@@ -395,6 +399,7 @@ impl Correlator {
             norm: Normaliser::new(),
             incidents: LruCache::unbounded(),
             ledger: Vec::new(),
+            ledger_severity: 0,
             next_serial: 0,
             last_now: 0,
             stats: Stats::default(),
@@ -603,6 +608,7 @@ impl Correlator {
             bucket_start_ms: self.gate.bucket_start_ms,
             bucket_count: self.gate.bucket_count,
             ledger: self.ledger.clone(),
+            ledger_severity: self.ledger_severity,
             incidents,
         }
     }
@@ -621,6 +627,7 @@ impl Correlator {
         c.gate.bucket_start_ms = snapshot.bucket_start_ms;
         c.gate.bucket_count = snapshot.bucket_count;
         c.ledger = snapshot.ledger;
+        c.ledger_severity = snapshot.ledger_severity.min(10);
         for s in snapshot.incidents {
             let event = reparse(&s.last_event_raw, &s.key, s.host.clone());
             let ikey = InternalKey {
@@ -701,6 +708,7 @@ impl Correlator {
             return;
         }
         self.stats.alerts_held += 1;
+        self.ledger_severity = self.ledger_severity.max(inc.severity);
         self.ledger.push(HeldBack {
             id: inc.id,
             key: Some(k.key),
@@ -719,7 +727,7 @@ impl Correlator {
     /// whose alert is held back; their counts restart.
     fn emit_suppressed(&mut self, now: u64, include_open: bool, out: &mut Vec<Alert>) {
         let mut entries = std::mem::take(&mut self.ledger);
-        let mut severity = 0;
+        let mut severity = std::mem::take(&mut self.ledger_severity);
         if include_open {
             for (k, inc) in self.incidents.iter_mut() {
                 if !inc.held {
@@ -740,17 +748,6 @@ impl Correlator {
         }
         if entries.is_empty() {
             return;
-        }
-        // Closed entries lost their incidents; take their severity from the key's kind alone.
-        for e in &entries {
-            if e.closed
-                && let Some(k) = &e.key
-            {
-                let s = Kind::from_apparmor_value(&k.kind).map_or(0, |kind| {
-                    severity::clamp(5 + i16::from(severity::kind_adjustment(kind)))
-                });
-                severity = severity.max(s);
-            }
         }
         let id = self.alert_id("suppressed", now);
         let time = fmt_ms(now);
