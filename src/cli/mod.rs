@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
+mod correlate;
 mod doctor;
 mod explain;
 mod parse;
@@ -36,6 +37,9 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Send a sample alert through each configured sink and report, per sink, delivered or why not.
     TestAlert(test_alert::TestAlertArgs),
+    /// Correlate AppArmor events from log files into alerts (JSON lines, alert schema 1), on log
+    /// time; every incident is closed at the end of input unless --state keeps them.
+    Correlate(correlate::CorrelateArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -48,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::TestAlert(args) => test_alert::run(&args),
+        Command::Correlate(args) => correlate::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 use crate::alert::IncidentKey;
 use crate::event::{Event, Kind};
@@ -53,6 +53,8 @@ pub const NORMALISE: &[(&str, &str, &str)] = &[
     ("rsync-temp", r"/\.([^/]+)\.[A-Za-z0-9]{6}$", "/.$1.@{rand}"),
     // long hex runs (cache keys, hashes, build ids)
     ("hex", r"[0-9a-fA-F]{16,}", "@{hex}"),
+    // random hex suffixes of runtime files and sockets: pulse-0a1b2c3d, dconf.5e6f7a8b
+    ("hex-suffix", r"([-_.])[0-9a-f]{8,15}$", "${1}@{hex}"),
     // terminals
     ("pts", r"^/dev/pts/[0-9]+$", "/dev/pts/@{n}"),
     ("tty", r"^/dev/tty[0-9]+$", "/dev/tty@{n}"),
@@ -114,25 +116,38 @@ pub const OPERATION_FAMILIES: &[(&str, &[&str])] = &[
 #[derive(Debug)]
 pub struct Normaliser {
     rules: Vec<(&'static str, Regex, &'static str)>,
+    /// All rules at once: one pass over the object finds the few rules that can apply.
+    set: RegexSet,
 }
 
 impl Normaliser {
     /// Compile [`NORMALISE`].
     pub fn new() -> Normaliser {
-        let rules = NORMALISE
+        let rules: Vec<_> = NORMALISE
             .iter()
             .filter_map(|(name, re, rep)| Regex::new(re).ok().map(|r| (*name, r, *rep)))
             .collect();
-        Normaliser { rules }
+        let set = RegexSet::new(rules.iter().map(|(_, r, _)| r.as_str()))
+            .unwrap_or_else(|_| RegexSet::empty());
+        Normaliser { rules, set }
     }
 
     /// Normalise one object.
     pub fn normalise<'a>(&self, object: &'a str) -> Cow<'a, str> {
         let mut cur: Cow<'a, str> = Cow::Borrowed(object);
-        for (_, re, rep) in &self.rules {
+        let mut candidates = self.set.matches(object);
+        if !candidates.matched_any() {
+            return cur;
+        }
+        for (i, (_, re, rep)) in self.rules.iter().enumerate() {
+            if !candidates.matched(i) {
+                continue;
+            }
             // `replace_all` borrows when nothing matches, so unmatched rules cost no allocation.
             if let Cow::Owned(s) = re.replace_all(&cur, *rep) {
                 cur = Cow::Owned(s);
+                // A replacement can enable a later rule (`@{HOME}/.cache/…` temp suffixes).
+                candidates = self.set.matches(&cur);
             }
         }
         cur
@@ -342,6 +357,15 @@ mod tests {
             "/tmp/systemd-private-@{hex}-chronyd.service-@{rand}/tmp/x"
         );
         assert_eq!(n("/etc/.passwd.Xy12ab"), "/etc/.passwd.@{rand}");
+        assert_eq!(
+            n("/run/user/1000/pulse-0a1b2c3d"),
+            "/run/user/@{uid}/pulse-@{hex}"
+        );
+        assert_eq!(
+            n("/run/user/120/snap.firefox-deadbeef"),
+            "/run/user/@{uid}/snap.firefox-@{hex}"
+        );
+        assert_eq!(n("/usr/lib/libfoo-1.2.so"), "/usr/lib/libfoo-1.2.so");
     }
 
     #[test]
@@ -372,6 +396,23 @@ mod tests {
             n("/usr/lib/x86_64-linux-gnu/libgtk-3.so.0.2406.32"),
             "/usr/lib/x86_64-linux-gnu/libgtk-3.so.0.2406.32"
         );
+    }
+
+    fn sequential(s: &str) -> String {
+        let mut cur = s.to_owned();
+        for (_, re, rep) in NORMALISE {
+            cur = Regex::new(re).unwrap().replace_all(&cur, *rep).into_owned();
+        }
+        cur
+    }
+
+    proptest::proptest! {
+        /// The one-pass prefilter gives exactly what applying every rule in order gives.
+        #[test]
+        fn prefilter_is_exact(s in "(/(proc|home|root|tmp|run|user|dev|pts|task|cpu[0-9]|[0-9]{1,4}|tmp\\.[A-Za-z0-9]{6,10}|[0-9a-f]{8,20}|x-[0-9a-f]{8}|\\.[a-z]{1,3}\\.[A-Za-z0-9]{6}|alice|\\.cache|[a-z]{1,5}\\.[A-Za-z0-9]{6}))+/?") {
+            let norm = Normaliser::new();
+            proptest::prop_assert_eq!(norm.normalise(&s).into_owned(), sequential(&s));
+        }
     }
 
     #[test]

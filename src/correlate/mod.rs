@@ -15,8 +15,19 @@
 //! - [`Correlator::snapshot`] / [`Correlator::restore`] carry open incidents across restarts.
 //!
 //! Time is the caller's: every call takes `now` in milliseconds since the epoch (the daemon passes
-//! the wall clock, `replay` the events' own times). Time never goes backwards here: an earlier
-//! `now` is treated as the latest one seen.
+//! the wall clock, `replay` the events' own times, see [`event_time_ms`]). Time never goes
+//! backwards here: an earlier `now` is treated as the latest one seen.
+//!
+//! Use from the pipeline:
+//! - start: [`Settings`] from `[correlate]`, [`SeverityDb::parse`] of `/etc/apparmor/severity.db`
+//!   (or [`SeverityDb::bundled`]), [`NoiseRules::from_texts`] of `data/noise.toml` plus drop-ins,
+//!   [`Settings::into_config`]; then [`Correlator::restore`] from the state file, or
+//!   [`Correlator::new`];
+//! - per event [`Correlator::push`], per parser/source loss [`Correlator::push_loss`] (see
+//!   [`loss_info`]), about once a second [`Correlator::tick`]; each appends alerts to `out`;
+//! - on shutdown (and periodically) write [`Correlator::snapshot`] as JSON, atomically; at the end
+//!   of a replay [`Correlator::flush_all`] instead;
+//! - sinks filter with [`policy::Policy`] and batch digests with [`policy::Digest`].
 
 pub mod glob;
 pub mod key;
@@ -70,7 +81,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            window_ms: 60_000,
+            // Five minutes: at most one update per incident per five minutes is what a person can
+            // follow, and a shorter quiet period closes and re-opens incidents that recur every
+            // few minutes (measured on loadgen's 1M-record log: 60 s gives 99k alerts for 200k
+            // events, 300 s 72k, 3600 s 31k).
+            window_ms: 300_000,
             max_alerts_per_minute: 120,
             max_open_incidents: 10_000,
             max_samples: 3,
@@ -78,6 +93,98 @@ impl Default for Config {
             host: String::new(),
             severity_db: Arc::new(SeverityDb::bundled()),
             noise: Arc::new(NoiseRules::bundled().unwrap_or_default()),
+        }
+    }
+}
+
+/// The `[correlate]` table of the configuration file. Unknown keys are rejected; [`Settings::validate`]
+/// names the key that is out of range.
+///
+/// ```toml
+/// [correlate]
+/// window_secs = 300
+/// max_alerts_per_minute = 120
+/// max_open_incidents = 10000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// At most one `incident.update` per window; `incident.closed` after a quiet window.
+    pub window_secs: u64,
+    /// Flood cap on incident alerts per minute; 0 = no cap.
+    pub max_alerts_per_minute: u32,
+    /// Cap on open incidents (memory bound); the least recently seen is evicted.
+    pub max_open_incidents: usize,
+    /// Raw samples kept per incident.
+    pub max_samples: usize,
+    /// Closed-while-held incidents collected before a `suppressed` alert is sent early.
+    pub max_held_listed: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = Config::default();
+        Settings {
+            window_secs: c.window_ms / 1000,
+            max_alerts_per_minute: c.max_alerts_per_minute,
+            max_open_incidents: c.max_open_incidents,
+            max_samples: c.max_samples,
+            max_held_listed: c.max_held_listed,
+        }
+    }
+}
+
+/// A [`Settings`] value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SettingsError {
+    /// The key below `[correlate]`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Settings {
+    /// Check ranges.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let err = |key, message: &str| {
+            Err(SettingsError {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !(1..=86_400).contains(&self.window_secs) {
+            return err("window_secs", "must be between 1 and 86400");
+        }
+        if self.max_open_incidents == 0 {
+            return err("max_open_incidents", "must be at least 1");
+        }
+        if self.max_held_listed == 0 {
+            return err("max_held_listed", "must be at least 1");
+        }
+        if self.max_samples > 100 {
+            return err("max_samples", "must be at most 100");
+        }
+        Ok(())
+    }
+
+    /// The correlator configuration, with the host name, severity.db and noise rules the
+    /// caller loaded.
+    pub fn into_config(
+        self,
+        host: String,
+        severity_db: Arc<SeverityDb>,
+        noise: Arc<NoiseRules>,
+    ) -> Config {
+        Config {
+            window_ms: self.window_secs.saturating_mul(1000),
+            max_alerts_per_minute: self.max_alerts_per_minute,
+            max_open_incidents: self.max_open_incidents,
+            max_samples: self.max_samples,
+            max_held_listed: self.max_held_listed,
+            host,
+            severity_db,
+            noise,
         }
     }
 }
@@ -136,6 +243,9 @@ pub struct Snapshot {
     pub bucket_count: u32,
     /// Closed incidents held back by flood control, not yet listed in a `suppressed` alert.
     pub ledger: Vec<HeldBack>,
+    /// Highest severity among the ledger's incidents.
+    #[serde(default)]
+    pub ledger_severity: u8,
     /// Open incidents, least recently seen first.
     pub incidents: Vec<IncidentSnapshot>,
 }
@@ -232,6 +342,7 @@ pub struct Correlator {
     norm: Normaliser,
     incidents: LruCache<InternalKey, Incident>,
     ledger: Vec<HeldBack>,
+    ledger_severity: u8,
     gate: FloodGate,
     next_serial: u64,
     last_now: u64,
@@ -288,6 +399,7 @@ impl Correlator {
             norm: Normaliser::new(),
             incidents: LruCache::unbounded(),
             ledger: Vec::new(),
+            ledger_severity: 0,
             next_serial: 0,
             last_now: 0,
             stats: Stats::default(),
@@ -420,7 +532,8 @@ impl Correlator {
         let now = self.advance(now_ms, out);
         let id = self.alert_id("loss", now);
         let count = info.count.unwrap_or(0);
-        let time = fmt_ms(now);
+        // Before the first event of a replay there is no time yet.
+        let time = (now > 0).then(|| fmt_ms(now));
         out.push(Alert {
             schema: ALERT_SCHEMA,
             alert_type: AlertType::Loss,
@@ -430,8 +543,8 @@ impl Correlator {
             severity: LOSS_SEVERITY,
             count,
             total: count,
-            first_seen: Some(time.clone()),
-            last_seen: Some(time),
+            first_seen: time.clone(),
+            last_seen: time,
             host: self.config.host.clone(),
             event: None,
             samples: Vec::new(),
@@ -495,6 +608,7 @@ impl Correlator {
             bucket_start_ms: self.gate.bucket_start_ms,
             bucket_count: self.gate.bucket_count,
             ledger: self.ledger.clone(),
+            ledger_severity: self.ledger_severity,
             incidents,
         }
     }
@@ -513,6 +627,7 @@ impl Correlator {
         c.gate.bucket_start_ms = snapshot.bucket_start_ms;
         c.gate.bucket_count = snapshot.bucket_count;
         c.ledger = snapshot.ledger;
+        c.ledger_severity = snapshot.ledger_severity.min(10);
         for s in snapshot.incidents {
             let event = reparse(&s.last_event_raw, &s.key, s.host.clone());
             let ikey = InternalKey {
@@ -593,6 +708,7 @@ impl Correlator {
             return;
         }
         self.stats.alerts_held += 1;
+        self.ledger_severity = self.ledger_severity.max(inc.severity);
         self.ledger.push(HeldBack {
             id: inc.id,
             key: Some(k.key),
@@ -601,7 +717,9 @@ impl Correlator {
             closed: true,
         });
         if self.ledger.len() >= self.config.max_held_listed.max(1) {
-            self.emit_suppressed(now, true, out);
+            // Only the ledger: held open incidents are still in memory and are listed when the
+            // minute ends.
+            self.emit_suppressed(now, false, out);
         }
     }
 
@@ -609,7 +727,7 @@ impl Correlator {
     /// whose alert is held back; their counts restart.
     fn emit_suppressed(&mut self, now: u64, include_open: bool, out: &mut Vec<Alert>) {
         let mut entries = std::mem::take(&mut self.ledger);
-        let mut severity = 0;
+        let mut severity = std::mem::take(&mut self.ledger_severity);
         if include_open {
             for (k, inc) in self.incidents.iter_mut() {
                 if !inc.held {
@@ -630,17 +748,6 @@ impl Correlator {
         }
         if entries.is_empty() {
             return;
-        }
-        // Closed entries lost their incidents; take their severity from the key's kind alone.
-        for e in &entries {
-            if e.closed
-                && let Some(k) = &e.key
-            {
-                let s = Kind::from_apparmor_value(&k.kind).map_or(0, |kind| {
-                    severity::clamp(5 + i16::from(severity::kind_adjustment(kind)))
-                });
-                severity = severity.max(s);
-            }
         }
         let id = self.alert_id("suppressed", now);
         let time = fmt_ms(now);
@@ -805,3 +912,27 @@ fn reparse(raw: &[String], key: &IncidentKey, host: Option<String>) -> Box<Event
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn settings_defaults_match_config_and_keys_are_checked() {
+        let s: Settings = toml::from_str("").unwrap();
+        assert_eq!(s, Settings::default());
+        let c = s.clone().into_config(
+            "h".into(),
+            Arc::new(SeverityDb::bundled()),
+            Arc::new(NoiseRules::none()),
+        );
+        assert_eq!(c.window_ms, Config::default().window_ms);
+        let e = toml::from_str::<Settings>("window_sec = 3").unwrap_err();
+        assert!(e.to_string().contains("window_sec"), "{e}");
+        let s: Settings = toml::from_str("window_secs = 0").unwrap();
+        assert_eq!(s.validate().unwrap_err().key, "window_secs");
+        let s: Settings = toml::from_str("max_open_incidents = 0").unwrap();
+        assert_eq!(s.validate().unwrap_err().key, "max_open_incidents");
+        assert!(Settings::default().validate().is_ok());
+    }
+}

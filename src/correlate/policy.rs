@@ -240,6 +240,75 @@ impl Policy {
     }
 }
 
+/// Collects the alerts of a `digest` sink between sends. Pure: the sink calls
+/// [`Digest::push`] for every alert with [`Decision::Digest`] and [`Digest::take_due`] on its
+/// timer.
+///
+/// Per incident only its latest alert is kept, with `count` summed over the alerts it replaces
+/// (so a digest entry says how many events happened since the previous digest, and counts still
+/// add up). Other alerts (`suppressed`, `status`, `loss`) are kept as they are.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    interval_ms: u64,
+    started_ms: Option<u64>,
+    alerts: Vec<Alert>,
+    by_incident: std::collections::HashMap<String, usize>,
+}
+
+impl Digest {
+    /// A digest sent every `interval_ms` (at least 1).
+    pub fn new(interval_ms: u64) -> Digest {
+        Digest {
+            interval_ms: interval_ms.max(1),
+            started_ms: None,
+            alerts: Vec::new(),
+            by_incident: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Add an alert.
+    pub fn push(&mut self, alert: Alert, now_ms: u64) {
+        self.started_ms.get_or_insert(now_ms);
+        let incident = matches!(
+            alert.alert_type,
+            AlertType::IncidentOpened | AlertType::IncidentUpdate | AlertType::IncidentClosed
+        );
+        if incident && let Some(&i) = self.by_incident.get(&alert.id) {
+            let count = self.alerts[i].count + alert.count;
+            self.alerts[i] = alert;
+            self.alerts[i].count = count;
+            return;
+        }
+        if incident {
+            self.by_incident.insert(alert.id.clone(), self.alerts.len());
+        }
+        self.alerts.push(alert);
+    }
+
+    /// Number of entries waiting.
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+
+    /// The entries, when the interval since the first of them has passed.
+    pub fn take_due(&mut self, now_ms: u64) -> Option<Vec<Alert>> {
+        let started = self.started_ms?;
+        (now_ms >= started.saturating_add(self.interval_ms)).then(|| self.take_all())
+    }
+
+    /// All entries now (shutdown).
+    pub fn take_all(&mut self) -> Vec<Alert> {
+        self.started_ms = None;
+        self.by_incident.clear();
+        std::mem::take(&mut self.alerts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +417,31 @@ mod tests {
             Decision::Digest
         );
         assert_eq!(digest.digest_interval_ms(), Some(60_000));
+    }
+
+    #[test]
+    fn digest_keeps_the_latest_alert_per_incident_with_summed_counts() {
+        let mut d = Digest::new(60_000);
+        assert_eq!(d.take_due(0), None);
+        let mut a = alert(AlertType::IncidentOpened, "p", "open", 5);
+        d.push(a.clone(), 1_000);
+        a.alert_type = AlertType::IncidentUpdate;
+        a.seq = 2;
+        a.count = 7;
+        a.total = 8;
+        d.push(a.clone(), 2_000);
+        d.push(alert(AlertType::Loss, "", "", 6), 3_000);
+        let mut other = alert(AlertType::IncidentOpened, "q", "open", 5);
+        other.id = "y".into();
+        d.push(other, 4_000);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.take_due(60_999), None);
+        let sent = d.take_due(61_000).unwrap();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0].alert_type, AlertType::IncidentUpdate);
+        assert_eq!((sent[0].count, sent[0].total, sent[0].seq), (8, 8, 2));
+        assert!(d.is_empty());
+        assert_eq!(d.take_due(1_000_000), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn cap_ev(kind: &str, profile: &str, cap: &str) -> Box<Event> {
 fn config() -> Config {
     Config {
         host: "testhost".into(),
+        window_ms: MIN,
         ..Config::default()
     }
 }
@@ -288,8 +289,8 @@ fn closes_under_the_cap_are_listed_as_closed() {
         ..config()
     });
     let mut out = Vec::new();
-    c.push(denied("/etc/a"), T0, &mut out);
-    c.push(denied("/etc/b"), T0 + 1, &mut out);
+    c.push(denied("/opt/a"), T0, &mut out);
+    c.push(denied("/opt/b"), T0 + 1, &mut out);
     assert_eq!(types(&out), ["incident.opened"]);
     out.clear();
     // both go quiet inside the minute: their closes are held
@@ -304,6 +305,8 @@ fn closes_under_the_cap_are_listed_as_closed() {
     // a's opening was sent: its closed entry has 0 new events; b was never announced: 1
     let counts: Vec<(u64, u64)> = e.iter().map(|h| (h.count, h.total)).collect();
     assert_eq!(counts, [(0, 1), (1, 1)]);
+    // the held incidents' own severity (unknown path, read, denied: 5)
+    assert_eq!(out[0].severity, 5);
 }
 
 #[test]
