@@ -77,6 +77,8 @@ pub enum SourceItem {
     Line(SourceLine),
     /// A loss the source detected itself (kmsg overwrite, netlink serial gap …).
     Loss(LossEvent),
+    /// The source moved past input that holds nothing to parse (skipped journal entries).
+    Position(Position),
 }
 
 /// A batch of items; sources batch to keep channel overhead low.
@@ -548,7 +550,7 @@ async fn parse_stage(
     out: mpsc::Sender<Vec<Delivery>>,
 ) {
     let mut parser = Parser::new();
-    let mut tracked: VecDeque<(Source, Position)> = VecDeque::new();
+    let mut tracked: VecDeque<(Option<Source>, Position)> = VecDeque::new();
     let mut last_position: Option<Position> = None;
     let mut produced = Vec::new();
     loop {
@@ -584,11 +586,17 @@ async fn parse_stage(
                                 ack: None,
                             });
                         }
+                        SourceItem::Position(pos) => {
+                            if parser.has_pending() {
+                                tracked.push_back((None, pos.clone()));
+                            }
+                            last_position = Some(pos);
+                        }
                         SourceItem::Line(line) => {
                             parser.push_line(&line.text, &line.source, &mut produced);
                             if let Some(pos) = line.position {
                                 if parser.has_pending() {
-                                    tracked.push_back((line.source, pos.clone()));
+                                    tracked.push_back((Some(line.source), pos.clone()));
                                 }
                                 last_position = Some(pos);
                             }
@@ -624,13 +632,16 @@ async fn parse_stage(
 fn collect(
     name: &Arc<str>,
     produced: &mut Vec<Output>,
-    tracked: &mut VecDeque<(Source, Position)>,
+    tracked: &mut VecDeque<(Option<Source>, Position)>,
     deliveries: &mut Vec<Delivery>,
 ) {
     for o in produced.drain(..) {
         let (item, ack) = match o {
             Output::Event(e) => {
-                let ack = match tracked.iter().position(|(s, _)| *s == e.source) {
+                let ack = match tracked
+                    .iter()
+                    .position(|(s, _)| s.as_ref() == Some(&e.source))
+                {
                     Some(i) => {
                         let mut taken = None;
                         for _ in 0..=i {

@@ -45,7 +45,11 @@ fn records(range: std::ops::Range<u64>) -> String {
 }
 
 fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new().append(true).create(true).open(path).unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -77,7 +81,10 @@ fn wait_until(what: &str, out: &Path, mut done: impl FnMut(&[Value]) -> bool) ->
             return v;
         }
         if start.elapsed() > DEADLINE {
-            panic!("timed out waiting for {what}; output has {} lines: {v:#?}", v.len());
+            panic!(
+                "timed out waiting for {what}; output has {} lines: {v:#?}",
+                v.len()
+            );
         }
         std::thread::park_timeout(Duration::from_millis(20));
     }
@@ -96,7 +103,9 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        Setup { dir: tempfile::tempdir().unwrap() }
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -166,7 +175,10 @@ fn audit_log_follows_appends_partial_lines_and_both_rotations() {
     let log = s.path("audit.log");
     fs::write(&log, records(1..11)).unwrap();
     s.checkpoint_at_start(&log);
-    let config = s.config(&format!("[sources.audit_log]\npath = \"{}\"", log.display()), 0);
+    let config = s.config(
+        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
+        0,
+    );
     let child = s.spawn("run", &config);
     wait_serials(&s.out(), 1..11);
 
@@ -191,18 +203,29 @@ fn audit_log_follows_appends_partial_lines_and_both_rotations() {
     wait_serials(&s.out(), 1..36);
     fs::rename(s.path("audit.log.1"), s.path("audit.log.2")).unwrap();
     fs::copy(&log, s.path("audit.log.1")).unwrap();
-    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     append(&log, &records(36..41));
     let v = wait_serials(&s.out(), 1..41);
 
     let stderr = terminate(child);
     let counts = serial_counts(&read_out(&s.out()));
     assert_eq!(counts.len(), 40, "{v:#?}");
-    assert!(counts.values().all(|&n| n == 1), "duplicates without a restart: {counts:?}\n{stderr}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "duplicates without a restart: {counts:?}\n{stderr}"
+    );
     // SYSCALL companions were assembled.
     let e2 = v.iter().find(|e| e["audit"]["serial"] == 2).unwrap();
     assert_eq!(e2["process"]["exe"], "/usr/bin/t");
-    assert!(!v.iter().any(|e| e["kind"] == "loss"), "unexpected loss: {v:#?}");
+    assert!(
+        !v.iter().any(|e| e["kind"] == "loss"),
+        "unexpected loss: {v:#?}"
+    );
     let state = fs::read_to_string(s.path("state/checkpoints.json")).unwrap();
     assert!(state.contains("\"audit_log\""), "{state}");
 }
@@ -212,7 +235,10 @@ fn first_start_begins_at_the_end() {
     let s = Setup::new();
     let log = s.path("audit.log");
     fs::write(&log, records(1..6)).unwrap();
-    let config = s.config(&format!("[sources.audit_log]\npath = \"{}\"", log.display()), 0);
+    let config = s.config(
+        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
+        0,
+    );
     let child = s.spawn("run", &config);
     // The source is ready when a freshly appended record comes out; keep appending new ones.
     let mut serial = 100;
@@ -241,15 +267,20 @@ fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let total = 3000u64;
     fs::write(&log, records(1..1001)).unwrap();
     s.checkpoint_at_start(&log);
-    let config = s.config(&format!("[sources.audit_log]\npath = \"{}\"", log.display()), 0);
+    let config = s.config(
+        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
+        0,
+    );
     let mut kills = 0;
     let mut next = 1001;
     // Kill at several points: after the first events, mid-stream, after rotation.
     for (round, threshold) in [(0, 1usize), (1, 900), (2, 1700)] {
         let child = s.spawn("run", &config);
-        wait_until(&format!("{threshold} events (round {round})"), &s.out(), |v| {
-            serial_counts(v).len() >= threshold
-        });
+        wait_until(
+            &format!("{threshold} events (round {round})"),
+            &s.out(),
+            |v| serial_counts(v).len() >= threshold,
+        );
         // More records arrive while it runs.
         append(&log, &records(next..next + 500));
         next += 500;
@@ -269,7 +300,10 @@ fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     // At-least-once: at most what was delivered but not yet checkpointed (one output batch)
     // per kill is delivered again; restarting from the beginning would give thousands.
-    assert!(duplicates <= kills * 600, "{duplicates} duplicates after {kills} kills");
+    assert!(
+        duplicates <= kills * 600,
+        "{duplicates} duplicates after {kills} kills"
+    );
 }
 
 #[test]
@@ -277,12 +311,23 @@ fn replay_reads_to_the_end_and_resumes_from_the_checkpoint() {
     let s = Setup::new();
     let log = s.path("audit.log");
     fs::write(&log, records(1..51)).unwrap();
-    let config = s.config(&format!("[sources.audit_log]\npath = \"{}\"", log.display()), 1000);
-    let st = Command::new(BIN).args(["replay", "--config"]).arg(&config).status().unwrap();
+    let config = s.config(
+        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
+        1000,
+    );
+    let st = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .status()
+        .unwrap();
     assert!(st.success());
     assert_eq!(serial_counts(&read_out(&s.out())).len(), 50);
     append(&log, &records(51..61));
-    let st = Command::new(BIN).args(["replay", "--config"]).arg(&config).status().unwrap();
+    let st = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .status()
+        .unwrap();
     assert!(st.success());
     let c = serial_counts(&read_out(&s.out()));
     assert_eq!(c.len(), 60);
@@ -302,8 +347,17 @@ fn replay_log_files_whole_without_checkpoints() {
          Nov 14 22:13:20 host kernel: [  1.1] audit: type=1400 audit(1700000001.000:900): apparmor=\"DENIED\" operation=\"open\" profile=\"k\" name=\"/k\" pid=1 comm=\"k\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0",
     )
     .unwrap();
-    let out = Command::new(BIN).arg("replay").arg(&a).arg(&k).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("replay")
+        .arg(&a)
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -311,7 +365,10 @@ fn replay_log_files_whole_without_checkpoints() {
         .collect();
     let c = serial_counts(&lines);
     assert_eq!(c.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 900]);
-    let loss = lines.iter().find(|v| v["kind"] == "loss").expect("loss notice");
+    let loss = lines
+        .iter()
+        .find(|v| v["kind"] == "loss")
+        .expect("loss notice");
     assert_eq!(loss["reason"], "printk_suppressed");
     assert_eq!(loss["count"], 7);
     assert_eq!(loss["source"]["kind"], "file");
@@ -323,7 +380,14 @@ fn gen_journal_export(dest: &Path, n: u32, seed: u32, base_epoch: u32, extra: &[
     let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/loadgen/gen.py");
     let out = Command::new("python3")
         .arg(generator)
-        .args(["-n", &n.to_string(), "-f", "journal", "--seed", &seed.to_string()])
+        .args([
+            "-n",
+            &n.to_string(),
+            "-f",
+            "journal",
+            "--seed",
+            &seed.to_string(),
+        ])
         .args(["--base-epoch", &base_epoch.to_string(), "-o"])
         .arg(dest)
         .args(extra)
@@ -357,8 +421,17 @@ fn shift_monotonic(export: &Path, usec: u64) {
 }
 
 fn journal_remote(export: &Path, journal: &Path) {
-    let st = Command::new(JOURNAL_REMOTE).arg("-o").arg(journal).arg(export).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(JOURNAL_REMOTE)
+        .arg("-o")
+        .arg(journal)
+        .arg(export)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }
 
 fn have_journal_remote() -> bool {
@@ -381,28 +454,54 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
     let export = s.path("a.export");
     let aa = gen_journal_export(&export, 400, 1, 1_700_000_000, &["--journal-dup"]);
     journal_remote(&export, &jdir.join("remote.journal"));
-    let config = s.config(&format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()), 0);
+    let config = s.config(
+        &format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()),
+        0,
+    );
 
     // Replay: everything once.
-    let out = Command::new(BIN).args(["replay", "--config"]).arg(&config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = read_out(&s.out());
     let first = serial_counts(&v);
     assert_eq!(first.len() as u64, aa / 2, "each record once");
     assert!(first.values().all(|&n| n == 1), "{first:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{} duplicates dropped", aa / 2)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} duplicates dropped", aa / 2)),
+        "{stderr}"
+    );
     // Events came through both transports (whichever copy came first wins).
     assert!(v.iter().any(|e| e["source"]["transport"] == "kernel"));
 
     // Follow from the saved cursor: entries appended to the file, then a new journal file.
     let child = s.spawn("run", &config);
     let export2 = s.path("b.export");
-    let aa2 = gen_journal_export(&export2, 200, 2, 1_700_100_000, &["--journal-transport", "audit"]);
+    let aa2 = gen_journal_export(
+        &export2,
+        200,
+        2,
+        1_700_100_000,
+        &["--journal-transport", "audit"],
+    );
     shift_monotonic(&export2, 100_000 * 1_000_000);
     journal_remote(&export2, &jdir.join("remote.journal"));
     let export3 = s.path("c.export");
-    let aa3 = gen_journal_export(&export3, 200, 3, 1_700_200_000, &["--journal-transport", "kernel"]);
+    let aa3 = gen_journal_export(
+        &export3,
+        200,
+        3,
+        1_700_200_000,
+        &["--journal-transport", "kernel"],
+    );
     shift_monotonic(&export3, 200_000 * 1_000_000);
     journal_remote(&export3, &jdir.join("remote@0000000000000002.journal"));
     let want = first.len() as u64 + aa2 + aa3;
@@ -415,10 +514,16 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
     // The audit-transport copies carry their SYSCALL/PROCTITLE companions.
     let from_audit = events
         .iter()
-        .filter(|e| e["source"]["transport"] == "audit" && e["time"].as_str().unwrap_or("") >= "2023-11-16")
+        .filter(|e| {
+            e["source"]["transport"] == "audit" && e["time"].as_str().unwrap_or("") >= "2023-11-16"
+        })
         .count();
     assert!(from_audit > 0);
-    assert!(events.iter().any(|e| e["source"]["transport"] == "audit" && e["process"]["exe"].is_string()));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["source"]["transport"] == "audit" && e["process"]["exe"].is_string())
+    );
     // MESSAGE is parsed, not the _AUDIT_FIELD_* copies: names with spaces survive (hex-decoded).
     assert!(events.iter().all(|e| e["operation"].is_string()));
 }
@@ -429,19 +534,30 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
 fn config_errors_name_the_key_and_exit_78() {
     let s = Setup::new();
     let cases = [
-        ("[sources.audit_log]\npth = \"/x\"\n", "sources.audit_log.pth"),
+        (
+            "[sources.audit_log]\npth = \"/x\"\n",
+            "sources.audit_log.pth",
+        ),
         ("[sorces.journald]\n", "sorces"),
         ("[state]\ndir = \"relative\"\n", "state.dir"),
         ("[sinks.out]\ntype = \"carrier-pigeon\"\n", "sinks.out.type"),
         ("[sinks.out]\ntype = \"file\"\n", "sinks.out.path"),
-        ("[sinks.out]\ntype = \"stdout\"\ncontent = \"everything\"\n", "sinks.out.content"),
+        (
+            "[sinks.out]\ntype = \"stdout\"\ncontent = \"everything\"\n",
+            "sinks.out.content",
+        ),
         ("[state\n", "line 1"),
     ];
     for (text, key) in cases {
         let c = s.path("bad.toml");
         fs::write(&c, text).unwrap();
         for cmd in ["run", "replay"] {
-            let out = Command::new(BIN).arg(cmd).arg("--config").arg(&c).output().unwrap();
+            let out = Command::new(BIN)
+                .arg(cmd)
+                .arg("--config")
+                .arg(&c)
+                .output()
+                .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(78), "{cmd} {text:?}: {stderr}");
             assert!(stderr.contains(key), "{cmd} {text:?}: {stderr}");
@@ -454,7 +570,15 @@ fn doctor_reports_the_choice() {
     let out = Command::new(BIN).arg("doctor").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["AppArmor", "auditd:", "printk rate limit", "/dev/kmsg:", "CAP_AUDIT_READ", "would choose", "because:"] {
+    for needle in [
+        "AppArmor",
+        "auditd:",
+        "printk rate limit",
+        "/dev/kmsg:",
+        "CAP_AUDIT_READ",
+        "would choose",
+        "because:",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }

@@ -1,0 +1,77 @@
+# Guest script: armorwatch's /dev/kmsg and audit netlink sources against a real AppArmor kernel
+# (issue 3). Run from the repo root with the msmtp-like tree:
+#   d=$(mktemp -d); cp -a tests/vm/scenarios/msmtp-like/. "$d"; mkdir -p "$d/usr/local/bin"
+#   cp /bin/busybox "$d/usr/local/bin/busybox-logger"
+#   cp target/release/armorwatch "$d/usr/local/bin/"
+#   tests/vm/aa-vm -t 120 -o OUT -s tests/vm/scenarios/sources-e2e.sh "$d"
+# Exit 0 when every check passed; OUT/files/ holds events.jsonl, doctor.txt, checkpoints.json.
+# No fixed sleeps: every wait polls for the expected output with a deadline.
+set -u
+O=/aa-vm/out
+command -v armorwatch >/dev/null || { echo "no armorwatch in the guest" >&2; exit 2; }
+touch /var/log/msmtp.log
+mkdir -p /etc/armorwatch
+cat > /etc/armorwatch/both.toml <<TOML
+[state]
+dir = "$O/state"
+checkpoint_interval_ms = 0
+[sources.kernel_log]
+path = "/dev/kmsg"
+[sources.netlink]
+[sinks.out]
+type = "file"
+path = "$O/events.jsonl"
+TOML
+
+deny() { busybox-logger sh -c 'echo x >> /var/log/msmtp.log' 2>/dev/null; }
+serials() { grep -o '"serial":[0-9]*' "$O/events.jsonl" 2>/dev/null | sort -u | wc -l; }
+lines() { grep -c '"kind":"denied"' "$O/events.jsonl" 2>/dev/null || echo 0; }
+fail() { echo "FAIL: $*" >&2; [ -n "${AW:-}" ] && kill "$AW" 2>/dev/null; exit 1; }
+
+armorwatch doctor > "$O/doctor.txt" 2>&1 || fail "doctor exited $?"
+grep -q 'enabled in the kernel: yes' "$O/doctor.txt" || fail "doctor: AppArmor not seen as enabled"
+grep -q 'audit netlink multicast (CAP_AUDIT_READ): yes' "$O/doctor.txt" || fail "doctor: netlink not permitted as root"
+
+armorwatch run --config /etc/armorwatch/both.toml 2> "$O/run.err" &
+AW=$!
+# Ready when a fresh denial comes out (kmsg starts at its end, netlink is live only).
+i=0
+until [ "$(serials)" -ge 1 ]; do
+    deny; j=0
+    while [ "$(serials)" -lt 1 ] && [ $j -lt 5 ]; do j=$((j+1)); sleep 0.1; done
+    i=$((i+1)); [ $i -lt 50 ] || fail "no event from the daemon"
+done
+base=$(serials)
+n=20
+k=0; while [ $k -lt $n ]; do deny; k=$((k+1)); done
+i=0
+until [ "$(serials)" -ge $((base + n)) ]; do
+    i=$((i+1)); [ $i -lt 100 ] || fail "only $(serials) of $((base + n)) events"; sleep 0.1
+done
+kill -TERM $AW; wait $AW; rc=$?; AW=
+[ $rc -eq 0 ] || fail "run exited $rc: $(cat "$O/run.err")"
+# Two channels, one event per record.
+[ "$(lines)" -eq "$(serials)" ] || fail "duplicates: $(lines) events for $(serials) serials"
+grep -q '"kind":"kmsg"' "$O/events.jsonl" || grep -q '"kind":"netlink"' "$O/events.jsonl" || fail "no source kind"
+grep -q '"kernel_log"' "$O/state/checkpoints.json" || fail "no kmsg checkpoint"
+cp "$O/state/checkpoints.json" "$O/checkpoints.json"
+
+# Resume: replay from the checkpoint delivers nothing old (netlink is skipped in replay).
+before=$(lines)
+armorwatch replay --config /etc/armorwatch/both.toml 2>> "$O/run.err" || fail "replay exited $?"
+[ "$(lines)" -eq "$before" ] || fail "replay after the checkpoint re-delivered $(( $(lines) - before )) events"
+
+# Without CAP_AUDIT_READ the netlink source refuses to start and names the capability.
+cat > /etc/armorwatch/nl.toml <<TOML
+[state]
+dir = "/tmp/nlstate"
+[sources.netlink]
+[sinks.out]
+type = "stdout"
+TOML
+mkdir -p /tmp/nlstate && chmod 777 /tmp/nlstate
+if busybox chpst -u 65534:65534 armorwatch run --config /etc/armorwatch/nl.toml > /dev/null 2> "$O/nl.err"; then
+    fail "netlink started without CAP_AUDIT_READ"
+fi
+grep -q CAP_AUDIT_READ "$O/nl.err" || fail "netlink error does not name CAP_AUDIT_READ: $(cat "$O/nl.err")"
+echo "sources-e2e: ok, $(lines) events"
