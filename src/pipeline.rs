@@ -49,6 +49,8 @@ const MAX_TRACKED_LINES: usize = 4096;
 const STAMPLESS_DEDUP_WINDOW: Duration = Duration::from_secs(2);
 /// Stamped keys remembered for duplicate detection.
 const DEDUP_KEYS: usize = 65_536;
+/// Stamped keys saved with the checkpoints, for duplicates that straddle a restart.
+const DEDUP_KEYS_SAVED: usize = 1024;
 
 /// Follow live, or read to the current end and stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,6 +436,9 @@ pub async fn run(
     let output = tokio::task::spawn_blocking(move || {
         let handle = tokio::runtime::Handle::current();
         let mut dedup = Dedup::default();
+        if let Some(c) = &checkpoints {
+            dedup.preload(c.recent());
+        }
         let mut summary = Summary::default();
         let mut last_save = Instant::now();
         let mut failure = None;
@@ -477,6 +482,7 @@ pub async fn run(
             }
             if let Some(c) = checkpoints.as_mut() {
                 if c.is_dirty() && last_save.elapsed() >= interval {
+                    c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
                     if let Err(e) = c.save() {
                         eprintln!("armorwatch: saving checkpoints: {e}");
                     }
@@ -491,6 +497,7 @@ pub async fn run(
         }
         // Only what was accepted was acknowledged, so saving is right even after a failure.
         if let Some(c) = checkpoints.as_mut() {
+            c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
             if let Err(e) = c.save() {
                 eprintln!("armorwatch: saving checkpoints: {e}");
             }
@@ -702,7 +709,11 @@ fn truncate_utf8(s: &mut String, max: usize) {
 /// kernel and audit transports, audit.log and netlink) yields one event. Stamped records are
 /// keyed by (node, stamp, serial, type, content); stamp-less ones by content within
 /// [`STAMPLESS_DEDUP_WINDOW`]. Two different AppArmor records of one audit event share the stamp,
-/// hence the content in the key.
+/// hence the content in the key. The last [`DEDUP_KEYS_SAVED`] stamped keys are saved with the
+/// checkpoints, so a record delivered through a fast channel (netlink, kmsg) just before a
+/// restart is not delivered again when journald brings it after the restart. The keys are
+/// `DefaultHasher` values (fixed keys): stable for one build; after an upgrade to a Rust with
+/// another hasher, at most those records would be delivered twice.
 #[derive(Debug, Default)]
 pub struct Dedup {
     stamped: HashMap<u64, ()>,
@@ -712,6 +723,21 @@ pub struct Dedup {
 }
 
 impl Dedup {
+    /// The keys of the last `n` stamped events, oldest first (saved across restarts).
+    pub fn recent(&self, n: usize) -> Vec<u64> {
+        let skip = self.stamped_order.len().saturating_sub(n);
+        self.stamped_order.iter().skip(skip).copied().collect()
+    }
+
+    /// Remember keys saved by a previous run.
+    pub fn preload(&mut self, keys: &[u64]) {
+        for &k in keys {
+            if self.stamped.insert(k, ()).is_none() {
+                self.stamped_order.push_back(k);
+            }
+        }
+    }
+
     /// True when an equal event was seen before (and remembers this one otherwise).
     pub fn is_duplicate(&mut self, event: &Event, now: Instant) -> bool {
         let mut h = DefaultHasher::new();
@@ -792,6 +818,9 @@ mod tests {
         );
         assert!(!d.is_duplicate(&z, t0));
         assert!(d.is_duplicate(&z, t0 + Duration::from_millis(500)));
+        let mut restarted = Dedup::default();
+        restarted.preload(&d.recent(10));
+        assert!(restarted.is_duplicate(&a, t0), "keys survive a restart");
         assert!(
             !d.is_duplicate(&z, t0 + Duration::from_secs(10)),
             "outside the window it is a new event"
