@@ -95,5 +95,29 @@ if [ -x /usr/bin/setpriv ]; then
 else
     echo "sources-e2e: no setpriv in the guest (aa-vm --add /usr/bin/setpriv); CAP_AUDIT_READ check skipped"
 fi
+# Loss: under the printk rate limit the kernel drops records from the kernel log and later says
+# `kauditd_printk_skb: N callbacks suppressed`; armorwatch reports it as a loss event.
+if [ -z "$JOURNAL" ]; then
+    cat > /etc/armorwatch/kmsg.toml <<TOML
+[state]
+dir = "/tmp/kmsgstate"
+[sources.kernel_log]
+path = "/dev/kmsg"
+[sinks.out]
+type = "file"
+path = "$O/loss.jsonl"
+TOML
+    echo 1 > /proc/sys/kernel/printk_ratelimit
+    armorwatch run --config /etc/armorwatch/kmsg.toml 2>> "$O/run.err" &
+    AW=$!
+    i=0
+    until grep -q '"reason":"printk_suppressed"' "$O/loss.jsonl" 2>/dev/null; do
+        k=0; while [ $k -lt 30 ]; do deny; k=$((k+1)); done
+        i=$((i+1)); [ $i -lt 40 ] || fail "no printk_suppressed loss event"; sleep 0.2
+    done
+    kill -TERM $AW; wait $AW || fail "kmsg run exited $?"; AW=
+    echo 0 > /proc/sys/kernel/printk_ratelimit
+    grep -o '"reason":"printk_suppressed","count":[0-9]*' "$O/loss.jsonl" | head -1
+fi
 echo "sources-e2e: ok, $(lines) events${JOURNAL:+ (with journald)}"
 grep -o '"source":{"kind":"[a-z]*"' "$O/events.jsonl" | sort | uniq -c
