@@ -528,6 +528,40 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
     assert!(events.iter().all(|e| e["operation"].is_string()));
 }
 
+#[test]
+fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
+    if !have_journal_remote() {
+        return;
+    }
+    let s = Setup::new();
+    let jdir = s.path("journal");
+    fs::create_dir_all(&jdir).unwrap();
+    let export = s.path("a.export");
+    // Audit transport with SYSCALL/PROCTITLE companions (no positions of their own) and
+    // kernel transport, mixed.
+    let aa = gen_journal_export(&export, 30_000, 5, 1_700_000_000, &[]);
+    journal_remote(&export, &jdir.join("remote.journal"));
+    let config = s.config(
+        &format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()),
+        0,
+    );
+    let child = s.spawn("replay", &config);
+    wait_until("the first 500 events", &s.out(), |v| v.len() >= 500);
+    kill9(child);
+    let partial = serial_counts(&read_out(&s.out())).len();
+    eprintln!("killed after {partial} of {aa} events");
+    let st = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let counts = serial_counts(&read_out(&s.out()));
+    assert_eq!(counts.len() as u64, aa, "every record once at least");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert!(duplicates <= 600, "{duplicates} duplicates after one kill");
+}
+
 // --------------------------------------------------------------------------- configuration
 
 #[test]
