@@ -560,6 +560,7 @@ async fn parse_stage(
     let mut tracked: VecDeque<(Option<Source>, Position)> = VecDeque::new();
     let mut last_position: Option<Position> = None;
     let mut produced = Vec::new();
+    let mut cap = UnparsedCap::default();
     loop {
         let next = if parser.has_pending() {
             tokio::time::timeout(IDLE_FLUSH, rx.recv()).await.ok()
@@ -572,6 +573,7 @@ async fn parse_stage(
             Some(None) => {
                 parser.finish(&mut produced);
                 collect(&name, &mut produced, &mut tracked, &mut deliveries);
+                cap.apply(&name, &mut deliveries, Instant::now(), true);
                 if let Some(pos) = last_position.take() {
                     deliveries.push(Delivery {
                         source: name.clone(),
@@ -618,6 +620,7 @@ async fn parse_stage(
             }
         }
         collect(&name, &mut produced, &mut tracked, &mut deliveries);
+        cap.apply(&name, &mut deliveries, Instant::now(), false);
         if !parser.has_pending() {
             tracked.clear();
             if let Some(pos) = last_position.take() {
@@ -630,6 +633,80 @@ async fn parse_stage(
         }
         if !deliveries.is_empty() && out.send(deliveries).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Unparsed-line notices per source: at most [`UNPARSED_PER_WINDOW`] per
+/// [`UNPARSED_WINDOW`]; the rest are counted and reported as one notice when the window ends
+/// (or at shutdown), so a flood of garbage cannot flood the sinks.
+#[derive(Debug, Default)]
+struct UnparsedCap {
+    window_start: Option<Instant>,
+    emitted: u32,
+    suppressed: u64,
+    first_suppressed: Option<LossEvent>,
+}
+
+/// Unparsed-line notices passed on per window and source.
+const UNPARSED_PER_WINDOW: u32 = 10;
+/// The window of [`UNPARSED_PER_WINDOW`].
+const UNPARSED_WINDOW: Duration = Duration::from_secs(10);
+
+impl UnparsedCap {
+    /// Thin out the unparsed notices among `deliveries`; `force` reports what was held back.
+    fn apply(
+        &mut self,
+        name: &Arc<str>,
+        deliveries: &mut Vec<Delivery>,
+        now: Instant,
+        force: bool,
+    ) {
+        let window_over = self
+            .window_start
+            .is_none_or(|t| now.duration_since(t) >= UNPARSED_WINDOW);
+        if window_over || force {
+            self.report(name, deliveries);
+            if window_over {
+                self.window_start = Some(now);
+                self.emitted = 0;
+            }
+        }
+        deliveries.retain(|d| match &d.item {
+            Some(Item::Loss(l)) if l.reason == LossReason::Unparsed => {
+                if self.emitted < UNPARSED_PER_WINDOW {
+                    self.emitted += 1;
+                    true
+                } else {
+                    self.suppressed += 1;
+                    if self.first_suppressed.is_none() {
+                        self.first_suppressed = Some(l.clone());
+                    }
+                    false
+                }
+            }
+            _ => true,
+        });
+        if force {
+            self.report(name, deliveries);
+        }
+    }
+
+    fn report(&mut self, name: &Arc<str>, deliveries: &mut Vec<Delivery>) {
+        if let Some(mut first) = self.first_suppressed.take() {
+            first.count = Some(self.suppressed);
+            first.detail = Some(format!(
+                "{} more unparsed lines (notices are capped at {UNPARSED_PER_WINDOW} per {} s); the first: {}",
+                self.suppressed,
+                UNPARSED_WINDOW.as_secs(),
+                first.detail.unwrap_or_default()
+            ));
+            deliveries.push(Delivery {
+                source: name.clone(),
+                item: Some(Item::Loss(first)),
+                ack: None,
+            });
+            self.suppressed = 0;
         }
     }
 }
@@ -825,6 +902,36 @@ mod tests {
             !d.is_duplicate(&z, t0 + Duration::from_secs(10)),
             "outside the window it is a new event"
         );
+    }
+
+    #[test]
+    fn unparsed_notices_are_capped_and_summed() {
+        let name: Arc<str> = Arc::from("t");
+        let notice = |i: u64| Delivery {
+            source: name.clone(),
+            item: Some(Item::Loss(LossEvent::now(
+                LossReason::Unparsed,
+                Some(1),
+                Some(format!("bad {i}")),
+                Source::Text,
+            ))),
+            ack: None,
+        };
+        let mut cap = UnparsedCap::default();
+        let t0 = Instant::now();
+        let mut d: Vec<Delivery> = (0..25).map(notice).collect();
+        cap.apply(&name, &mut d, t0, false);
+        assert_eq!(d.len(), UNPARSED_PER_WINDOW as usize);
+        let mut d = vec![notice(99)];
+        cap.apply(&name, &mut d, t0 + Duration::from_secs(1), false);
+        assert!(d.is_empty(), "still capped within the window");
+        let mut d = Vec::new();
+        cap.apply(&name, &mut d, t0 + UNPARSED_WINDOW, false);
+        let Some(Item::Loss(sum)) = &d[0].item else {
+            panic!()
+        };
+        assert_eq!(sum.count, Some(16));
+        assert!(sum.detail.as_deref().unwrap().contains("the first: bad 10"));
     }
 
     #[test]
