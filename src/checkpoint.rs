@@ -52,6 +52,11 @@ pub enum Position {
 struct StateFile {
     version: u32,
     sources: BTreeMap<String, Position>,
+    /// Duplicate-detection keys of the events delivered last, so that a record delivered through
+    /// one channel before a restart is not delivered again when a slower channel (journald)
+    /// brings it after the restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    recent: Vec<u64>,
 }
 
 /// Errors reading or writing the state.
@@ -135,6 +140,7 @@ impl Checkpoints {
             state: StateFile {
                 version: STATE_VERSION,
                 sources: state.sources,
+                recent: state.recent,
             },
             dirty: false,
         })
@@ -149,6 +155,20 @@ impl Checkpoints {
     pub fn set(&mut self, source: &str, position: Position) {
         if self.state.sources.get(source) != Some(&position) {
             self.state.sources.insert(source.to_string(), position);
+            self.dirty = true;
+        }
+    }
+
+    /// The duplicate-detection keys saved last time.
+    pub fn recent(&self) -> &[u64] {
+        &self.state.recent
+    }
+
+    /// Remember the duplicate-detection keys of the events delivered last (saved with the
+    /// positions).
+    pub fn set_recent(&mut self, keys: Vec<u64>) {
+        if self.state.recent != keys {
+            self.state.recent = keys;
             self.dirty = true;
         }
     }

@@ -49,6 +49,8 @@ const MAX_TRACKED_LINES: usize = 4096;
 const STAMPLESS_DEDUP_WINDOW: Duration = Duration::from_secs(2);
 /// Stamped keys remembered for duplicate detection.
 const DEDUP_KEYS: usize = 65_536;
+/// Stamped keys saved with the checkpoints, for duplicates that straddle a restart.
+const DEDUP_KEYS_SAVED: usize = 1024;
 
 /// Follow live, or read to the current end and stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub enum SourceItem {
     Line(SourceLine),
     /// A loss the source detected itself (kmsg overwrite, netlink serial gap …).
     Loss(LossEvent),
+    /// The source moved past input that holds nothing to parse (skipped journal entries).
+    Position(Position),
 }
 
 /// A batch of items; sources batch to keep channel overhead low.
@@ -440,6 +444,9 @@ pub async fn run(
     let output = tokio::task::spawn_blocking(move || {
         let handle = tokio::runtime::Handle::current();
         let mut dedup = Dedup::default();
+        if let Some(c) = &checkpoints {
+            dedup.preload(c.recent());
+        }
         let mut summary = Summary::default();
         let mut last_save = Instant::now();
         let mut last_tick = Instant::now();
@@ -493,6 +500,7 @@ pub async fn run(
             }
             if let Some(c) = checkpoints.as_mut() {
                 if c.is_dirty() && last_save.elapsed() >= interval {
+                    c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
                     if let Err(e) = c.save() {
                         eprintln!("armorwatch: saving checkpoints: {e}");
                     }
@@ -507,6 +515,7 @@ pub async fn run(
         }
         // Only what was accepted was acknowledged, so saving is right even after a failure.
         if let Some(c) = checkpoints.as_mut() {
+            c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
             if let Err(e) = c.save() {
                 eprintln!("armorwatch: saving checkpoints: {e}");
             }
@@ -566,9 +575,10 @@ async fn parse_stage(
     out: mpsc::Sender<Vec<Delivery>>,
 ) {
     let mut parser = Parser::new();
-    let mut tracked: VecDeque<(Source, Position)> = VecDeque::new();
+    let mut tracked: VecDeque<(Option<Source>, Position)> = VecDeque::new();
     let mut last_position: Option<Position> = None;
     let mut produced = Vec::new();
+    let mut cap = UnparsedCap::default();
     loop {
         let next = if parser.has_pending() {
             tokio::time::timeout(IDLE_FLUSH, rx.recv()).await.ok()
@@ -581,6 +591,7 @@ async fn parse_stage(
             Some(None) => {
                 parser.finish(&mut produced);
                 collect(&name, &mut produced, &mut tracked, &mut deliveries);
+                cap.apply(&name, &mut deliveries, Instant::now(), true);
                 if let Some(pos) = last_position.take() {
                     deliveries.push(Delivery {
                         source: name.clone(),
@@ -602,11 +613,17 @@ async fn parse_stage(
                                 ack: None,
                             });
                         }
+                        SourceItem::Position(pos) => {
+                            if parser.has_pending() {
+                                tracked.push_back((None, pos.clone()));
+                            }
+                            last_position = Some(pos);
+                        }
                         SourceItem::Line(line) => {
                             parser.push_line(&line.text, &line.source, &mut produced);
                             if let Some(pos) = line.position {
                                 if parser.has_pending() {
-                                    tracked.push_back((line.source, pos.clone()));
+                                    tracked.push_back((Some(line.source), pos.clone()));
                                 }
                                 last_position = Some(pos);
                             }
@@ -621,6 +638,7 @@ async fn parse_stage(
             }
         }
         collect(&name, &mut produced, &mut tracked, &mut deliveries);
+        cap.apply(&name, &mut deliveries, Instant::now(), false);
         if !parser.has_pending() {
             tracked.clear();
             if let Some(pos) = last_position.take() {
@@ -637,18 +655,95 @@ async fn parse_stage(
     }
 }
 
+/// Unparsed-line notices per source: at most [`UNPARSED_PER_WINDOW`] per
+/// [`UNPARSED_WINDOW`]; the rest are counted and reported as one notice when the window ends
+/// (or at shutdown), so a flood of garbage cannot flood the sinks.
+#[derive(Debug, Default)]
+struct UnparsedCap {
+    window_start: Option<Instant>,
+    emitted: u32,
+    suppressed: u64,
+    first_suppressed: Option<LossEvent>,
+}
+
+/// Unparsed-line notices passed on per window and source.
+const UNPARSED_PER_WINDOW: u32 = 10;
+/// The window of [`UNPARSED_PER_WINDOW`].
+const UNPARSED_WINDOW: Duration = Duration::from_secs(10);
+
+impl UnparsedCap {
+    /// Thin out the unparsed notices among `deliveries`; `force` reports what was held back.
+    fn apply(
+        &mut self,
+        name: &Arc<str>,
+        deliveries: &mut Vec<Delivery>,
+        now: Instant,
+        force: bool,
+    ) {
+        let window_over = self
+            .window_start
+            .is_none_or(|t| now.duration_since(t) >= UNPARSED_WINDOW);
+        if window_over || force {
+            self.report(name, deliveries);
+            if window_over {
+                self.window_start = Some(now);
+                self.emitted = 0;
+            }
+        }
+        deliveries.retain(|d| match &d.item {
+            Some(Item::Loss(l)) if l.reason == LossReason::Unparsed => {
+                if self.emitted < UNPARSED_PER_WINDOW {
+                    self.emitted += 1;
+                    true
+                } else {
+                    self.suppressed += 1;
+                    if self.first_suppressed.is_none() {
+                        self.first_suppressed = Some(l.clone());
+                    }
+                    false
+                }
+            }
+            _ => true,
+        });
+        if force {
+            self.report(name, deliveries);
+        }
+    }
+
+    fn report(&mut self, name: &Arc<str>, deliveries: &mut Vec<Delivery>) {
+        if let Some(mut first) = self.first_suppressed.take() {
+            first.count = Some(self.suppressed);
+            first.detail = Some(format!(
+                "{} more unparsed lines (notices are capped at {UNPARSED_PER_WINDOW} per {} s); the first: {}",
+                self.suppressed,
+                UNPARSED_WINDOW.as_secs(),
+                first.detail.unwrap_or_default()
+            ));
+            deliveries.push(Delivery {
+                source: name.clone(),
+                item: Some(Item::Loss(first)),
+                ack: None,
+            });
+            self.suppressed = 0;
+        }
+    }
+}
+
 /// Turn parser outputs into deliveries. An event acknowledges the position of its own line:
 /// the parser emits in input order, so every event before it has been handed over too.
 fn collect(
     name: &Arc<str>,
     produced: &mut Vec<Output>,
-    tracked: &mut VecDeque<(Source, Position)>,
+    tracked: &mut VecDeque<(Option<Source>, Position)>,
     deliveries: &mut Vec<Delivery>,
 ) {
     for o in produced.drain(..) {
         let (item, ack) = match o {
             Output::Event(e) => {
-                let ack = match tracked.iter().position(|(s, _)| *s == e.source) {
+                let ack = match tracked
+                    .iter()
+                    .position(|(s, _)| s.as_ref() == Some(&e.source))
+                {
                     Some(i) => {
                         let mut taken = None;
                         for _ in 0..=i {
@@ -709,7 +804,11 @@ fn truncate_utf8(s: &mut String, max: usize) {
 /// kernel and audit transports, audit.log and netlink) yields one event. Stamped records are
 /// keyed by (node, stamp, serial, type, content); stamp-less ones by content within
 /// [`STAMPLESS_DEDUP_WINDOW`]. Two different AppArmor records of one audit event share the stamp,
-/// hence the content in the key.
+/// hence the content in the key. The last [`DEDUP_KEYS_SAVED`] stamped keys are saved with the
+/// checkpoints, so a record delivered through a fast channel (netlink, kmsg) just before a
+/// restart is not delivered again when journald brings it after the restart. The keys are
+/// `DefaultHasher` values (fixed keys): stable for one build; after an upgrade to a Rust with
+/// another hasher, at most those records would be delivered twice.
 #[derive(Debug, Default)]
 pub struct Dedup {
     stamped: HashMap<u64, ()>,
@@ -719,6 +818,21 @@ pub struct Dedup {
 }
 
 impl Dedup {
+    /// The keys of the last `n` stamped events, oldest first (saved across restarts).
+    pub fn recent(&self, n: usize) -> Vec<u64> {
+        let skip = self.stamped_order.len().saturating_sub(n);
+        self.stamped_order.iter().skip(skip).copied().collect()
+    }
+
+    /// Remember keys saved by a previous run.
+    pub fn preload(&mut self, keys: &[u64]) {
+        for &k in keys {
+            if self.stamped.insert(k, ()).is_none() {
+                self.stamped_order.push_back(k);
+            }
+        }
+    }
+
     /// True when an equal event was seen before (and remembers this one otherwise).
     pub fn is_duplicate(&mut self, event: &Event, now: Instant) -> bool {
         let mut h = DefaultHasher::new();
@@ -799,10 +913,43 @@ mod tests {
         );
         assert!(!d.is_duplicate(&z, t0));
         assert!(d.is_duplicate(&z, t0 + Duration::from_millis(500)));
+        let mut restarted = Dedup::default();
+        restarted.preload(&d.recent(10));
+        assert!(restarted.is_duplicate(&a, t0), "keys survive a restart");
         assert!(
             !d.is_duplicate(&z, t0 + Duration::from_secs(10)),
             "outside the window it is a new event"
         );
+    }
+
+    #[test]
+    fn unparsed_notices_are_capped_and_summed() {
+        let name: Arc<str> = Arc::from("t");
+        let notice = |i: u64| Delivery {
+            source: name.clone(),
+            item: Some(Item::Loss(LossEvent::now(
+                LossReason::Unparsed,
+                Some(1),
+                Some(format!("bad {i}")),
+                Source::Text,
+            ))),
+            ack: None,
+        };
+        let mut cap = UnparsedCap::default();
+        let t0 = Instant::now();
+        let mut d: Vec<Delivery> = (0..25).map(notice).collect();
+        cap.apply(&name, &mut d, t0, false);
+        assert_eq!(d.len(), UNPARSED_PER_WINDOW as usize);
+        let mut d = vec![notice(99)];
+        cap.apply(&name, &mut d, t0 + Duration::from_secs(1), false);
+        assert!(d.is_empty(), "still capped within the window");
+        let mut d = Vec::new();
+        cap.apply(&name, &mut d, t0 + UNPARSED_WINDOW, false);
+        let Some(Item::Loss(sum)) = &d[0].item else {
+            panic!()
+        };
+        assert_eq!(sum.count, Some(16));
+        assert!(sum.detail.as_deref().unwrap().contains("the first: bad 10"));
     }
 
     #[test]

@@ -528,6 +528,40 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
     assert!(events.iter().all(|e| e["operation"].is_string()));
 }
 
+#[test]
+fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
+    if !have_journal_remote() {
+        return;
+    }
+    let s = Setup::new();
+    let jdir = s.path("journal");
+    fs::create_dir_all(&jdir).unwrap();
+    let export = s.path("a.export");
+    // Audit transport with SYSCALL/PROCTITLE companions (no positions of their own) and
+    // kernel transport, mixed.
+    let aa = gen_journal_export(&export, 30_000, 5, 1_700_000_000, &[]);
+    journal_remote(&export, &jdir.join("remote.journal"));
+    let config = s.config(
+        &format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()),
+        0,
+    );
+    let child = s.spawn("replay", &config);
+    wait_until("the first 500 events", &s.out(), |v| v.len() >= 500);
+    kill9(child);
+    let partial = serial_counts(&read_out(&s.out())).len();
+    eprintln!("killed after {partial} of {aa} events");
+    let st = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let counts = serial_counts(&read_out(&s.out()));
+    assert_eq!(counts.len() as u64, aa, "every record once at least");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert!(duplicates <= 600, "{duplicates} duplicates after one kill");
+}
+
 // --------------------------------------------------------------------------- configuration
 
 #[test]
@@ -580,5 +614,84 @@ fn doctor_reports_the_choice() {
         "because:",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+// ------------------------------------------------------------------------- real kernel (aa-vm)
+
+/// /dev/kmsg, audit netlink and journald against a real AppArmor kernel in qemu, without and
+/// with journald: see `tests/vm/scenarios/sources-e2e.sh` for what the guest checks.
+#[test]
+fn real_kernel_kmsg_netlink_journald_in_aa_vm() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let aa_vm = root.join("tests/vm/aa-vm");
+    let script = root.join("tests/vm/scenarios/sources-e2e.sh");
+    let missing: Vec<&str> = ["qemu-system-x86_64", "apparmor_parser", "busybox"]
+        .into_iter()
+        .filter(|b| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {b} || test -x /usr/sbin/{b}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() || !aa_vm.exists() {
+        eprintln!(
+            "SKIPPED: real-kernel test needs {} (tests/deps/vm.apt) and tests/vm/aa-vm",
+            missing.join(", ")
+        );
+        return;
+    }
+    let s = Setup::new();
+    let tree = s.path("tree");
+    let bin_dir = tree.join("usr/local/bin");
+    let profiles = tree.join("etc/apparmor.d");
+    fs::create_dir_all(&bin_dir).unwrap();
+    fs::create_dir_all(&profiles).unwrap();
+    fs::copy(
+        root.join("tests/vm/scenarios/msmtp-like/etc/apparmor.d/busybox-logger"),
+        profiles.join("busybox-logger"),
+    )
+    .unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    fs::copy(busybox, bin_dir.join("busybox-logger")).unwrap();
+    fs::copy(BIN, bin_dir.join("armorwatch")).unwrap();
+    for (name, extra) in [("plain", None), ("journald", Some("--journald"))] {
+        let out_dir = s.path(&format!("out-{name}"));
+        let mut cmd = Command::new(&aa_vm);
+        cmd.args(["-t", "240"]);
+        if let Some(e) = extra {
+            cmd.arg(e);
+        }
+        if Path::new("/usr/bin/setpriv").exists() {
+            cmd.args(["--add", "/usr/bin/setpriv"]);
+        }
+        let out = cmd
+            .arg("-o")
+            .arg(&out_dir)
+            .arg("-s")
+            .arg(&script)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(125) && stderr.contains("apt-get update") {
+            eprintln!("SKIPPED: aa-vm cannot download its kernel: {stderr}");
+            return;
+        }
+        assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
+        assert!(stdout.contains("sources-e2e: ok"), "{name}: {stdout}");
+        let events = read_out(&out_dir.join("files/events.jsonl"));
+        let counts = serial_counts(&events);
+        assert!(counts.len() >= 21, "{name}: {counts:?}");
+        assert!(
+            counts.values().all(|&n| n == 1),
+            "{name}: duplicates {counts:?}"
+        );
     }
 }

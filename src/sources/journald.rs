@@ -24,6 +24,8 @@ use crate::pipeline::{Batch, BatchSender, Mode, SourceItem, SourceLine, StopSign
 
 /// Entries per batch.
 const BATCH_ENTRIES: usize = 512;
+/// A position is handed on at least every this many skipped entries.
+const SKIPPED_POSITION_EVERY: usize = 1024;
 /// How long one `sd_journal_wait` lasts before the stop signal is checked again.
 const WAIT: Duration = Duration::from_millis(200);
 
@@ -47,16 +49,25 @@ fn open(directory: Option<&PathBuf>) -> Result<Journal, SourceError> {
             .map_err(err)?,
     };
     j.set_data_threshold(0).map_err(err)?;
+    // Filtering the audit types by match (`_AUDIT_TYPE=1400 OR …`) was measured slower than
+    // reading `_AUDIT_TYPE` here: sd_journal_next then bisects one entry array per value.
     j.match_add("_TRANSPORT", "kernel").map_err(err)?;
     j.match_add("_TRANSPORT", "audit").map_err(err)?;
+
     Ok(j)
 }
 
-/// Can the system journal be opened (and does it hold anything we may read)?
+/// Can the system journal be opened, and does it hold entries we may read (an empty result
+/// means journald does not run here, or we lack the permission to see its files)?
 pub fn probe() -> Result<(), String> {
     let mut j = open(None).map_err(|e| e.to_string())?;
     j.seek_tail().map_err(|e| e.to_string())?;
     match j.previous() {
+        Ok(0) => Err(
+            "no kernel or audit entries visible (journald not running, or no permission: \
+                      add the user to group systemd-journal or adm)"
+                .into(),
+        ),
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
@@ -120,11 +131,21 @@ fn follow(
         None => j.seek_head()?,
     }
     let mut batch: Batch = Vec::new();
+    // Entries passed over since the last position handed on; their cursor is fetched lazily
+    // (formatting a cursor costs more than reading most entries).
+    let mut skipped: usize = 0;
     loop {
         if *stop.borrow() {
             break;
         }
         if j.next()? == 0 {
+            if skipped > 0 {
+                // After a `next` that found nothing, the current entry is still the last one.
+                batch.push(SourceItem::Position(Position::Journald {
+                    cursor: j.cursor()?,
+                }));
+                skipped = 0;
+            }
             if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
@@ -134,7 +155,17 @@ fn follow(
             j.wait(Some(WAIT))?;
             continue;
         }
-        entry_lines(j, &mut batch)?;
+        if entry_lines(j, &mut batch)? {
+            skipped = 0;
+        } else {
+            skipped += 1;
+            if skipped >= SKIPPED_POSITION_EVERY {
+                batch.push(SourceItem::Position(Position::Journald {
+                    cursor: j.cursor()?,
+                }));
+                skipped = 0;
+            }
+        }
         if batch.len() >= BATCH_ENTRIES && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
             return Ok(());
         }
@@ -145,47 +176,99 @@ fn follow(
     Ok(())
 }
 
-fn field(j: &mut JournalRef, name: &str) -> std::io::Result<Option<String>> {
-    Ok(j.get_data(name)?
-        .and_then(|f| f.value().map(|v| String::from_utf8_lossy(v).into_owned())))
+/// Audit record types worth parsing: AppArmor records (AVC, USER_AVC, the legacy 1500–1507)
+/// and the companions the parser attaches (SYSCALL, PATH, CWD, EOE, PROCTITLE).
+const WANTED_AUDIT_TYPES: [u32; 15] = [
+    1107, 1300, 1302, 1307, 1320, 1327, 1400, 1500, 1501, 1502, 1503, 1504, 1505, 1506, 1507,
+];
+
+fn audit_type_wanted(t: u32) -> bool {
+    // A linear scan of 15 numbers; cheaper than anything the journal could do for us.
+    WANTED_AUDIT_TYPES.contains(&t)
 }
 
-/// The current entry as parser lines.
-fn entry_lines(j: &mut JournalRef, batch: &mut Batch) -> std::io::Result<()> {
-    let cursor = j.cursor()?;
-    let Some(transport) = field(j, "_TRANSPORT")? else {
-        return Ok(());
-    };
-    let Some(message) = field(j, "MESSAGE")? else {
-        return Ok(());
-    };
-    let text = if transport == "audit" {
-        let audit_type = field(j, "_AUDIT_TYPE")?.and_then(|t| t.parse::<u32>().ok());
-        let serial = field(j, "_AUDIT_ID")?.and_then(|t| t.parse::<u64>().ok());
-        let usec = match field(j, "_SOURCE_REALTIME_TIMESTAMP")?.and_then(|t| t.parse::<u64>().ok())
-        {
-            Some(u) => u,
-            None => j.timestamp_usec()?,
-        };
-        match (audit_type, serial) {
-            (Some(t), Some(s)) => audit_line(&message, t, s, usec),
-            _ => message,
+/// Companion records: parsed only to enrich an AppArmor record, so they need no position of
+/// their own (the AppArmor record's position covers them; re-reading one after a crash is
+/// harmless) and no cursor, which is costly to format.
+fn audit_type_companion(t: u32) -> bool {
+    matches!(t, 1300 | 1302 | 1307 | 1320 | 1327)
+}
+
+/// Kernel messages worth parsing: audit records, `kauditd_printk_skb` and `audit_lost` notices,
+/// and stamp-less `apparmor=` text.
+fn kernel_message_wanted(message: &[u8]) -> bool {
+    memchr::memmem::find(message, b"audit").is_some()
+        || memchr::memmem::find(message, b"apparmor").is_some()
+}
+
+fn number<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The current entry as parser lines; false when it holds nothing to parse or its lines carry
+/// no position (the caller then fetches one lazily).
+fn entry_lines(j: &mut JournalRef, batch: &mut Batch) -> std::io::Result<bool> {
+    // One pass over the entry's fields (each `get_data` would scan them again).
+    let mut transport: Vec<u8> = Vec::new();
+    let mut message: Vec<u8> = Vec::new();
+    let mut audit_type: Option<u32> = None;
+    let mut audit_id: Option<u64> = None;
+    let mut source_realtime: Option<u64> = None;
+    j.restart_data();
+    while let Some(field) = j.enumerate_data()? {
+        let Some(value) = field.value() else { continue };
+        match field.name() {
+            b"_TRANSPORT" => transport = value.to_vec(),
+            b"MESSAGE" => message = value.to_vec(),
+            b"_AUDIT_TYPE" => audit_type = number(value),
+            b"_AUDIT_ID" => audit_id = number(value),
+            b"_SOURCE_REALTIME_TIMESTAMP" => source_realtime = number(value),
+            _ => {}
         }
+    }
+    let positioned;
+    let text = match transport.as_slice() {
+        b"audit" => {
+            let (Some(t), Some(serial)) = (audit_type, audit_id) else {
+                return Ok(false);
+            };
+            if !audit_type_wanted(t) {
+                return Ok(false);
+            }
+            let usec = match source_realtime {
+                Some(u) => u,
+                None => j.timestamp_usec()?,
+            };
+            positioned = !audit_type_companion(t);
+            audit_line(&String::from_utf8_lossy(&message), t, serial, usec)
+        }
+        b"kernel" if kernel_message_wanted(&message) => {
+            // Kernel-transport companions (`audit: type=1300 …`) likewise.
+            positioned = memchr::memmem::find(&message, b"apparmor").is_some()
+                || memchr::memmem::find(&message, b"type=1300").is_none()
+                    && memchr::memmem::find(&message, b"type=1327").is_none();
+            String::from_utf8_lossy(&message).into_owned()
+        }
+        _ => return Ok(false),
+    };
+    let (cursor, position) = if positioned {
+        let c = j.cursor()?;
+        (c.clone(), Some(Position::Journald { cursor: c }))
     } else {
-        message
+        (String::new(), None)
     };
-    let position = Position::Journald {
-        cursor: cursor.clone(),
+    let source = Source::Journald {
+        cursor,
+        transport: String::from_utf8_lossy(&transport).into_owned(),
     };
-    let source = Source::Journald { cursor, transport };
     for line in text.split('\n') {
         batch.push(SourceItem::Line(SourceLine {
             text: line.to_string(),
             source: source.clone(),
-            position: Some(position.clone()),
+            position: position.clone(),
         }));
     }
-    Ok(())
+    Ok(positioned)
 }
 
 /// Rebuild an auditd line from an audit-transport entry: `MESSAGE` is `NAME body` (the type name

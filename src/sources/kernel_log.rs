@@ -64,12 +64,21 @@ pub fn start(
     Ok(SourceHandle::Task(task))
 }
 
-/// One `/dev/kmsg` record: `PRIO,SEQ,USEC,FLAGS[,…];MESSAGE` then continuation lines.
+/// The sequence number of a `/dev/kmsg` record: `PRIO,SEQ,USEC,FLAGS[,…];MESSAGE` then
+/// continuation lines.
 pub fn record_seq(record: &[u8]) -> Option<u64> {
+    record_header(record).map(|(_, seq)| seq)
+}
+
+/// (facility, sequence number) of a `/dev/kmsg` record. Audit records come from the kernel
+/// (facility 0); the kernel forces anything written to /dev/kmsg from user space to a non-zero
+/// facility, so filtering on it keeps forged "audit:" lines out.
+pub fn record_header(record: &[u8]) -> Option<(u64, u64)> {
     let head = &record[..memchr::memchr(b';', record)?];
     let mut parts = head.split(|&b| b == b',');
-    parts.next()?;
-    std::str::from_utf8(parts.next()?).ok()?.parse().ok()
+    let prio: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    Some((prio >> 3, seq))
 }
 
 async fn read_kmsg(
@@ -108,7 +117,7 @@ async fn read_kmsg(
             Ok(0) => break,
             Ok(n) => {
                 let record = &buf[..n];
-                let Some(seq) = record_seq(record) else {
+                let Some((facility, seq)) = record_header(record) else {
                     continue;
                 };
                 if let Some(prev) = last {
@@ -130,7 +139,11 @@ async fn read_kmsg(
                 }
                 overwritten = false;
                 last = Some(seq);
-                let end = memchr::memchr(b'\n', record).unwrap_or(record.len());
+                let end = match facility {
+                    0 => memchr::memchr(b'\n', record).unwrap_or(record.len()),
+                    // Not from the kernel: only the position is kept.
+                    _ => 0,
+                };
                 batch.push(SourceItem::Line(SourceLine {
                     text: String::from_utf8_lossy(&record[..end]).into_owned(),
                     source: Source::Kmsg { seq },
@@ -180,5 +193,6 @@ mod tests {
             Some(1234)
         );
         assert_eq!(record_seq(b"garbage"), None);
+        assert_eq!(record_header(b"13,7,1,-;audit: forged"), Some((1, 7)));
     }
 }

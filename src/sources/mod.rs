@@ -199,26 +199,42 @@ pub fn select(p: &Probe) -> Selection {
         s.reasons
             .push("auditd does not run, so AppArmor records go to the kernel log".into());
     }
+    let mut chosen = false;
     match &p.journal {
         Ok(()) => {
             s.sources.push(SourceConfig::Journald { directory: None });
             s.reasons.push(
                 "the system journal is readable: reading its kernel and audit transports".into(),
             );
-            return s;
+            chosen = true;
         }
         Err(e) => s.reasons.push(format!("journal not used: {e}")),
     }
-    match &p.kmsg {
-        Ok(()) => {
-            s.sources.push(SourceConfig::KernelLog {
-                path: PathBuf::from("/dev/kmsg"),
-            });
-            s.reasons.push("reading /dev/kmsg".into());
+    if !chosen {
+        match &p.kmsg {
+            Ok(()) => {
+                s.sources.push(SourceConfig::KernelLog {
+                    path: PathBuf::from("/dev/kmsg"),
+                });
+                s.reasons.push("reading /dev/kmsg".into());
+                chosen = true;
+            }
+            Err(e) => s.reasons.push(format!("/dev/kmsg not readable: {e}")),
         }
+    }
+    match &p.netlink {
+        Ok(()) => {
+            s.sources.push(SourceConfig::Netlink);
+            s.reasons.push(
+                "the kernel log is rate-limited (printk) and the audit multicast group is not: \
+                 reading it too (duplicates are removed)"
+                    .into(),
+            );
+        }
+        Err(e) if chosen => s.reasons.push(format!("audit netlink not used: {e}")),
         Err(e) => s
             .reasons
-            .push(format!("/dev/kmsg not readable: {e}; no source available")),
+            .push(format!("audit netlink not used: {e}; no source available")),
     }
     s
 }
@@ -298,6 +314,20 @@ mod tests {
                 path: "/dev/kmsg".into()
             }]
         );
+        // As root without auditd: the kernel log plus the (not rate-limited) multicast group.
+        let mut p = probe_with(false, false);
+        p.netlink = Ok(());
+        let s = select(&p);
+        assert_eq!(
+            s.sources,
+            [
+                SourceConfig::KernelLog {
+                    path: "/dev/kmsg".into()
+                },
+                SourceConfig::Netlink
+            ]
+        );
+        assert!(s.reasons.last().unwrap().contains("rate-limited"));
     }
 
     #[test]
