@@ -337,7 +337,7 @@ impl Inner {
                     }
                 }
                 Worker::Remote { outbox, notify } => {
-                    let pushed = lock_outbox(outbox).push(json, now);
+                    let pushed = lock_outbox(outbox).push_view(json, view.clone(), now);
                     match pushed {
                         Ok(_) => notify.notify_one(),
                         Err(e) => {
