@@ -517,9 +517,7 @@ fn smtp(dir: &Path) -> Smtp {
     let maildir = dir.join("mail");
     std::fs::create_dir_all(&maildir).unwrap();
     let mut cmd = Command::new(PY);
-    // aiosmtpd 1.4 warns about its own use of a deprecated attribute on every AUTH.
-    cmd.args(["-W", "ignore::DeprecationWarning"])
-        .arg(fixtures().join("smtp_server.py"))
+    cmd.arg(fixtures().join("smtp_server.py"))
         .arg("--dir")
         .arg(&maildir)
         .arg("--cert")
