@@ -1291,3 +1291,22 @@ async fn email_through_msmtp_as_sendmail() {
         "{e}"
     );
 }
+
+#[test]
+fn blocking_sink_set_for_plain_threads() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/in")
+    ));
+    let set =
+        armorwatch::sinks::BlockingSinkSet::start(&s, opts(&dir.path().join("state"), "web1"))
+            .unwrap();
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "b", 1, "web1", "/x"));
+    rt.block_on(wait_for("delivery", 10, || accepted(&rx.log).len() == 1));
+    let report = set.shutdown(Duration::from_secs(2));
+    assert_eq!(report.pending["hook"], 0);
+}

@@ -687,6 +687,62 @@ impl SinkSet {
     }
 }
 
+/// A [`SinkSet`] with its own tokio runtime, for callers that are plain threads (the pipeline's
+/// output thread): every method blocks at most on the local outbox write.
+#[derive(Debug)]
+pub struct BlockingSinkSet {
+    runtime: tokio::runtime::Runtime,
+    set: SinkSet,
+}
+
+impl BlockingSinkSet {
+    /// Start a runtime (two worker threads named `sinks`) and the sinks on it.
+    pub fn start(specs: &[SinkSpec], opts: SinkSetOptions) -> Result<BlockingSinkSet, SinkError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sinks")
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError::Setup {
+                name: "*".into(),
+                message: format!("starting the async runtime: {e}"),
+            })?;
+        let set = {
+            let _guard = runtime.enter();
+            SinkSet::start(specs, opts)?
+        };
+        Ok(BlockingSinkSet { runtime, set })
+    }
+
+    /// See [`SinkSet::deliver_alert`].
+    pub fn deliver_alert(&self, alert: &Alert) {
+        self.set.deliver_alert(alert);
+    }
+
+    /// See [`SinkSet::deliver_event`].
+    pub fn deliver_event(&self, event: &Event) {
+        self.set.deliver_event(event);
+    }
+
+    /// See [`SinkSet::reopen_files`].
+    pub fn reopen_files(&self) {
+        self.set.reopen_files();
+    }
+
+    /// See [`SinkSet::stats`].
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.set.stats()
+    }
+
+    /// See [`SinkSet::shutdown`]; stops the runtime afterwards.
+    pub fn shutdown(self, grace: Duration) -> ShutdownReport {
+        let BlockingSinkSet { runtime, set } = self;
+        let report = runtime.block_on(set.shutdown(grace));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        report
+    }
+}
+
 fn spawn_local(
     spec: &SinkSpec,
     out: LocalOut,
