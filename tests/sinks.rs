@@ -1310,3 +1310,26 @@ fn blocking_sink_set_for_plain_threads() {
     let report = set.shutdown(Duration::from_secs(2));
     assert_eq!(report.pending["hook"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_sink_set_without_shutdown_stops_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/in\"\n",
+        free_port()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    drop(set);
+    // The remote task and the loss router notice their stop channel closed and end; a task
+    // spinning on the closed channel would keep the runtime's workers busy forever.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.num_alive_tasks() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "tasks still alive: {}",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -391,9 +391,14 @@ async fn route_losses(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        let mut dropped = false;
         let first = tokio::select! {
             n = rx.recv() => n,
-            _ = stop.changed() => None,
+            changed = stop.changed() => {
+                // The SinkSet was dropped without shutdown: stop rather than spin.
+                dropped = changed.is_err();
+                None
+            }
         };
         let mut batch: Vec<LossNotice> = first.into_iter().collect();
         while let Ok(n) = rx.try_recv() {
@@ -410,7 +415,7 @@ async fn route_losses(
                 inner.deliver(&json, &view, Some(&sink));
             }
         }
-        if *stop.borrow() {
+        if dropped || *stop.borrow() {
             return;
         }
     }
