@@ -1291,3 +1291,45 @@ async fn email_through_msmtp_as_sendmail() {
         "{e}"
     );
 }
+
+#[test]
+fn blocking_sink_set_for_plain_threads() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/in")
+    ));
+    let set =
+        armorwatch::sinks::BlockingSinkSet::start(&s, opts(&dir.path().join("state"), "web1"))
+            .unwrap();
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "b", 1, "web1", "/x"));
+    rt.block_on(wait_for("delivery", 10, || accepted(&rx.log).len() == 1));
+    let report = set.shutdown(Duration::from_secs(2));
+    assert_eq!(report.pending["hook"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_sink_set_without_shutdown_stops_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/in\"\n",
+        free_port()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    drop(set);
+    // The remote task and the loss router notice their stop channel closed and end; a task
+    // spinning on the closed channel would keep the runtime's workers busy forever.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.num_alive_tasks() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "tasks still alive: {}",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

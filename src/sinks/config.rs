@@ -492,7 +492,22 @@ impl SinkSpec {
                 policy_table.insert((*k).to_string(), v);
             }
         }
-        let policy: SinkPolicy = typed(name, policy_table)?;
+        // The correlator documents the policy as a `[sinks.NAME.policy]` sub-table; the same keys
+        // directly in `[sinks.NAME]` are accepted too, but not both at once.
+        let policy: SinkPolicy = match rest.remove("policy") {
+            Some(toml::Value::Table(t)) => {
+                if let Some(k) = policy_table.keys().next() {
+                    return Err(err(
+                        name,
+                        k,
+                        "policy keys go either in [sinks.NAME.policy] or in [sinks.NAME], not both",
+                    ));
+                }
+                typed(&format!("{name}.policy"), t)?
+            }
+            Some(_) => return Err(err(name, "policy", "must be a table")),
+            None => typed(name, policy_table)?,
+        };
         if policy.min_severity > 10 {
             return Err(err(name, "min_severity", "must be between 0 and 10"));
         }
@@ -867,6 +882,26 @@ mode = "first"
         assert!(e.message.contains("unknown key"), "{e}");
         let e = parse("[sinks.s]\ntype = \"stdout\"\nmax_age_secs = 3\n").unwrap_err();
         assert_eq!(e.path, "sinks.s.max_age_secs");
+    }
+
+    #[test]
+    fn policy_sub_table() {
+        let v = parse(
+            "[sinks.m]\ntype = \"stdout\"\n[sinks.m.policy]\nmin_severity = 6\nnoise = \"mute\"\n",
+        )
+        .unwrap();
+        assert_eq!(v[0].policy.min_severity, 6);
+        assert_eq!(v[0].policy.noise, super::super::policy::NoiseAction::Mute);
+        let e = parse("[sinks.m]\ntype = \"stdout\"\n[sinks.m.policy]\nmode = \"often\"\n")
+            .unwrap_err();
+        assert_eq!(e.path, "sinks.m.policy.mode", "{e}");
+        let e = parse("[sinks.m]\ntype = \"stdout\"\n[sinks.m.policy]\nmin_sev = 1\n").unwrap_err();
+        assert_eq!(e.path, "sinks.m.policy.min_sev", "{e}");
+        let e = parse(
+            "[sinks.m]\ntype = \"stdout\"\nmode = \"first\"\n[sinks.m.policy]\nmin_severity = 1\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "sinks.m.mode", "{e}");
     }
 
     #[test]

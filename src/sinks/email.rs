@@ -1,17 +1,17 @@
 //! Email through SMTP (`lettre`, rustls: STARTTLS, implicit TLS or none; AUTH; several recipients)
-//! or a sendmail-compatible binary. A readable plain-text body; the subject has no CR/LF and is
+//! or a sendmail-compatible binary. A readable plain-text body with an HTML alternative (values escaped); the subject has no CR/LF and is
 //! RFC 2047-encoded by the builder when it is not ASCII; the Message-ID carries the idempotency key.
 
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::MultiPart;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{EmailSpec, TlsMode};
-use super::escape::{header, plain};
+use super::escape::{header, html, plain};
 use super::http::SendError;
 use super::view::Summary;
 
@@ -66,6 +66,63 @@ pub fn body(s: &Summary) -> String {
         plain(&s.key, 200)
     ));
     b
+}
+
+fn html_section(s: &Summary) -> String {
+    let mut h = format!(
+        "<p><b>{}</b> on {}</p>\n<h2 style=\"font-size:16px\">{}</h2>\n<table>\n",
+        html(&s.lead, 200),
+        html(&s.host, 200),
+        html(&s.headline, 600)
+    );
+    for (k, v) in &s.facts {
+        h.push_str(&format!(
+            "<tr><th align=\"left\">{}</th><td><code>{}</code></td></tr>\n",
+            html(k, 40),
+            html(v, 600)
+        ));
+    }
+    h.push_str("</table>\n");
+    if let Some(x) = s.explanation_text() {
+        let lines: Vec<String> = x.split('\n').map(|l| html(l, 800)).collect();
+        h.push_str(&format!("<h3>Why</h3>\n<p>{}</p>\n", lines.join("<br>\n")));
+    }
+    if let Some(sug) = s.suggestion_text() {
+        let lines: Vec<String> = sug.split('\n').map(|l| html(l, 800)).collect();
+        h.push_str(&format!(
+            "<h3>Suggested rule</h3>\n<pre>{}</pre>\n",
+            lines.join("\n")
+        ));
+    }
+    h.push_str(&format!(
+        "<p style=\"color:#888\">armorwatch · incident {}</p>\n",
+        html(&s.key, 200)
+    ));
+    h
+}
+
+fn html_page(inner: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family:sans-serif\">\n{inner}</body></html>\n"
+    )
+}
+
+/// The HTML alternative of one alert (every value HTML-escaped).
+pub fn html_body(s: &Summary) -> String {
+    html_page(&html_section(s))
+}
+
+/// The HTML alternative of a digest.
+pub fn digest_html(items: &[Summary]) -> String {
+    let mut inner = format!(
+        "<h1 style=\"font-size:18px\">armorwatch digest: {} alerts</h1>\n",
+        items.len()
+    );
+    for s in items {
+        inner.push_str("<hr>\n");
+        inner.push_str(&html_section(s));
+    }
+    html_page(&inner)
 }
 
 /// Subject of a digest.
@@ -175,8 +232,14 @@ impl EmailTransport {
         }
     }
 
-    /// Send one message to every recipient.
-    pub async fn send(&self, subject: String, body: String, key: &str) -> Result<(), SendError> {
+    /// Send one message (plain text with an HTML alternative) to every recipient.
+    pub async fn send(
+        &self,
+        subject: String,
+        body: String,
+        html: String,
+        key: &str,
+    ) -> Result<(), SendError> {
         let spec = self.spec();
         let from: Mailbox = spec
             .from
@@ -185,8 +248,7 @@ impl EmailTransport {
         let mut b = Message::builder()
             .from(from)
             .subject(subject)
-            .message_id(Some(message_id(key, &spec.from)))
-            .header(ContentType::TEXT_PLAIN);
+            .message_id(Some(message_id(key, &spec.from)));
         for t in &spec.to {
             let mb: Mailbox = t
                 .parse()
@@ -194,7 +256,7 @@ impl EmailTransport {
             b = b.to(mb);
         }
         let msg = b
-            .body(body)
+            .multipart(MultiPart::alternative_plain_html(body, html))
             .map_err(|e| SendError::Other(format!("building the message: {e}")))?;
         match self {
             EmailTransport::Smtp(t, _) => t
@@ -214,6 +276,25 @@ impl EmailTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        let v = crate::sinks::view::AlertView::from_json(&serde_json::json!({
+            "type": "incident.opened", "id": "<i>", "seq": 1, "host": "<script>x</script>",
+            "key": {"profile": "p\"'&", "operation": "open", "object": "<img src=x onerror=y>"},
+            "explanation": {"verdict": "<b>v</b>", "suggestion": {"rule": "</pre><script>", "file": "f"}}
+        }))
+        .unwrap();
+        let h = html_body(&v.summary());
+        assert!(
+            !h.contains("<script")
+                && !h.contains("<img")
+                && !h.contains("<b>v")
+                && !h.contains("</pre><")
+        );
+        assert!(h.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(h.contains("p&quot;&#39;&amp;"));
+    }
 
     #[test]
     fn message_id_is_safe() {

@@ -169,6 +169,7 @@ enum Rendered {
     Email {
         subject: String,
         body: String,
+        html: String,
     },
 }
 
@@ -260,11 +261,13 @@ impl Transport {
                     Rendered::Email {
                         subject: email::subject(&prefix, &s[0]),
                         body: email::body(&s[0]),
+                        html: email::html_body(&s[0]),
                     }
                 } else {
                     Rendered::Email {
                         subject: email::digest_subject(&prefix, &s),
                         body: email::digest_body(&s),
+                        html: email::digest_html(&s),
                     }
                 }
             }
@@ -314,9 +317,14 @@ impl Transport {
         let now = super::rfc3339(now_ms);
         let key = Self::batch_key(batch);
         match (self.render(batch, &now)?, self) {
-            (Rendered::Email { subject, body }, Transport::Email(t)) => {
-                t.send(subject, body, &key).await
-            }
+            (
+                Rendered::Email {
+                    subject,
+                    body,
+                    html,
+                },
+                Transport::Email(t),
+            ) => t.send(subject, body, html, &key).await,
             (
                 Rendered::Http { body, content_type },
                 Transport::Http {

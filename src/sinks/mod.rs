@@ -337,7 +337,7 @@ impl Inner {
                     }
                 }
                 Worker::Remote { outbox, notify } => {
-                    let pushed = lock_outbox(outbox).push(json, now);
+                    let pushed = lock_outbox(outbox).push_view(json, view.clone(), now);
                     match pushed {
                         Ok(_) => notify.notify_one(),
                         Err(e) => {
@@ -392,9 +392,14 @@ async fn route_losses(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        let mut dropped = false;
         let first = tokio::select! {
             n = rx.recv() => n,
-            _ = stop.changed() => None,
+            changed = stop.changed() => {
+                // The SinkSet was dropped without shutdown: stop rather than spin.
+                dropped = changed.is_err();
+                None
+            }
         };
         let mut batch: Vec<LossNotice> = first.into_iter().collect();
         while let Ok(n) = rx.try_recv() {
@@ -411,7 +416,7 @@ async fn route_losses(
                 inner.deliver(&json, &view, Some(&sink));
             }
         }
-        if *stop.borrow() {
+        if dropped || *stop.borrow() {
             return;
         }
     }
@@ -684,6 +689,62 @@ impl SinkSet {
             }
         })
         .await;
+        report
+    }
+}
+
+/// A [`SinkSet`] with its own tokio runtime, for callers that are plain threads (the pipeline's
+/// output thread): every method blocks at most on the local outbox write.
+#[derive(Debug)]
+pub struct BlockingSinkSet {
+    runtime: tokio::runtime::Runtime,
+    set: SinkSet,
+}
+
+impl BlockingSinkSet {
+    /// Start a runtime (two worker threads named `sinks`) and the sinks on it.
+    pub fn start(specs: &[SinkSpec], opts: SinkSetOptions) -> Result<BlockingSinkSet, SinkError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sinks")
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError::Setup {
+                name: "*".into(),
+                message: format!("starting the async runtime: {e}"),
+            })?;
+        let set = {
+            let _guard = runtime.enter();
+            SinkSet::start(specs, opts)?
+        };
+        Ok(BlockingSinkSet { runtime, set })
+    }
+
+    /// See [`SinkSet::deliver_alert`].
+    pub fn deliver_alert(&self, alert: &Alert) {
+        self.set.deliver_alert(alert);
+    }
+
+    /// See [`SinkSet::deliver_event`].
+    pub fn deliver_event(&self, event: &Event) {
+        self.set.deliver_event(event);
+    }
+
+    /// See [`SinkSet::reopen_files`].
+    pub fn reopen_files(&self) {
+        self.set.reopen_files();
+    }
+
+    /// See [`SinkSet::stats`].
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.set.stats()
+    }
+
+    /// See [`SinkSet::shutdown`]; stops the runtime afterwards.
+    pub fn shutdown(self, grace: Duration) -> ShutdownReport {
+        let BlockingSinkSet { runtime, set } = self;
+        let report = runtime.block_on(set.shutdown(grace));
+        runtime.shutdown_timeout(Duration::from_secs(1));
         report
     }
 }

@@ -232,26 +232,37 @@ impl Outbox {
 
     /// Spool an alert (its JSON as serialized); durable when this returns.
     pub fn push(&mut self, json: &str, now_ms: u64) -> Result<Arc<Entry>, OutboxError> {
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        let view = Arc::new(AlertView::from_json(&value)?);
+        self.push_view(json, view, now_ms)
+    }
+
+    /// [`Outbox::push`] with the view already parsed from `json`.
+    pub fn push_view(
+        &mut self,
+        json: &str,
+        view: Arc<AlertView>,
+        now_ms: u64,
+    ) -> Result<Arc<Entry>, OutboxError> {
         if self.entries.len() >= self.max_entries {
             return Err(OutboxError::Full(self.dir.clone()));
         }
         // Compact JSON has no raw newline or tab (serde_json escapes them in strings); re-encode
         // anything else so one alert stays one journal line.
-        let value: serde_json::Value = serde_json::from_str(json)?;
         let json = json.trim();
         let json: String = if json.contains(['\n', '\t', '\r']) {
+            let value: serde_json::Value = serde_json::from_str(json)?;
             serde_json::to_string(&value)?
         } else {
             json.to_string()
         };
-        let view = AlertView::from_json(&value)?;
         let entry = Arc::new(Entry {
             seq: self.next_seq,
             created_ms: now_ms,
             key: view.idempotency_key(),
             incident: view.id.clone(),
             json: Arc::from(json),
-            view: Arc::new(view),
+            view,
         });
         let line = add_line(&entry)?;
         let path = self.dir.join("journal");

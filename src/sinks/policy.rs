@@ -23,7 +23,19 @@ pub enum Mode {
     Never,
 }
 
-/// The policy keys of a `[sinks.NAME]` table.
+/// What to do with alerts marked as noise (by a noise rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseAction {
+    /// Deliver them (with their `noise` mark).
+    #[default]
+    Deliver,
+    /// Do not deliver them to this sink.
+    Mute,
+}
+
+/// The policy keys of a `[sinks.NAME]` table (or of its `[sinks.NAME.policy]` sub-table, the form
+/// the correlator's `PolicyConfig` documents).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkPolicy {
@@ -48,6 +60,9 @@ pub struct SinkPolicy {
     /// The digest interval for `mode = "digest"` (default 3600).
     #[serde(default = "default_digest_interval")]
     pub digest_interval_secs: u64,
+    /// `deliver` (default) or `mute`: alerts marked as noise.
+    #[serde(default)]
+    pub noise: NoiseAction,
 }
 
 fn default_digest_interval() -> u64 {
@@ -64,6 +79,7 @@ impl Default for SinkPolicy {
             exclude_operations: Vec::new(),
             mode: Mode::Always,
             digest_interval_secs: default_digest_interval(),
+            noise: NoiseAction::Deliver,
         }
     }
 }
@@ -77,11 +93,15 @@ pub const POLICY_KEYS: &[&str] = &[
     "exclude_operations",
     "mode",
     "digest_interval_secs",
+    "noise",
 ];
 
 impl SinkPolicy {
-    /// Whether this sink is sent `alert`. Loss, suppressed and status alerts pass the
-    /// include/exclude filters (they have no profile of their own) but not `min_severity`.
+    /// Whether this sink is sent `alert` — the same rules as the correlator's
+    /// `correlate::policy::Policy::decide`: `loss` and `suppressed` alerts always pass (unless
+    /// `mode = "never"`); `first` drops `incident.update`/`incident.closed`; then `min_severity`,
+    /// `noise = "mute"`, and the profile and operation globs (operations match the family or the
+    /// raw operation).
     pub fn accepts(&self, alert: &AlertView) -> bool {
         self.accepts_with(alert, false)
     }
@@ -89,26 +109,29 @@ impl SinkPolicy {
     /// Like [`SinkPolicy::accepts`]; with `resolves` (Alertmanager) `mode = "first"` still lets
     /// `incident.closed` through, so an incident that was announced is also resolved.
     pub fn accepts_with(&self, alert: &AlertView, resolves: bool) -> bool {
-        if self.mode == Mode::Never || alert.severity < self.min_severity {
+        if self.mode == Mode::Never {
             return false;
         }
-        let is_incident = alert.alert_type.starts_with("incident.");
-        if !is_incident {
-            return true;
+        match alert.alert_type.as_str() {
+            "loss" | "suppressed" => return true,
+            "incident.update" if self.mode == Mode::First => return false,
+            "incident.closed" if self.mode == Mode::First && !resolves => return false,
+            _ => {}
         }
-        let first_ok = alert.alert_type == "incident.opened"
-            || (resolves && alert.alert_type == "incident.closed");
-        if self.mode == Mode::First && !first_ok {
+        if alert.severity < self.min_severity {
+            return false;
+        }
+        if alert.noise.is_some() && self.noise == NoiseAction::Mute {
             return false;
         }
         let profile = alert.profile_name().unwrap_or_default();
-        let operation = alert.operation().unwrap_or_default();
+        let family = alert.operation().unwrap_or_default();
+        let raw_op = alert.event_field("operation").unwrap_or_default();
+        let op_matches = |g: &String| glob_match(g, &family) || glob_match(g, &raw_op);
         passes(&self.include_profiles, &self.exclude_profiles, &profile)
-            && passes(
-                &self.include_operations,
-                &self.exclude_operations,
-                &operation,
-            )
+            && (self.include_operations.is_empty()
+                || self.include_operations.iter().any(op_matches))
+            && !self.exclude_operations.iter().any(op_matches)
     }
 }
 
@@ -207,7 +230,11 @@ mod tests {
         assert!(!p.accepts(&view("incident.opened", "cups", "open", 5)));
         assert!(!p.accepts(&view("incident.opened", "nginx", "exec", 5)));
         assert!(!p.accepts(&view("incident.opened", "nginx", "open", 2)));
-        assert!(p.accepts(&view("loss", "", "", 5)));
+        assert!(
+            p.accepts(&view("loss", "", "", 0)),
+            "loss ignores min_severity"
+        );
+        assert!(!p.accepts(&view("status", "cups", "", 5)));
         let never = SinkPolicy {
             mode: Mode::Never,
             ..SinkPolicy::default()

@@ -288,7 +288,12 @@ impl RemoteSink {
             tokio::select! {
                 _ = self.notify.notified() => {}
                 _ = sleep => {}
-                _ = self.stop.changed() => {}
+                changed = self.stop.changed() => {
+                    // The SinkSet was dropped without shutdown: stop rather than spin.
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
