@@ -10,10 +10,10 @@
 //! close, emits what it still holds and closes its output; the output thread drains, flushes and
 //! saves the checkpoints last.
 //!
-//! **Integration point.** [`EventOutput`] is how events and loss notices leave the pipeline.
-//! [`JsonLines`] (`[sinks.NAME] type = "file" | "stdout"`, `content = "events"`) is the only
-//! built-in implementation; the real sinks (and the correlator, which turns events into alerts
-//! for `content = "alerts"`) plug in by implementing [`EventOutput`] — see [`build_outputs`].
+//! **Outputs.** [`EventOutput`] is how events and loss notices leave the pipeline.
+//! [`JsonLines`] serves `content = "events"` file/stdout sinks synchronously (so a checkpoint
+//! never passes an event that was not written); `crate::alerting::Alerting` feeds the correlator,
+//! the explainer and the sinks. `crate::alerting::build_outputs` builds both from the config.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -29,7 +29,7 @@ use serde::ser::SerializeStruct;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{CheckpointError, Checkpoints, Position};
-use crate::config::{SinkConfig, SourceConfig};
+use crate::config::SourceConfig;
 use crate::event::{Event, Source, format_rfc3339_millis};
 use crate::parse::line::LossReport;
 use crate::parse::{Output, Parser};
@@ -244,106 +244,6 @@ impl EventOutput for JsonLines {
     fn close(&mut self) -> io::Result<()> {
         self.writer.flush()
     }
-}
-
-/// A bad `[sinks.NAME]` table (exit 78).
-#[derive(Debug, thiserror::Error)]
-pub enum OutputConfigError {
-    /// A key is missing or wrong.
-    #[error("`sinks.{sink}.{key}`: {message}")]
-    Invalid {
-        /// NAME.
-        sink: String,
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// The output file cannot be opened.
-    #[error("sinks.{sink}: cannot open {path}: {source}")]
-    Open {
-        /// NAME.
-        sink: String,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-/// Build the outputs for the configured sinks; no sink means JSON lines on standard output.
-///
-/// **Integrator:** this is where `src/sinks/` takes over: map each [`SinkConfig`] to its sink
-/// (all of them implementing [`EventOutput`]), and route `content = "alerts"` through the
-/// correlator (an [`EventOutput`] that feeds the pure correlator and forwards alerts to its sinks).
-pub fn build_outputs(sinks: &[SinkConfig]) -> Result<Vec<Box<dyn EventOutput>>, OutputConfigError> {
-    let mut outputs: Vec<Box<dyn EventOutput>> = Vec::new();
-    for sink in sinks {
-        let invalid = |key: &'static str, message: &str| OutputConfigError::Invalid {
-            sink: sink.name.clone(),
-            key,
-            message: message.to_string(),
-        };
-        for key in sink.table.keys() {
-            if !matches!(key.as_str(), "type" | "path" | "content") {
-                return Err(OutputConfigError::Invalid {
-                    sink: sink.name.clone(),
-                    key: "?",
-                    message: format!(
-                        "unknown key `sinks.{}.{key}` for type \"{}\"",
-                        sink.name, sink.kind
-                    ),
-                });
-            }
-        }
-        match sink.table.get("content") {
-            None => {}
-            Some(toml::Value::String(s)) if s == "events" => {}
-            Some(toml::Value::String(s)) if s == "alerts" => {
-                return Err(invalid(
-                    "content",
-                    "\"alerts\" needs the correlator, which this build does not have yet",
-                ));
-            }
-            Some(_) => return Err(invalid("content", "must be \"events\" or \"alerts\"")),
-        }
-        match sink.kind.as_str() {
-            "stdout" => {
-                if sink.table.contains_key("path") {
-                    return Err(invalid("path", "not allowed for type \"stdout\""));
-                }
-                outputs.push(Box::new(JsonLines::stdout()));
-            }
-            "file" => {
-                let path = match sink.table.get("path") {
-                    Some(toml::Value::String(p)) if p.starts_with('/') => PathBuf::from(p),
-                    Some(toml::Value::String(_)) => {
-                        return Err(invalid("path", "must be an absolute path"));
-                    }
-                    Some(_) => return Err(invalid("path", "must be a string")),
-                    None => return Err(invalid("path", "is required for type \"file\"")),
-                };
-                let out = JsonLines::file(&path).map_err(|source| OutputConfigError::Open {
-                    sink: sink.name.clone(),
-                    path,
-                    source,
-                })?;
-                outputs.push(Box::new(out));
-            }
-            other => {
-                return Err(invalid(
-                    "type",
-                    &format!(
-                        "unknown sink type \"{other}\" (this build has \"file\" and \"stdout\")"
-                    ),
-                ));
-            }
-        }
-    }
-    if outputs.is_empty() {
-        outputs.push(Box::new(JsonLines::stdout()));
-    }
-    Ok(outputs)
 }
 
 /// What to run.
