@@ -34,7 +34,7 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCorrelate {
     /// The window in seconds: at most one `incident.update` per window while an incident keeps
-    /// happening, and `incident.closed` after this long without an event (default 60).
+    /// happening, and `incident.closed` after this long without an event (default 300).
     pub window_secs: Option<u64>,
     /// Cap on incident alerts per minute across all incidents; what it holds back is announced
     /// in a `suppressed` alert with exact counts, never dropped (default 120; 0 = no cap).

@@ -48,7 +48,7 @@ pub struct CorrelateSettings {
 impl Default for CorrelateSettings {
     fn default() -> Self {
         CorrelateSettings {
-            window: Duration::from_secs(60),
+            window: Duration::from_secs(300),
             max_alerts_per_minute: 120,
             max_open_incidents: 10_000,
             severity_db: PathBuf::from("/etc/apparmor/severity.db"),
