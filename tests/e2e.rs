@@ -166,7 +166,11 @@ fn check_run(dir: &Path, run: &str, source: Option<&str>, check: &str, rule_line
     let msmtp: Vec<&Value> = alerts
         .iter()
         .filter(|a| a["key"]["profile"] == "msmtp")
-        .filter(|a| a["type"].as_str().is_some_and(|t| t.starts_with("incident.")))
+        .filter(|a| {
+            a["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("incident."))
+        })
         .collect();
     assert_eq!(msmtp.len(), 1, "{run}: msmtp incident alerts: {msmtp:#?}");
     let a = msmtp[0];
@@ -266,7 +270,13 @@ fn real_kernel_msmtp_alert_fix_and_confined_armorwatch() {
     }
 
     let files = out_dir.join("files");
-    check_run(&files.join("kmsg"), "kmsg", Some("kmsg"), "skipped", rule_line);
+    check_run(
+        &files.join("kmsg"),
+        "kmsg",
+        Some("kmsg"),
+        "skipped",
+        rule_line,
+    );
     check_run(
         &files.join("netlink"),
         "netlink",
@@ -282,10 +292,19 @@ fn real_kernel_msmtp_alert_fix_and_confined_armorwatch() {
         rule_line,
     );
     // All three sources at once (duplicates dropped): whichever delivered first.
-    check_run(&files.join("confined"), "confined", None, "passed", rule_line);
+    check_run(
+        &files.join("confined"),
+        "confined",
+        None,
+        "passed",
+        rule_line,
+    );
 
     // Confined: not one denial of its own, in the whole kernel log of the boot.
-    assert!(stdout.contains("armorwatch runs as 'armorwatch (enforce)'"), "{stdout}");
+    assert!(
+        stdout.contains("armorwatch runs as 'armorwatch (enforce)'"),
+        "{stdout}"
+    );
     for log in ["dmesg.log", "kmsg.raw"] {
         let text = fs::read_to_string(out_dir.join(log)).unwrap();
         let own: Vec<&str> = text
