@@ -10,7 +10,11 @@
 #   2. triggers the msmtp denial (msmtp writing its log to /var/log/msmtp.log), polls the
 #      alerts file and prints the latency measured in the guest, from the denial's own audit
 #      stamp and from the moment msmtp was started, to the moment the alert line was seen;
-#      fails if the first is over 2000 ms;
+#      fails if the first is over 2000 ms. The three unconfined runs set
+#      `check_suggestions = false`: the compile check runs apparmor_parser twice before the
+#      alert goes out, 2-6 s under emulation (0.1 s each natively). The confined run keeps it on
+#      (it is what the profile's `helper` child is for); its latency is printed, and tests/e2e.rs
+#      holds it to 2 s only under KVM;
 #   3. appends the suggested rule to the file the suggestion names (local/usr.bin.msmtp),
 #      reloads the profile (apparmor_parser -r), runs msmtp again and checks: the log was
 #      written, the kernel logged no new msmtp denial, and -- once a new marker's alert is out,
@@ -68,20 +72,24 @@ wait_line() {
         sleep 0.02
     done
 }
-# A fresh denial of profile `logger`: a barrier (once its alert is out, every record before it
-# was processed) and the readiness probe. The sources start at the end of the log, so a marker
-# made before the daemon was reading is never seen: until one shows up in the events sink
-# (which does not wait for explanations), make a new one every 2 s.
-marker() {  # $1 alerts file, $2 events file
-    tries=0
+# A fresh denial of profile `logger`, /var/log/mark-N: once its alert is out, every record
+# before it was processed. As the readiness probe ($3 = probe): the sources start at the end of
+# the log, so a marker made before the daemon was reading is never seen; until one shows up in
+# the events sink (which does not wait for explanations), make another after 1, 2, 3 … s. Not
+# faster: each marker seen is an incident whose suggestion may be compile-checked, seconds each
+# under emulation, and the events sink waits behind that.
+marker() {  # $1 alerts file, $2 events file, $3 probe|barrier
+    wait_ms=1000
     while :; do
         MARK=$((MARK + 1))
         busybox-logger sh -c "echo x > /var/log/mark-$MARK" 2>/dev/null
-        DEADLINE_MS=2000
+        [ "$3" = probe ] && DEADLINE_MS=$wait_ms
         if wait_line "$2" '"kind":"denied"' "\"/var/log/mark-$MARK\""; then break; fi
+        DEADLINE_MS=60000
+        [ "$3" = probe ] || fail "no event for the marker denial /var/log/mark-$MARK within 60 s"
         kill -0 "$AWPID" 2>/dev/null || fail "armorwatch exited before it was ready"
-        tries=$((tries + 1))
-        [ $tries -lt 30 ] || fail "no event for a marker denial after $tries tries"
+        wait_ms=$((wait_ms + 1000))
+        [ $wait_ms -le 10000 ] || fail "no event for a marker denial in 55 s"
     done
     DEADLINE_MS=60000
     wait_line "$1" '"type":"incident.opened"' "\"/var/log/mark-$MARK\"" \
@@ -116,9 +124,10 @@ run_case() {  # $1 name, $2 config, $3 output dir of the sinks, $4 check_suggest
     step "$name: start"
     $AW run --config "$conf" &
     AWPID=$!
-    marker "$alerts" "$events"
+    marker "$alerts" "$events" probe
     label=$(cat "/proc/$AWPID/attr/current" 2>/dev/null)
     step "$name: ready (marker $MARK), armorwatch runs as '$label'"
+    [ "$check" = true ] || [ "$label" = unconfined ] || fail "$name: not meant to be confined: '$label'"
     [ -f /var/log/msmtp.log ] && fail "msmtp.log exists before the denial"
     before=$(msmtp_denial)
 
@@ -157,7 +166,7 @@ run_case() {  # $1 name, $2 config, $3 output dir of the sinks, $4 check_suggest
     trigger_msmtp
     grep -q 'exitcode=EX_' /var/log/msmtp.log 2>/dev/null \
         || fail "$name: msmtp did not write its log after the fix: $(cat /tmp/msmtp.out)"
-    marker "$alerts" "$events"
+    marker "$alerts" "$events" barrier
     [ "$(msmtp_denial)" -eq "$before" ] || fail "$name: the kernel still denies msmtp: $(dmesg | grep DENIED | grep msmtp | tail -n 2)"
     n=$(grep '"kind":"denied"' "$events" | grep -c '"profile":"msmtp"')
     [ "$n" -eq 1 ] || fail "$name: $n msmtp denial events (want the 1 before the fix)"
