@@ -75,6 +75,14 @@ impl ProfileKnowledge {
         if !matches!(event.kind, Kind::Denied | Kind::Allowed | Kind::Killed) {
             return;
         }
+        // armorwatch's own denials are reported but not explained: explaining runs
+        // apparmor_parser, which a broken local profile for armorwatch would deny again.
+        let own = event
+            .profile()
+            .is_some_and(|p| p == "armorwatch" || p.starts_with("armorwatch//"));
+        if own {
+            return;
+        }
         let mut ctx = self.facts.context(self.explainer.index(), event);
         ctx.after_profile_replace = self.changes.after_replace(event, 300);
         let mut exp = self.explainer.explain(event, &ctx);
