@@ -173,6 +173,7 @@ impl Alerting {
 
     fn emit(&mut self) {
         let mut alerts = std::mem::take(&mut self.alerts);
+        let emitted = alerts.len();
         for mut alert in alerts.drain(..) {
             if matches!(
                 alert.alert_type,
@@ -189,6 +190,9 @@ impl Alerting {
                 m.observe_alert(&alert);
             }
             self.delivered += 1;
+        }
+        if emitted > 0 {
+            self.report_state();
         }
         self.alerts = alerts;
     }

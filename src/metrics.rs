@@ -244,8 +244,7 @@ impl Metrics {
                 if lag {
                     if let Some(at) = event_ms(e) {
                         let delay = now_ms().saturating_sub(at);
-                        s.lag_ms
-                            .insert(source_label(&e.source).to_string(), delay);
+                        s.lag_ms.insert(source_label(&e.source).to_string(), delay);
                     }
                 }
             }
@@ -345,9 +344,7 @@ impl Metrics {
 
     /// True while the output thread ticks.
     pub fn healthy(&self) -> bool {
-        self.lock()
-            .heartbeat
-            .is_some_and(|t| t.elapsed() < STALL)
+        self.lock().heartbeat.is_some_and(|t| t.elapsed() < STALL)
     }
 
     /// The sd_notify `STATUS=` line.
@@ -410,7 +407,11 @@ impl Metrics {
             "Loss notices (records the kernel or armorwatch lost), by reason.",
         );
         for (r, n) in &s.loss_notices {
-            let _ = writeln!(o, "armorwatch_loss_notices_total{{reason=\"{}\"}} {n}", label(r));
+            let _ = writeln!(
+                o,
+                "armorwatch_loss_notices_total{{reason=\"{}\"}} {n}",
+                label(r)
+            );
         }
         head(
             &mut o,
@@ -419,7 +420,11 @@ impl Metrics {
             "Records lost, by reason (the kernel's counts where it gives them, else 1 per notice).",
         );
         for (r, n) in &s.loss_records {
-            let _ = writeln!(o, "armorwatch_lost_records_total{{reason=\"{}\"}} {n}", label(r));
+            let _ = writeln!(
+                o,
+                "armorwatch_lost_records_total{{reason=\"{}\"}} {n}",
+                label(r)
+            );
         }
         head(
             &mut o,
@@ -500,8 +505,16 @@ impl Metrics {
             "counter",
             "Configuration reloads (SIGHUP), applied or rejected.",
         );
-        let _ = writeln!(o, "armorwatch_reloads_total{{result=\"applied\"}} {}", s.reloads[0]);
-        let _ = writeln!(o, "armorwatch_reloads_total{{result=\"rejected\"}} {}", s.reloads[1]);
+        let _ = writeln!(
+            o,
+            "armorwatch_reloads_total{{result=\"applied\"}} {}",
+            s.reloads[0]
+        );
+        let _ = writeln!(
+            o,
+            "armorwatch_reloads_total{{result=\"rejected\"}} {}",
+            s.reloads[1]
+        );
         o
     }
 }
@@ -522,7 +535,8 @@ fn loss_reason(r: LossReason) -> String {
 }
 
 /// The pipeline output that feeds [`Metrics`], pings the watchdog and updates the `STATUS=`
-/// line. Put it first among the outputs: it never fails.
+/// line. Put it last among the outputs: it never fails, its tick then follows theirs, and its
+/// close saves the alerts their close produced.
 #[derive(Debug)]
 pub struct MetricsOutput {
     metrics: Arc<Metrics>,
@@ -556,8 +570,7 @@ impl EventOutput for MetricsOutput {
             tracing::warn!("saving {RECENT_FILE}: {e}");
         }
         if self.follow {
-            self.watchdog
-                .tick(Instant::now(), OUTPUT_TICK);
+            self.watchdog.tick(Instant::now(), OUTPUT_TICK);
             let status = self.metrics.status_line();
             if status != self.last_status {
                 crate::notify::status(&status);
@@ -609,7 +622,14 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > 16 * 1024 {
-            return write_response(&mut stream, "431 Request Header Fields Too Large", "text/plain", "too large\n", true).await;
+            return write_response(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "too large\n",
+                true,
+            )
+            .await;
         }
     }
     let head = String::from_utf8_lossy(&buf);
@@ -618,7 +638,14 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
     let path = target.split('?').next().unwrap_or("");
     let with_body = method != "HEAD";
     if method != "GET" && method != "HEAD" {
-        return write_response(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n", with_body).await;
+        return write_response(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+            with_body,
+        )
+        .await;
     }
     match path {
         "/metrics" => {
@@ -646,7 +673,16 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
                 .await
             }
         }
-        _ => write_response(&mut stream, "404 Not Found", "text/plain", "try /metrics or /healthz\n", with_body).await,
+        _ => {
+            write_response(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics or /healthz\n",
+                with_body,
+            )
+            .await
+        }
     }
 }
 
@@ -705,6 +741,9 @@ mod tests {
             "armorwatch_events_total{kind=\"denied\",profile=\"_other\",operation=\"_other\"} 11"
         ));
         assert!(!text.contains("/usr/bin/a \"b\n"), "raw newline in a label");
-        assert!(m.status_line().starts_with(&format!("{} events", MAX_EVENT_SERIES + 11)));
+        assert!(
+            m.status_line()
+                .starts_with(&format!("{} events", MAX_EVENT_SERIES + 11))
+        );
     }
 }

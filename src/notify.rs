@@ -56,12 +56,18 @@ pub struct Watchdog {
 impl Watchdog {
     /// Read `$WATCHDOG_USEC` (and `$WATCHDOG_PID`, which must name this process when set).
     pub fn from_env() -> Watchdog {
-        let mut usec = 0;
-        let half = if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-            Some(Duration::from_micros(usec / 2))
-        } else {
-            None
+        // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must name this process.
+        let usec = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&u| u > 0);
+        let for_us = match std::env::var("WATCHDOG_PID") {
+            Ok(pid) => pid.parse::<u32>().ok() == Some(std::process::id()),
+            Err(_) => true,
         };
+        let half = usec
+            .filter(|_| for_us)
+            .map(|u| Duration::from_micros(u / 2));
         Watchdog { half, last: None }
     }
 

@@ -127,8 +127,8 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let mut all: Vec<Box<dyn EventOutput>> = vec![Box::new(MetricsOutput::new(metrics, false))];
-    all.extend(outputs);
+    let mut all = outputs;
+    all.push(Box::new(MetricsOutput::new(metrics, false)));
     // Replay ends when the sources reach their end; a signal stops either mode early.
     let result = runtime.block_on(pipeline::run(plan, all, shutdown_signal()));
     match result {
@@ -366,7 +366,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = endpoint.apply(config.metrics_listen, &metrics, &runtime) {
         tracing::error!(
             "metrics.listen: cannot listen on {}: {e}",
-            config.metrics_listen.map(|a| a.to_string()).unwrap_or_default()
+            config
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default()
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -412,9 +415,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let mut all: Vec<Box<dyn EventOutput>> =
-            vec![Box::new(MetricsOutput::new(metrics.clone(), true))];
-        all.extend(outputs);
+        // Last: its tick (watchdog, STATUS=) follows the others', its close saves what their
+        // close produced.
+        let mut all = outputs;
+        all.push(Box::new(MetricsOutput::new(metrics.clone(), true)));
         let mut outcome = Outcome::Stop("end of input");
         let mut drain = None;
         let result = runtime.block_on(async {
@@ -456,6 +460,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("stopped");
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Everything was drained; threads still blocked in a read (a source's inotify or journal
+    // wait) need not be waited for.
+    runtime.shutdown_background();
     Ok(ExitCode::SUCCESS)
 }

@@ -340,7 +340,11 @@ content = "events"
 
     #[test]
     fn metrics_listen_is_an_address() {
-        let c = parse("[metrics]\nlisten = \"127.0.0.1:9812\"\n", Path::new("t.toml")).unwrap();
+        let c = parse(
+            "[metrics]\nlisten = \"127.0.0.1:9812\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9812".parse().unwrap()));
         assert!(Config::default().metrics_listen.is_none(), "off by default");
         assert!(err("[metrics]\nlisten = \"localhost\"\n").contains("`metrics.listen`"));
