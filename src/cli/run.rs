@@ -27,7 +27,7 @@ use super::EXIT_CONFIG;
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, MetricsOutput};
 use crate::notify;
-use crate::pipeline::{self, EventOutput, Mode, Plan};
+use crate::pipeline::{self, Mode, Plan};
 use crate::sources;
 
 /// The longest a stop (or the drain before a reload) may take; past it the process exits with
