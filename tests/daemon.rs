@@ -549,3 +549,92 @@ fn status_after_run_and_after_replay() {
     assert!(closed.contains(&"/etc/shadow") && closed.contains(&"/var/log/msmtp.log"));
     assert!(json["open"].as_array().unwrap().is_empty());
 }
+
+/// The journal: a real systemd-journald, started in a private mount namespace (a tmpfs over
+/// /run, so the host's journal is untouched); armorwatch runs with `$JOURNAL_STREAM` naming its
+/// standard error, as under systemd, and logs natively. `journalctl MESSAGE_ID=…` must find the
+/// alert with its fields.
+#[test]
+fn alerts_reach_the_journal_with_the_message_id() {
+    let journald = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(journald) = journald else {
+        eprintln!("SKIPPED: systemd-journald is not installed (package systemd)");
+        return;
+    };
+    for bin in ["unshare", "journalctl", "stat"] {
+        if Command::new(bin).arg("--version").output().is_err() {
+            eprintln!("SKIPPED: {bin} is not installed (packages util-linux, systemd)");
+            return;
+        }
+    }
+    let root = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+        eprintln!(
+            "SKIPPED: needs root for a private mount namespace (CI runs tests/run-all.sh as root)"
+        );
+        return;
+    }
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let script = format!(
+        r#"set -eu
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal /run/log/journal
+{journald} &
+JPID=$!
+poll() {{ i=0; until eval "$1"; do i=$((i+1)); [ $i -lt 500 ] || {{ echo "timed out: $1" >&2; return 1; }}; sleep 0.02; done; }}
+poll '[ -S /run/systemd/journal/socket ]'
+D={dir}
+touch $D/journal-stderr
+export JOURNAL_STREAM=$(stat -c %d:%i $D/journal-stderr)
+{bin} run --config $D/config.toml 2>>$D/journal-stderr &
+APID=$!
+q() {{ journalctl -D /run/log/journal -o json --no-pager "$@" 2>/dev/null; }}
+poll 'q SYSLOG_IDENTIFIER=armorwatch | grep -q "sources started"'
+cat >> $D/audit.log <<'X'
+{line}X
+poll 'q MESSAGE_ID={id} | grep -q msmtp'
+kill -TERM $APID
+wait $APID
+q MESSAGE_ID={id}
+kill $JPID
+"#,
+        dir = s.dir.display(),
+        bin = BIN,
+        line = denial(1, "mknod", "/var/log/msmtp.log"),
+        id = MESSAGE_ID,
+    );
+    std::fs::write(s.p("journal.sh"), script).unwrap();
+    let out = Command::new("timeout")
+        .args(["60", "unshare", "--mount", "--propagation", "private", "sh"])
+        .arg(s.p("journal.sh"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e["MESSAGE_ID"], MESSAGE_ID);
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "armorwatch");
+    assert_eq!(e["PRIORITY"], "4");
+    assert_eq!(e["ARMORWATCH_ALERT"], "incident.opened");
+    let id = opened(&s.p("alerts.jsonl"))[0]["id"].clone();
+    assert_eq!(e["ARMORWATCH_INCIDENT"], id);
+    let message = e["MESSAGE"].as_str().unwrap();
+    assert!(
+        message.contains("profile msmtp create /var/log/msmtp.log"),
+        "{message}"
+    );
+    // Native logging: the daemon's own lines went to the journal, not to its stderr.
+    let err = std::fs::read_to_string(s.p("journal-stderr")).unwrap();
+    assert!(!err.contains("sources started"), "{err}");
+}

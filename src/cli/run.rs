@@ -379,7 +379,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut previous: Option<Config> = None;
     loop {
-        let sources = choose_sources(&config);
+        let sources = if config.sources.is_empty() {
+            let selection = sources::select(&sources::probe());
+            tracing::info!("no source configured; choosing automatically:");
+            for r in &selection.reasons {
+                tracing::info!("  - {r}");
+            }
+            selection.sources
+        } else {
+            config.sources.clone()
+        };
         if sources.is_empty() {
             tracing::error!("no readable source; see `armorwatch doctor`");
             return Ok(ExitCode::FAILURE);
