@@ -435,6 +435,10 @@ fn metrics_endpoint_is_scraped_over_http() {
     s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
     s.append(&denial(2, "open", "/etc/shadow"));
     s.append(&denial(3, "open", "/etc/shadow"));
+    // An AppArmor record armorwatch cannot parse is a loss of its own.
+    s.append(
+        "type=AVC msg=audit(1795623516.004:4): apparmor=\"DENIED\" operation=\"open\" profile=\"msmtp\n",
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -449,6 +453,7 @@ fn metrics_endpoint_is_scraped_over_http() {
             assert_eq!(status, 200);
             assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
             if body.contains("armorwatch_open_incidents 2")
+                && body.contains("armorwatch_loss_notices_total{reason=\"unparsed\"} 1")
                 && body.contains(
                     "armorwatch_sink_alerts_total{sink=\"alerts\",type=\"file\",result=\"delivered\"} 2",
                 )
