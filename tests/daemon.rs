@@ -455,7 +455,7 @@ fn metrics_endpoint_is_scraped_over_http() {
             if body.contains("armorwatch_open_incidents 2")
                 && body.contains("armorwatch_loss_notices_total{reason=\"unparsed\"} 1")
                 && body.contains(
-                    "armorwatch_sink_alerts_total{sink=\"alerts\",type=\"file\",result=\"delivered\"} 2",
+                    "armorwatch_sink_alerts_total{sink=\"alerts\",type=\"file\",result=\"delivered\"} 3",
                 )
             {
                 break body;
@@ -470,6 +470,8 @@ fn metrics_endpoint_is_scraped_over_http() {
             "armorwatch_events_total{kind=\"denied\",profile=\"msmtp\",operation=\"mknod\"} 1"
         ));
         assert!(body.contains("armorwatch_alerts_total{type=\"incident.opened\"} 2"));
+        // The unparsable record also became a loss alert (the third alert the file received).
+        assert!(body.contains("armorwatch_alerts_total{type=\"loss\"} 1"));
         assert!(body.contains("# TYPE armorwatch_source_lag_seconds gauge"));
         assert!(body.contains("armorwatch_source_lag_seconds{source=\"file\"}"));
         let (status, _, text) = get(&client, &format!("http://{addr}/healthz")).await;
