@@ -333,6 +333,15 @@ impl NotifySocket {
         }
     }
 
+    /// Receive what arrives within 100 ms.
+    fn pump(&mut self) {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = self.sock.recv(&mut buf) {
+            self.got
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+
     /// Receive until some message satisfies `f` (counting from message `from`).
     fn wait(&mut self, secs: u64, from: usize, f: impl Fn(&str) -> bool) -> Option<usize> {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -644,4 +653,77 @@ kill $JPID
     // Native logging: the daemon's own lines went to the journal, not to its stderr.
     let err = std::fs::read_to_string(s.p("journal-stderr")).unwrap();
     assert!(!err.contains("sources started"), "{err}");
+}
+
+/// A stuck output (standard output is a pipe nobody reads, so the events sink blocks): the
+/// watchdog pings stop, so systemd would restart the service, and SIGTERM ends the process
+/// with status 1 at the drain bound instead of hanging until systemd's SIGKILL.
+#[test]
+fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
+    let s = Setup::new();
+    s.write_config(&s.config("[sinks.events]\ntype = \"stdout\"\ncontent = \"events\"\n"));
+    let sock_path = s.p("notify.sock");
+    let mut n = NotifySocket::bind(&sock_path);
+    let log = s.p("stderr.log");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(s.p("config.toml"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // never read
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let is_ping = |m: &str| m.lines().any(|l| l == "WATCHDOG=1");
+    let first = n.wait(10, 0, is_ping).expect("no WATCHDOG=1");
+    n.wait(10, first + 1, is_ping).expect("pings do not repeat");
+
+    // ~300 KB of events: far more than a pipe holds.
+    let long = "/srv/".to_string() + &"x".repeat(900);
+    let mut text = String::new();
+    for i in 1..=300 {
+        text.push_str(&denial(i, "open", &format!("{long}/{i}")));
+    }
+    s.append(&text);
+
+    // The output thread blocks in write(2): no more pings.
+    let mut last_ping = Instant::now();
+    let stalled = wait_for(30, || {
+        let seen = n.got.len();
+        n.pump();
+        if n.got[seen..].iter().any(|m| is_ping(m)) {
+            last_ping = Instant::now();
+        }
+        last_ping.elapsed() > Duration::from_secs(3)
+    });
+    assert!(stalled, "the watchdog kept pinging with a stuck output");
+    assert!(child.try_wait().unwrap().is_none());
+
+    let t0 = Instant::now();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut status = None;
+    wait_for(25, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = t0.elapsed();
+    let _ = child.kill();
+    let status = status.expect("still running 25 s after SIGTERM");
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        took >= Duration::from_secs(14) && took < Duration::from_secs(19),
+        "exited after {took:?}; the bound is 15 s, systemd kills at 20 s"
+    );
+    assert!(err.contains("draining took longer than 15 s"), "{err}");
 }
