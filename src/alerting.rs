@@ -218,18 +218,12 @@ fn restore(dir: &Path, config: correlate::Config) -> Correlator {
         Ok(snapshot) => match Correlator::restore(snapshot, config.clone()) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!(
-                    "armorwatch: {}: {e}; starting with no open incidents",
-                    path.display()
-                );
+                crate::log_warn!("{}: {e}; starting with no open incidents", path.display());
                 Correlator::new(config)
             }
         },
         Err(e) => {
-            eprintln!(
-                "armorwatch: {}: {e}; starting with no open incidents",
-                path.display()
-            );
+            crate::log_warn!("{}: {e}; starting with no open incidents", path.display());
             Correlator::new(config)
         }
     }
@@ -486,8 +480,8 @@ pub fn build_outputs_with(
             match ProfileKnowledge::load(&config.profiles.dir, config.profiles.check_suggestions) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    eprintln!(
-                        "armorwatch: {}: {e}; alerts will carry no explanation",
+                    crate::log_warn!(
+                        "{}: {e}; alerts will carry no explanation",
                         config.profiles.dir.display()
                     );
                     None

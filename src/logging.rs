@@ -70,3 +70,22 @@ pub fn init() -> &'static str {
         .try_init();
     "stderr"
 }
+
+/// True once [`init`] installed the subscriber (`armorwatch run`).
+pub fn active() -> bool {
+    tracing::dispatcher::has_been_set()
+}
+
+/// A warning from code shared by the daemon and the one-shot commands: through `tracing` in the
+/// daemon (so it reaches the journal with its priority), as `armorwatch: …` on standard error
+/// otherwise.
+#[macro_export]
+macro_rules! log_warn {
+    ($($arg:tt)*) => {
+        if $crate::logging::active() {
+            ::tracing::warn!($($arg)*)
+        } else {
+            eprintln!("armorwatch: {}", format_args!($($arg)*))
+        }
+    };
+}

@@ -93,8 +93,8 @@ pub fn state_dir(config: &Config, explicit: bool) -> Option<PathBuf> {
     match std::fs::create_dir_all(&config.state_dir) {
         Ok(()) => Some(config.state_dir.clone()),
         Err(e) => {
-            eprintln!(
-                "armorwatch: {}: {e}; running without checkpoints",
+            crate::log_warn!(
+                "{}: {e}; running without checkpoints",
                 config.state_dir.display()
             );
             None
