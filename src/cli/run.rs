@@ -316,14 +316,15 @@ impl Endpoint {
             tracing::info!("metrics: endpoint stopped");
             return Ok(());
         };
-        if self
-            .running
-            .as_ref()
-            .is_some_and(|r| addr.port() == 0 && r.0.ip() == addr.ip())
-        {
-            return Ok(());
-        }
-        let std_listener = std::net::TcpListener::bind(addr)?;
+        let std_listener = match std::net::TcpListener::bind(addr) {
+            // The old endpoint may hold the port (0.0.0.0:9812 → 127.0.0.1:9812): free it first.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.running.is_some() => {
+                self.running = None;
+                std::thread::yield_now();
+                std::net::TcpListener::bind(addr)?
+            }
+            other => other?,
+        };
         std_listener.set_nonblocking(true)?;
         let bound = std_listener.local_addr()?;
         let listener = {
@@ -460,7 +461,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Outcome::Reload(new) => {
                 let new = *new;
                 if let Err(e) = endpoint.apply(new.metrics_listen, &metrics, &runtime) {
-                    tracing::error!("metrics.listen: {e}; the endpoint stays as it was");
+                    tracing::error!(
+                        "metrics.listen: cannot listen on {:?}: {e}",
+                        new.metrics_listen
+                    );
                 }
                 metrics.reloaded(true);
                 tracing::info!("configuration reloaded; starting the new pipeline");
