@@ -45,7 +45,7 @@ const MAX_LABEL: usize = 128;
 const OUTPUT_TICK: Duration = Duration::from_secs(1);
 
 /// `/healthz` fails when the output thread has not ticked for this long.
-const STALL: Duration = Duration::from_secs(15);
+const STALL: Duration = Duration::from_secs(10);
 
 /// One incident alert as `armorwatch status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -667,7 +667,7 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
                     &mut stream,
                     "503 Service Unavailable",
                     "text/plain",
-                    "the pipeline has not ticked for 15 s\n",
+                    "the pipeline has not ticked for 10 s\n",
                     with_body,
                 )
                 .await

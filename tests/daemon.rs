@@ -661,7 +661,9 @@ kill $JPID
 #[test]
 fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
     let s = Setup::new();
-    s.write_config(&s.config("[sinks.events]\ntype = \"stdout\"\ncontent = \"events\"\n"));
+    s.write_config(&s.config(
+        "[sinks.events]\ntype = \"stdout\"\ncontent = \"events\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    ));
     let sock_path = s.p("notify.sock");
     let mut n = NotifySocket::bind(&sock_path);
     let log = s.p("stderr.log");
@@ -680,6 +682,30 @@ fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
         .unwrap();
     let is_ping = |m: &str| m.lines().any(|l| l == "WATCHDOG=1");
     let first = n.wait(10, 0, is_ping).expect("no WATCHDOG=1");
+    let addr = {
+        let mut addr = None;
+        wait_for(10, || {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            addr = log.find("listening on http://").map(|at| {
+                log[at + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| *c != '/')
+                    .collect::<String>()
+            });
+            addr.is_some()
+        });
+        addr.expect("no metrics address logged")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let healthz = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(get(&client, &format!("http://{addr}/healthz")))
+            .0
+    };
+    assert_eq!(healthz(&rt), 200);
     n.wait(10, first + 1, is_ping).expect("pings do not repeat");
 
     // ~300 KB of events: far more than a pipe holds.
@@ -711,6 +737,11 @@ fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
         .unwrap()
         .success();
     assert!(ok);
+    // The endpoint still answers while the drain hangs, and says the pipeline is stuck.
+    assert!(
+        wait_for(14, || healthz(&rt) == 503),
+        "/healthz never reported the stuck pipeline"
+    );
     let mut status = None;
     wait_for(25, || {
         status = child.try_wait().unwrap();
