@@ -121,6 +121,8 @@ pub struct Alerting {
     delivered: u64,
     /// The latest time handed to the correlator (replay: event time, never going backwards).
     last_at: u64,
+    /// The daemon's counters (alerts, open incidents, sink stats); see [`Alerting::with_metrics`].
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 fn now_ms() -> u64 {
@@ -155,6 +157,20 @@ impl Alerting {
             alerts: Vec::new(),
             delivered: 0,
             last_at: 0,
+            metrics: None,
+        }
+    }
+
+    /// Report alerts, open incidents and sink counters to `metrics` (the daemon's endpoint,
+    /// `STATUS=` line, journal and `armorwatch status`).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Alerting {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report_state(&self) {
+        if let (Some(m), Some(sinks)) = (&self.metrics, &self.sinks) {
+            m.observe_alerting(self.correlator.open_incidents(), sinks.stats());
         }
     }
 
@@ -165,6 +181,7 @@ impl Alerting {
 
     fn emit(&mut self) {
         let mut alerts = std::mem::take(&mut self.alerts);
+        let emitted = alerts.len();
         for mut alert in alerts.drain(..) {
             if matches!(
                 alert.alert_type,
@@ -177,7 +194,13 @@ impl Alerting {
             if let Some(sinks) = &self.sinks {
                 sinks.deliver_alert(&alert);
             }
+            if let Some(m) = &self.metrics {
+                m.observe_alert(&alert);
+            }
             self.delivered += 1;
+        }
+        if emitted > 0 {
+            self.report_state();
         }
         self.alerts = alerts;
     }
@@ -203,18 +226,12 @@ fn restore(dir: &Path, config: correlate::Config) -> Correlator {
         Ok(snapshot) => match Correlator::restore(snapshot, config.clone()) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!(
-                    "armorwatch: {}: {e}; starting with no open incidents",
-                    path.display()
-                );
+                crate::log_warn!("{}: {e}; starting with no open incidents", path.display());
                 Correlator::new(config)
             }
         },
         Err(e) => {
-            eprintln!(
-                "armorwatch: {}: {e}; starting with no open incidents",
-                path.display()
-            );
+            crate::log_warn!("{}: {e}; starting with no open incidents", path.display());
             Correlator::new(config)
         }
     }
@@ -274,6 +291,7 @@ impl EventOutput for Alerting {
         if self.mode == Mode::Follow {
             self.correlator.tick(now_ms(), &mut self.alerts);
             self.emit();
+            self.report_state();
             if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                 self.save_snapshot()?;
             }
@@ -296,9 +314,16 @@ impl EventOutput for Alerting {
             }
         }
         if let Some(sinks) = self.sinks.take() {
+            // Counters as of the stop (what the last grace period delivers is not counted).
+            if let Some(m) = &self.metrics {
+                m.observe_alerting(self.correlator.open_incidents(), sinks.stats());
+            }
             let report = self
                 .runtime
                 .block_on(sinks.shutdown(Duration::from_secs(5)));
+            if let Some(m) = &self.metrics {
+                m.retire_sinks();
+            }
             let _ = report;
         }
         Ok(())
@@ -411,6 +436,16 @@ pub fn build_outputs(
     mode: Mode,
     state_dir: Option<&Path>,
 ) -> Result<Vec<Box<dyn EventOutput>>, OutputError> {
+    build_outputs_with(config, mode, state_dir, None)
+}
+
+/// [`build_outputs`], reporting to the daemon's [`crate::metrics::Metrics`] when given.
+pub fn build_outputs_with(
+    config: &crate::config::Config,
+    mode: Mode,
+    state_dir: Option<&Path>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+) -> Result<Vec<Box<dyn EventOutput>>, OutputError> {
     use crate::pipeline::JsonLines;
     use crate::sinks::config::{Content, SinkKind};
     let host = config.host.clone().unwrap_or_else(host_name);
@@ -453,8 +488,8 @@ pub fn build_outputs(
             match ProfileKnowledge::load(&config.profiles.dir, config.profiles.check_suggestions) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    eprintln!(
-                        "armorwatch: {}: {e}; alerts will carry no explanation",
+                    crate::log_warn!(
+                        "{}: {e}; alerts will carry no explanation",
                         config.profiles.dir.display()
                     );
                     None
@@ -471,6 +506,10 @@ pub fn build_outputs(
             tokio::runtime::Handle::current(),
             state_dir.map(Path::to_path_buf),
         );
+        let alerting = match metrics {
+            Some(m) => alerting.with_metrics(m),
+            None => alerting,
+        };
         outputs.push(Box::new(alerting));
     }
     Ok(outputs)

@@ -315,7 +315,7 @@ pub async fn run(
     let mut starts: Vec<(Arc<str>, sources::Spec)> = Vec::new();
     for cfg in &plan.sources {
         if plan.mode == Mode::Replay && *cfg == SourceConfig::Netlink {
-            eprintln!("armorwatch: replay: the netlink source is live only; skipped");
+            crate::log_warn!("replay: the netlink source is live only; skipped");
             continue;
         }
         let name: Arc<str> = Arc::from(cfg.name());
@@ -365,7 +365,7 @@ pub async fn run(
                 last_tick = Instant::now();
                 for o in &mut outputs {
                     if let Err(e) = o.tick() {
-                        eprintln!("armorwatch: output tick: {e}");
+                        crate::log_warn!("output tick: {e}");
                     }
                 }
             }
@@ -402,7 +402,7 @@ pub async fn run(
                 if c.is_dirty() && last_save.elapsed() >= interval {
                     c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
                     if let Err(e) = c.save() {
-                        eprintln!("armorwatch: saving checkpoints: {e}");
+                        crate::log_warn!("saving checkpoints: {e}");
                     }
                     last_save = Instant::now();
                 }
@@ -410,14 +410,14 @@ pub async fn run(
         }
         for o in &mut outputs {
             if let Err(e) = o.close() {
-                eprintln!("armorwatch: closing output: {e}");
+                crate::log_warn!("closing output: {e}");
             }
         }
         // Only what was accepted was acknowledged, so saving is right even after a failure.
         if let Some(c) = checkpoints.as_mut() {
             c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
             if let Err(e) = c.save() {
-                eprintln!("armorwatch: saving checkpoints: {e}");
+                crate::log_warn!("saving checkpoints: {e}");
             }
         }
         match failure {
@@ -458,7 +458,7 @@ fn deliver_all(outputs: &mut [Box<dyn EventOutput>], item: &Item) -> io::Result<
                 Ok(()) => break,
                 Err(e) if attempts < 5 => {
                     attempts += 1;
-                    eprintln!("armorwatch: output failed ({e}); retrying");
+                    crate::log_warn!("output failed ({e}); retrying");
                     std::thread::sleep(Duration::from_millis(200 * attempts));
                 }
                 Err(e) => return Err(e),

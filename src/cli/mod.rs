@@ -6,6 +6,7 @@ mod explain;
 mod parse;
 mod replay;
 mod run;
+mod status;
 mod test_alert;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Show what this machine does with AppArmor records and which sources armorwatch would use.
     Doctor(doctor::DoctorArgs),
+    /// Show the open and recent incidents from the state directory (`--json` for scripts).
+    Status(status::StatusArgs),
     /// Send a sample alert through each configured sink and report, per sink, delivered or why not.
     TestAlert(test_alert::TestAlertArgs),
     /// Correlate AppArmor events from log files into alerts (JSON lines, alert schema 1), on log
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::TestAlert(args) => test_alert::run(&args),
         Command::Correlate(args) => correlate::run(&args),
     };

@@ -1,14 +1,38 @@
-//! `armorwatch run [--config FILE]`: follow the sources live until SIGTERM/SIGINT, then drain.
+//! `armorwatch run [--config FILE]`: the service. Follows the sources until SIGTERM/SIGINT, then
+//! drains in order: the sources stop, the parsers flush, the outputs take the last events, the
+//! correlator's open incidents are saved, the sinks write their queues (remote sinks keep what
+//! they could not send in their outbox), the checkpoints are saved — all within
+//! [`DRAIN_BOUND`], shorter than the unit's `TimeoutStopSec=20s`.
+//!
+//! SIGHUP reloads: the configuration file is read and validated first (sinks and correlator
+//! settings included); an invalid one is logged with its key path and the running pipeline
+//! continues untouched. A valid one drains the running pipeline like a stop (checkpoints saved,
+//! incidents persisted) and starts a new one from the checkpoints, so nothing is lost or
+//! delivered twice beyond the at-least-once window; file sinks are opened afresh (logrotate).
+//!
+//! The service manager hears `READY=1` once the sources are started, `RELOADING=1` (with
+//! `MONOTONIC_USEC=`) and `READY=1` around a reload, `STOPPING=1`, `WATCHDOG=1` from the output
+//! thread's tick and a `STATUS=` line (see [`crate::notify`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 
 use super::EXIT_CONFIG;
 use crate::config::{self, Config};
+use crate::metrics::{Metrics, MetricsOutput};
+use crate::notify;
 use crate::pipeline::{self, Mode, Plan};
 use crate::sources;
+
+/// The longest a stop (or the drain before a reload) may take; past it the process exits with
+/// status 1 rather than being killed by systemd at `TimeoutStopSec=20s`. The sinks get 5 s of it.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(15);
 
 /// Arguments of `armorwatch run`.
 #[derive(Debug, clap::Args)]
@@ -69,8 +93,8 @@ pub fn state_dir(config: &Config, explicit: bool) -> Option<PathBuf> {
     match std::fs::create_dir_all(&config.state_dir) {
         Ok(()) => Some(config.state_dir.clone()),
         Err(e) => {
-            eprintln!(
-                "armorwatch: {}: {e}; running without checkpoints",
+            crate::log_warn!(
+                "{}: {e}; running without checkpoints",
                 config.state_dir.display()
             );
             None
@@ -78,16 +102,24 @@ pub fn state_dir(config: &Config, explicit: bool) -> Option<PathBuf> {
     }
 }
 
-/// Build a runtime, run the pipeline, map errors to exit codes.
+/// Build a runtime, run the pipeline, map errors to exit codes (`replay`). When there is a state
+/// directory the incident alerts are recorded there for `armorwatch status`.
 pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let metrics = Metrics::new();
+    metrics.set_state_dir(plan.state_dir.as_deref());
     let outputs = {
         let _guard = runtime.enter();
-        match crate::alerting::build_outputs(config, plan.mode, plan.state_dir.as_deref()) {
+        match crate::alerting::build_outputs_with(
+            config,
+            plan.mode,
+            plan.state_dir.as_deref(),
+            Some(metrics.clone()),
+        ) {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("armorwatch: configuration error: {e}");
@@ -95,8 +127,10 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let mut all = outputs;
+    all.push(Box::new(MetricsOutput::new(metrics, false)));
     // Replay ends when the sources reach their end; a signal stops either mode early.
-    let result = runtime.block_on(pipeline::run(plan, outputs, shutdown_signal()));
+    let result = runtime.block_on(pipeline::run(plan, all, shutdown_signal()));
     match result {
         Ok(summary) => {
             eprintln!(
@@ -128,26 +162,319 @@ async fn shutdown_signal() {
     }
 }
 
+/// Read and validate a configuration completely: the file, every sink table (secrets
+/// included) and the correlator's settings. The error names the key path.
+pub fn load_validated(path: &Path, events: bool) -> Result<Config, String> {
+    let mut config = config::load(path).map_err(|e| e.to_string())?;
+    if events {
+        events_to_stdout(&mut config);
+    }
+    crate::alerting::sink_specs(&config).map_err(|e| e.to_string())?;
+    let host = config
+        .host
+        .clone()
+        .unwrap_or_else(crate::alerting::host_name);
+    crate::alerting::correlator_config(&config, &host).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// Why a pipeline ended.
+#[derive(Debug)]
+enum Outcome {
+    /// SIGTERM/SIGINT (or the sources ended).
+    Stop(&'static str),
+    /// SIGHUP with a valid configuration.
+    Reload(Box<Config>),
+}
+
+/// The signals the service handles, registered once for the whole process.
+#[derive(Debug)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The pipeline's stop future: first polled once the sources are started (→ `READY=1`), ends
+/// on SIGTERM/SIGINT or on SIGHUP with a valid configuration.
+async fn until_stop_or_reload(
+    signals: &mut Signals,
+    metrics: &Metrics,
+    config_path: Option<&Path>,
+    events: bool,
+    outcome: &mut Outcome,
+    drain: &mut Option<DrainGuard>,
+) {
+    notify::ready(&metrics.status_line());
+    tracing::info!("sources started; running");
+    loop {
+        tokio::select! {
+            _ = signals.term.recv() => {
+                *outcome = Outcome::Stop("SIGTERM");
+                break;
+            }
+            _ = signals.int.recv() => {
+                *outcome = Outcome::Stop("SIGINT");
+                break;
+            }
+            _ = signals.hup.recv() => {
+                let Some(path) = config_path else {
+                    tracing::warn!("SIGHUP: running without a configuration file; nothing to reload");
+                    continue;
+                };
+                notify::reloading();
+                tracing::info!("SIGHUP: reloading {}", path.display());
+                match load_validated(path, events) {
+                    Ok(c) => {
+                        *outcome = Outcome::Reload(Box::new(c));
+                        break;
+                    }
+                    Err(e) => {
+                        metrics.reloaded(false);
+                        tracing::error!(
+                            "reload rejected, keeping the running configuration: {e}"
+                        );
+                        notify::ready(&metrics.status_line());
+                    }
+                }
+            }
+        }
+    }
+    if let Outcome::Stop(signal) = outcome {
+        notify::stopping();
+        tracing::info!("{signal}: draining (bound {} s)", DRAIN_BOUND.as_secs());
+    }
+    *drain = Some(DrainGuard::arm());
+}
+
+/// Exits the process if a drain takes longer than [`DRAIN_BOUND`]; disarmed by dropping.
+#[derive(Debug)]
+struct DrainGuard {
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl DrainGuard {
+    fn arm() -> DrainGuard {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("drain-bound".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(DRAIN_BOUND)
+                {
+                    tracing::error!(
+                        "draining took longer than {} s; exiting without finishing",
+                        DRAIN_BOUND.as_secs()
+                    );
+                    std::process::exit(1);
+                }
+            });
+        DrainGuard {
+            done: spawned.ok().map(|_| tx),
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The metrics endpoint, rebound when a reload changes `metrics.listen`.
+#[derive(Debug, Default)]
+struct Endpoint {
+    running: Option<(SocketAddr, watch::Sender<bool>)>,
+}
+
+impl Endpoint {
+    /// Serve on `want` (None: stop). Errors leave the previous state in place.
+    fn apply(
+        &mut self,
+        want: Option<SocketAddr>,
+        metrics: &Arc<Metrics>,
+        runtime: &tokio::runtime::Runtime,
+    ) -> std::io::Result<()> {
+        if self.running.as_ref().map(|r| r.0) == want {
+            return Ok(());
+        }
+        let Some(addr) = want else {
+            self.running = None;
+            tracing::info!("metrics: endpoint stopped");
+            return Ok(());
+        };
+        let std_listener = match std::net::TcpListener::bind(addr) {
+            // The old endpoint may hold the port (0.0.0.0:9812 → 127.0.0.1:9812): free it first.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.running.is_some() => {
+                self.running = None;
+                std::thread::yield_now();
+                std::net::TcpListener::bind(addr)?
+            }
+            other => other?,
+        };
+        std_listener.set_nonblocking(true)?;
+        let bound = std_listener.local_addr()?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let (tx, rx) = watch::channel(false);
+        runtime.spawn(crate::metrics::serve(listener, metrics.clone(), rx));
+        // Dropping the previous sender stops the previous server.
+        self.running = Some((addr, tx));
+        tracing::info!("metrics: listening on http://{bound}/metrics and /healthz");
+        Ok(())
+    }
+}
+
 /// Run the subcommand.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let mut config = match load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
+    let log = crate::logging::init();
+    tracing::debug!("logging to {log}");
+    let mut config = match args.config.as_deref() {
+        None => Config::default(),
+        Some(p) => match load_validated(p, false) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("configuration error: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
     };
     if args.events {
         events_to_stdout(&mut config);
     }
-    let sources = choose_sources(&config);
-    if sources.is_empty() {
-        eprintln!("armorwatch: no readable source; see `armorwatch doctor`");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let metrics = Metrics::new();
+    let mut endpoint = Endpoint::default();
+    if let Err(e) = endpoint.apply(config.metrics_listen, &metrics, &runtime) {
+        tracing::error!(
+            "metrics.listen: cannot listen on {}: {e}",
+            config
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
         return Ok(ExitCode::FAILURE);
     }
-    let plan = Plan {
-        mode: Mode::Follow,
-        sources,
-        files: Vec::new(),
-        state_dir: state_dir(&config, args.config.is_some()),
-        checkpoint_interval: config.checkpoint_interval,
+    let mut signals = {
+        let _guard = runtime.enter();
+        Signals::new().context("installing signal handlers")?
     };
-    execute(plan, &config)
+    let mut previous: Option<Config> = None;
+    loop {
+        let sources = if config.sources.is_empty() {
+            let selection = sources::select(&sources::probe());
+            tracing::info!("no source configured; choosing automatically:");
+            for r in &selection.reasons {
+                tracing::info!("  - {r}");
+            }
+            selection.sources
+        } else {
+            config.sources.clone()
+        };
+        if sources.is_empty() {
+            tracing::error!("no readable source; see `armorwatch doctor`");
+            return Ok(ExitCode::FAILURE);
+        }
+        let state = state_dir(&config, args.config.is_some());
+        metrics.set_state_dir(state.as_deref());
+        let plan = Plan {
+            mode: Mode::Follow,
+            sources,
+            files: Vec::new(),
+            state_dir: state.clone(),
+            checkpoint_interval: config.checkpoint_interval,
+        };
+        let built = {
+            let _guard = runtime.enter();
+            crate::alerting::build_outputs_with(
+                &config,
+                Mode::Follow,
+                state.as_deref(),
+                Some(metrics.clone()),
+            )
+        };
+        let outputs = match (built, previous.take()) {
+            (Ok(o), _) => o,
+            (Err(e), None) => {
+                tracing::error!("configuration error: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            (Err(e), Some(old)) => {
+                metrics.reloaded(false);
+                tracing::error!("reload failed, going back to the previous configuration: {e}");
+                config = old;
+                continue;
+            }
+        };
+        // Last: its tick (watchdog, STATUS=) follows the others', its close saves what their
+        // close produced.
+        let mut all = outputs;
+        all.push(Box::new(MetricsOutput::new(metrics.clone(), true)));
+        let mut outcome = Outcome::Stop("end of input");
+        let mut drain = None;
+        let result = runtime.block_on(async {
+            let stop = until_stop_or_reload(
+                &mut signals,
+                &metrics,
+                args.config.as_deref(),
+                args.events,
+                &mut outcome,
+                &mut drain,
+            );
+            pipeline::run(plan, all, stop).await
+        });
+        drop(drain);
+        match result {
+            Ok(summary) => tracing::info!(
+                "pipeline drained: {} events delivered, {} duplicates dropped, {} loss notices",
+                summary.events,
+                summary.duplicates,
+                summary.losses
+            ),
+            Err(e) => {
+                tracing::error!("{e}");
+                notify::stopping();
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        match outcome {
+            Outcome::Stop(_) => break,
+            Outcome::Reload(new) => {
+                let new = *new;
+                if let Err(e) = endpoint.apply(new.metrics_listen, &metrics, &runtime) {
+                    tracing::error!(
+                        "metrics.listen: cannot listen on {:?}: {e}",
+                        new.metrics_listen
+                    );
+                }
+                metrics.reloaded(true);
+                tracing::info!("configuration reloaded; starting the new pipeline");
+                previous = Some(std::mem::replace(&mut config, new));
+            }
+        }
+    }
+    tracing::info!("stopped");
+    // Everything was drained; threads still blocked in a read (a source's inotify or journal
+    // wait) need not be waited for.
+    runtime.shutdown_background();
+    Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,15 @@ pub struct RawConfig {
     pub profiles: Option<RawProfiles>,
     /// The host name put into alerts (default: the machine's host name).
     pub host: Option<String>,
+    /// `[metrics]`.
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `[metrics]`: the Prometheus and health endpoint (off unless `listen` is set).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMetrics {
+    /// Address and port to serve `/metrics` and `/healthz` on, e.g. `127.0.0.1:9812`.
+    pub listen: Option<String>,
 }
 
 /// `[correlate]`: how events become incidents and alerts.

@@ -28,6 +28,8 @@ pub struct Config {
     pub profiles: ProfileSettings,
     /// `host`: the host name in alerts; None = the machine's.
     pub host: Option<String>,
+    /// `[metrics] listen`: where to serve `/metrics` and `/healthz`; None = off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Validated `[correlate]`.
@@ -88,6 +90,7 @@ impl Default for Config {
             correlate: CorrelateSettings::default(),
             profiles: ProfileSettings::default(),
             host: None,
+            metrics_listen: None,
         }
     }
 }
@@ -255,6 +258,17 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         }
         config.host = Some(h);
     }
+    if let Some(m) = raw.metrics {
+        if let Some(listen) = m.listen {
+            let addr = listen.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    "must be an IP address and port, such as \"127.0.0.1:9812\"",
+                )
+            })?;
+            config.metrics_listen = Some(addr);
+        }
+    }
     for (name, table) in raw.sinks {
         let key = format!("sinks.{name}.type");
         let kind = match table.get("type") {
@@ -322,6 +336,20 @@ content = "events"
         );
         assert!(err("[sinks.x]\npath = \"/a\"\n").contains("`sinks.x.type`: is required"));
         assert!(err("[state]\ndir = 5\n").contains("dir"));
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address() {
+        let c = parse(
+            "[metrics]\nlisten = \"127.0.0.1:9812\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9812".parse().unwrap()));
+        assert!(Config::default().metrics_listen.is_none(), "off by default");
+        assert!(err("[metrics]\nlisten = \"localhost\"\n").contains("`metrics.listen`"));
+        assert!(err("[metrics]\nlisten = 9812\n").contains("listen"));
+        assert!(err("[metrics]\nport = 1\n").contains("`metrics.port`"));
     }
 
     #[test]

@@ -1,0 +1,760 @@
+//! The service, tested with the real binary: SIGHUP with an invalid configuration (kept running,
+//! the key path logged), SIGHUP with a valid one (the pipeline switches, a new file sink
+//! receives, a rotated file is reopened, nothing delivered twice), SIGTERM (drains within the
+//! bound with a receiver that never answers; incidents, checkpoints and the outbox saved),
+//! sd_notify on a real unix datagram socket, the metrics endpoint scraped over HTTP, and
+//! `armorwatch status` after `run` and after `replay`. Every wait polls a condition with a
+//! deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
+const MESSAGE_ID: &str = "7210ea427e304e46938bdf04a386fbf3";
+
+fn profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/profiles/etc/apparmor.d")
+}
+
+/// Poll `f` every 20 ms until it is true or `secs` pass.
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn denial(serial: u32, operation: &str, name: &str) -> String {
+    format!(
+        "type=AVC msg=audit(1795623516.{:03}:{serial}): apparmor=\"DENIED\" operation=\"{operation}\" profile=\"msmtp\" name=\"{name}\" pid=110 comm=\"msmtp\" requested_mask=\"c\" denied_mask=\"c\" fsuid=0 ouid=0\n",
+        serial % 1000
+    )
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A test directory with an audit log, a state directory and a config file.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        std::fs::write(dir.join("audit.log"), "").unwrap();
+        Setup { _tmp: tmp, dir }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The common part: the audit log source, the state directory, explanations from the
+    /// fixture tree, an alerts file sink; `extra` is appended.
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "host = \"testhost\"\n[state]\ndir = \"{d}/state\"\ncheckpoint_interval_ms = 0\n\
+             [sources.audit_log]\npath = \"{d}/audit.log\"\n\
+             [profiles]\ndir = \"{p}\"\ncheck_suggestions = false\n\
+             [sinks.alerts]\ntype = \"file\"\npath = \"{d}/alerts.jsonl\"\n{extra}",
+            d = self.dir.display(),
+            p = profiles_dir().display()
+        )
+    }
+
+    fn write_config(&self, text: &str) {
+        std::fs::write(self.p("config.toml"), text).unwrap();
+    }
+
+    fn append(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.p("audit.log"))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+/// The running daemon; killed when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(s: &Setup, env: &[(&str, &str)]) -> Daemon {
+        let log = s.p("stderr.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(s.p("config.toml"))
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let d = Daemon {
+            child: cmd.spawn().unwrap(),
+            log,
+        };
+        assert!(
+            d.wait_log(20, "sources started", 1),
+            "not started: {}",
+            d.log()
+        );
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until `needle` appears at least `n` times in the log.
+    fn wait_log(&self, secs: u64, needle: &str, n: usize) -> bool {
+        wait_for(secs, || self.log().matches(needle).count() >= n)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_for(secs, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn opened(path: &Path) -> Vec<Value> {
+    lines(path)
+        .into_iter()
+        .filter(|a| a["type"] == "incident.opened")
+        .collect()
+}
+
+#[test]
+fn sighup_with_an_invalid_config_keeps_running_and_names_the_key() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let mut d = Daemon::start(&s, &[]);
+
+    s.write_config(&s.config("[correlate]\nwindow_secs = 0\n"));
+    d.signal("HUP");
+    assert!(
+        d.wait_log(10, "reload rejected", 1),
+        "no rejection logged: {}",
+        d.log()
+    );
+    assert!(d.log().contains("`correlate.window_secs`"), "{}", d.log());
+
+    // A sink table is validated too, before anything is stopped.
+    s.write_config(&s.config("[sinks.hook]\ntype = \"webhook\"\nurl = \"not a url\"\n"));
+    d.signal("HUP");
+    assert!(d.wait_log(10, "reload rejected", 2), "{}", d.log());
+    let log = d.log();
+    let second = &log[log.rfind("reload rejected").unwrap()..];
+    assert!(second.contains("sinks.hook"), "{log}");
+
+    // Still the old pipeline, untouched and working.
+    assert!(d.alive());
+    assert_eq!(d.log().matches("sources started").count(), 1, "{}", d.log());
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(
+        wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1),
+        "no alert after the rejected reload: {}",
+        d.log()
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+}
+
+#[test]
+fn sighup_with_a_valid_config_switches_and_reopens_files() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let mut d = Daemon::start(&s, &[]);
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
+
+    // logrotate moves the file away, then signals.
+    std::fs::rename(s.p("alerts.jsonl"), s.p("alerts.jsonl.1")).unwrap();
+    s.write_config(&s.config(&format!(
+        "[sinks.events]\ntype = \"file\"\npath = \"{}\"\ncontent = \"events\"\n",
+        s.p("events.jsonl").display()
+    )));
+    d.signal("HUP");
+    assert!(
+        d.wait_log(15, "sources started", 2),
+        "no new pipeline: {}",
+        d.log()
+    );
+    assert!(d.log().contains("configuration reloaded"));
+
+    s.append(&denial(2, "open", "/etc/shadow"));
+    assert!(
+        wait_for(10, || lines(&s.p("events.jsonl")).len() == 1),
+        "the new events sink received nothing: {}",
+        d.log()
+    );
+    assert_eq!(lines(&s.p("events.jsonl"))[0]["name"], "/etc/shadow");
+    assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
+    // The first denial was checkpointed before the switch: not delivered again.
+    assert_eq!(
+        opened(&s.p("alerts.jsonl"))[0]["key"]["object"],
+        "/etc/shadow"
+    );
+    assert_eq!(opened(&s.p("alerts.jsonl.1")).len(), 1);
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+    let objects: Vec<Value> = opened(&s.p("alerts.jsonl.1"))
+        .into_iter()
+        .chain(opened(&s.p("alerts.jsonl")))
+        .map(|a| a["key"]["object"].clone())
+        .collect();
+    assert_eq!(objects, ["/var/log/msmtp.log", "/etc/shadow"]);
+}
+
+#[test]
+fn sigterm_drains_within_the_bound_and_saves_state() {
+    // A receiver that accepts connections and never answers: the webhook sink hangs on it.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hang.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hang.incoming() {
+            match c {
+                Ok(c) => conns.push(c),
+                Err(_) => break,
+            }
+            if conns.len() > 50 {
+                break;
+            }
+        }
+    });
+    let s = Setup::new();
+    s.write_config(&s.config(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+    )));
+    let mut d = Daemon::start(&s, &[]);
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
+    let outbox = s.p("state/outbox/hook");
+    let spooled = || {
+        std::fs::read_dir(&outbox)
+            .map(|d| d.filter_map(Result::ok).count())
+            .unwrap_or(0)
+    };
+    assert!(wait_for(10, || spooled() > 0), "nothing spooled");
+
+    let t0 = Instant::now();
+    d.signal("TERM");
+    let status = d.wait_exit(20).expect("still running 20 s after SIGTERM");
+    let took = t0.elapsed();
+    assert!(status.success(), "{status:?}: {}", d.log());
+    assert!(
+        took < Duration::from_secs(15),
+        "drain took {took:?} (bound 15 s, unit stop timeout 20 s)"
+    );
+    eprintln!("SIGTERM to exit with a hanging receiver: {took:?}");
+    assert!(d.log().contains("SIGTERM: draining"));
+
+    // The incident, the position and the undelivered alert are on disk.
+    let id = opened(&s.p("alerts.jsonl"))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let incidents = std::fs::read_to_string(s.p("state/incidents.json")).unwrap();
+    assert!(incidents.contains(&id), "{incidents}");
+    let checkpoints = std::fs::read_to_string(s.p("state/checkpoints.json")).unwrap();
+    assert!(checkpoints.contains("audit_log"), "{checkpoints}");
+    assert!(spooled() > 0, "the outbox lost the undelivered alert");
+    drop(held);
+}
+
+/// Datagrams received on a NOTIFY_SOCKET.
+struct NotifySocket {
+    sock: UnixDatagram,
+    got: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        NotifySocket {
+            sock,
+            got: Vec::new(),
+        }
+    }
+
+    /// Receive what arrives within 100 ms.
+    fn pump(&mut self) {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = self.sock.recv(&mut buf) {
+            self.got
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+
+    /// Receive until some message satisfies `f` (counting from message `from`).
+    fn wait(&mut self, secs: u64, from: usize, f: impl Fn(&str) -> bool) -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(i) = self.got.iter().skip(from).position(|m| f(m)) {
+                return Some(from + i);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.got
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_reloading_stopping() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let sock_path = s.p("notify.sock");
+    let mut n = NotifySocket::bind(&sock_path);
+    let mut d = Daemon::start(
+        &s,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let ready = n
+        .wait(10, 0, |m| m.lines().any(|l| l == "READY=1"))
+        .expect("no READY=1");
+    assert!(
+        n.got[ready].contains("STATUS=0 events, 0 open incidents"),
+        "{:?}",
+        n.got
+    );
+    // The output thread ticks once a second; with WatchdogSec=1 it pings on every tick.
+    let w1 = n
+        .wait(10, 0, |m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .expect("no WATCHDOG=1");
+    n.wait(10, w1 + 1, |m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .expect("only one WATCHDOG=1");
+
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    let st = n
+        .wait(10, 0, |m| {
+            m.starts_with("STATUS=1 events, 1 open incidents, last alert: ")
+                && m.contains("msmtp create /var/log/msmtp.log")
+        })
+        .unwrap_or_else(|| panic!("no STATUS= after the alert: {:?}", n.got));
+
+    d.signal("HUP");
+    let rl = n
+        .wait(10, st, |m| m.lines().any(|l| l == "RELOADING=1"))
+        .expect("no RELOADING=1");
+    assert!(
+        n.got[rl].lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "RELOADING=1 without MONOTONIC_USEC: {:?}",
+        n.got[rl]
+    );
+    n.wait(15, rl, |m| m.lines().any(|l| l == "READY=1"))
+        .expect("no READY=1 after the reload");
+
+    d.signal("TERM");
+    n.wait(10, rl, |m| m.lines().any(|l| l == "STOPPING=1"))
+        .expect("no STOPPING=1");
+    assert!(d.wait_exit(20).unwrap().success());
+    // Every alert is also in the log with the fixed MESSAGE_ID.
+    assert!(d.log().contains(MESSAGE_ID), "{}", d.log());
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
+    let r = client.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ct, r.text().await.unwrap())
+}
+
+#[test]
+fn metrics_endpoint_is_scraped_over_http() {
+    let s = Setup::new();
+    s.write_config(&s.config("[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    let mut d = Daemon::start(&s, &[]);
+    let log = d.log();
+    let at = log
+        .find("listening on http://")
+        .expect("no metrics address logged");
+    let addr: String = log[at + "listening on http://".len()..]
+        .chars()
+        .take_while(|c| *c != '/')
+        .collect();
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    s.append(&denial(2, "open", "/etc/shadow"));
+    s.append(&denial(3, "open", "/etc/shadow"));
+    // An AppArmor record armorwatch cannot parse is a loss of its own.
+    s.append(
+        "type=AVC msg=audit(1795623516.004:4): apparmor=\"DENIED\" operation=\"open\" profile=\"msmtp\n",
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/metrics");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let body = loop {
+            let (status, ct, body) = get(&client, &url).await;
+            assert_eq!(status, 200);
+            assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+            if body.contains("armorwatch_open_incidents 2")
+                && body.contains("armorwatch_loss_notices_total{reason=\"unparsed\"} 1")
+                && body.contains(
+                    "armorwatch_sink_alerts_total{sink=\"alerts\",type=\"file\",result=\"delivered\"} 3",
+                )
+            {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "metrics never caught up:\n{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(body.contains(
+            "armorwatch_events_total{kind=\"denied\",profile=\"msmtp\",operation=\"open\"} 2"
+        ), "{body}");
+        assert!(body.contains(
+            "armorwatch_events_total{kind=\"denied\",profile=\"msmtp\",operation=\"mknod\"} 1"
+        ));
+        assert!(body.contains("armorwatch_alerts_total{type=\"incident.opened\"} 2"));
+        // The unparsable record also became a loss alert (the third alert the file received).
+        assert!(body.contains("armorwatch_alerts_total{type=\"loss\"} 1"));
+        assert!(body.contains("# TYPE armorwatch_source_lag_seconds gauge"));
+        assert!(body.contains("armorwatch_source_lag_seconds{source=\"file\"}"));
+        let (status, _, text) = get(&client, &format!("http://{addr}/healthz")).await;
+        assert_eq!((status, text.as_str()), (200, "ok\n"));
+        let (status, _, _) = get(&client, &format!("http://{addr}/nope")).await;
+        assert_eq!(status, 404);
+        let r = client.post(&url).body("x").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405);
+    });
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+}
+
+fn status(args: &[&str]) -> String {
+    let out = Command::new(BIN).arg("status").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn status_after_run_and_after_replay() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let mut d = Daemon::start(&s, &[]);
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    s.append(&denial(2, "mknod", "/var/log/msmtp.log"));
+    assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+
+    let state = s.p("state");
+    let state = state.to_str().unwrap();
+    let text = status(&["--state-dir", state]);
+    assert!(text.contains("open incidents: 1"), "{text}");
+    assert!(
+        text.contains("profile msmtp create /var/log/msmtp.log"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&status(&["--state-dir", state, "--json"])).unwrap();
+    let open = json["open"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{json}");
+    assert_eq!(open[0]["profile"], "msmtp");
+    assert_eq!(open[0]["object"], "/var/log/msmtp.log");
+    assert!(open[0]["total"].as_u64().unwrap() >= 1);
+    assert_eq!(open[0]["last_seen"], "2026-11-25T16:18:36.002Z");
+    let headline = open[0]["headline"].as_str().expect("no headline");
+    assert!(headline.contains("msmtp"), "{headline}");
+    assert!(text.contains(headline), "{text}");
+
+    // replay: every incident is closed at the end; status shows them as recent alerts.
+    let r = Setup::new();
+    r.write_config(&r.config(""));
+    r.append(&denial(7, "mknod", "/var/log/msmtp.log"));
+    r.append(&denial(8, "open", "/etc/shadow"));
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(r.p("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_str(&status(&[
+        "--config",
+        r.p("config.toml").to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let recent = json["recent"].as_array().unwrap();
+    let closed: Vec<&str> = recent
+        .iter()
+        .filter(|a| a["type"] == "incident.closed")
+        .map(|a| a["object"].as_str().unwrap())
+        .collect();
+    assert_eq!(closed.len(), 2, "{json}");
+    assert!(closed.contains(&"/etc/shadow") && closed.contains(&"/var/log/msmtp.log"));
+    assert!(json["open"].as_array().unwrap().is_empty());
+}
+
+/// The journal: a real systemd-journald, started in a private mount namespace (a tmpfs over
+/// /run, so the host's journal is untouched); armorwatch runs with `$JOURNAL_STREAM` naming its
+/// standard error, as under systemd, and logs natively. `journalctl MESSAGE_ID=…` must find the
+/// alert with its fields.
+#[test]
+fn alerts_reach_the_journal_with_the_message_id() {
+    let journald = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(journald) = journald else {
+        eprintln!("SKIPPED: systemd-journald is not installed (package systemd)");
+        return;
+    };
+    for bin in ["unshare", "journalctl", "stat"] {
+        if Command::new(bin).arg("--version").output().is_err() {
+            eprintln!("SKIPPED: {bin} is not installed (packages util-linux, systemd)");
+            return;
+        }
+    }
+    let root = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+        eprintln!(
+            "SKIPPED: needs root for a private mount namespace (CI runs tests/run-all.sh as root)"
+        );
+        return;
+    }
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let script = format!(
+        r#"set -eu
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal /run/log/journal
+{journald} &
+JPID=$!
+poll() {{ i=0; until eval "$1"; do i=$((i+1)); [ $i -lt 500 ] || {{ echo "timed out: $1" >&2; return 1; }}; sleep 0.02; done; }}
+poll '[ -S /run/systemd/journal/socket ]'
+D={dir}
+touch $D/journal-stderr
+export JOURNAL_STREAM=$(stat -c %d:%i $D/journal-stderr)
+{bin} run --config $D/config.toml 2>>$D/journal-stderr &
+APID=$!
+q() {{ journalctl -D /run/log/journal -o json --no-pager "$@" 2>/dev/null; }}
+poll 'q SYSLOG_IDENTIFIER=armorwatch | grep -q "sources started"'
+cat >> $D/audit.log <<'X'
+{line}X
+poll 'q MESSAGE_ID={id} | grep -q msmtp'
+kill -TERM $APID
+wait $APID
+q MESSAGE_ID={id}
+kill $JPID
+"#,
+        dir = s.dir.display(),
+        bin = BIN,
+        line = denial(1, "mknod", "/var/log/msmtp.log"),
+        id = MESSAGE_ID,
+    );
+    std::fs::write(s.p("journal.sh"), script).unwrap();
+    let out = Command::new("timeout")
+        .args(["60", "unshare", "--mount", "--propagation", "private", "sh"])
+        .arg(s.p("journal.sh"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e["MESSAGE_ID"], MESSAGE_ID);
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "armorwatch");
+    assert_eq!(e["PRIORITY"], "4");
+    assert_eq!(e["ARMORWATCH_ALERT"], "incident.opened");
+    let id = opened(&s.p("alerts.jsonl"))[0]["id"].clone();
+    assert_eq!(e["ARMORWATCH_INCIDENT"], id);
+    let message = e["MESSAGE"].as_str().unwrap();
+    assert!(
+        message.contains("profile msmtp create /var/log/msmtp.log"),
+        "{message}"
+    );
+    // Native logging: the daemon's own lines went to the journal, not to its stderr.
+    let err = std::fs::read_to_string(s.p("journal-stderr")).unwrap();
+    assert!(!err.contains("sources started"), "{err}");
+}
+
+/// A stuck output (standard output is a pipe nobody reads, so the events sink blocks): the
+/// watchdog pings stop, so systemd would restart the service, and SIGTERM ends the process
+/// with status 1 at the drain bound instead of hanging until systemd's SIGKILL.
+#[test]
+fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
+    let s = Setup::new();
+    s.write_config(&s.config(
+        "[sinks.events]\ntype = \"stdout\"\ncontent = \"events\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    ));
+    let sock_path = s.p("notify.sock");
+    let mut n = NotifySocket::bind(&sock_path);
+    let log = s.p("stderr.log");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(s.p("config.toml"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // never read
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let is_ping = |m: &str| m.lines().any(|l| l == "WATCHDOG=1");
+    let first = n.wait(10, 0, is_ping).expect("no WATCHDOG=1");
+    let addr = {
+        let mut addr = None;
+        wait_for(10, || {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            addr = log.find("listening on http://").map(|at| {
+                log[at + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| *c != '/')
+                    .collect::<String>()
+            });
+            addr.is_some()
+        });
+        addr.expect("no metrics address logged")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let healthz = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(get(&client, &format!("http://{addr}/healthz")))
+            .0
+    };
+    assert_eq!(healthz(&rt), 200);
+    n.wait(10, first + 1, is_ping).expect("pings do not repeat");
+
+    // ~300 KB of events: far more than a pipe holds.
+    let long = "/srv/".to_string() + &"x".repeat(900);
+    let mut text = String::new();
+    for i in 1..=300 {
+        text.push_str(&denial(i, "open", &format!("{long}/{i}")));
+    }
+    s.append(&text);
+
+    // The output thread blocks in write(2): no more pings.
+    let mut last_ping = Instant::now();
+    let stalled = wait_for(30, || {
+        let seen = n.got.len();
+        n.pump();
+        if n.got[seen..].iter().any(|m| is_ping(m)) {
+            last_ping = Instant::now();
+        }
+        last_ping.elapsed() > Duration::from_secs(3)
+    });
+    assert!(stalled, "the watchdog kept pinging with a stuck output");
+    assert!(child.try_wait().unwrap().is_none());
+
+    let t0 = Instant::now();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // The endpoint still answers while the drain hangs, and says the pipeline is stuck.
+    assert!(
+        wait_for(14, || healthz(&rt) == 503),
+        "/healthz never reported the stuck pipeline"
+    );
+    let mut status = None;
+    wait_for(25, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = t0.elapsed();
+    let _ = child.kill();
+    let status = status.expect("still running 25 s after SIGTERM");
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        took >= Duration::from_secs(14) && took < Duration::from_secs(19),
+        "exited after {took:?}; the bound is 15 s, systemd kills at 20 s"
+    );
+    assert!(err.contains("draining took longer than 15 s"), "{err}");
+}
