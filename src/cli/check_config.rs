@@ -485,4 +485,41 @@ mod tests {
         assert_eq!(r.errors[0].key, "correlate");
         assert!(r.errors[0].message.contains("x.toml"), "{r:?}");
     }
+
+    /// The shipped example lists every key commented out with its default: uncommented, the
+    /// keys must still be known (a renamed key would otherwise linger in the docs).
+    #[test]
+    fn shipped_example_commented_keys_are_real() {
+        let text = include_str!("../../config.example.toml");
+        let key = regex::Regex::new(r"^#(\[[a-z_.]+\]|[a-z_]+ = )").unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                if key.is_match(l) {
+                    &l[1..]
+                } else {
+                    l
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.contains("\n[sources.netlink]"));
+        let c = config::parse(&uncommented, Path::new("all.toml")).unwrap();
+        assert_eq!(c.sources.len(), 4);
+        assert_eq!(c.sinks.len(), 4);
+        for sink in &c.sinks {
+            let mut table = sink.table.clone();
+            // Secrets are checked for real elsewhere; here only the key names matter.
+            for k in ["url_file", "password_file"] {
+                if table.remove(k).is_some() {
+                    table.insert("url".into(), "https://example.invalid/".into());
+                }
+            }
+            if sink.kind == "email" {
+                table.remove("url");
+                table.remove("username");
+            }
+            SinkSpec::from_table(&sink.name, &table, &SecretContext::default()).unwrap();
+        }
+    }
 }
