@@ -103,11 +103,8 @@ fn check_sinks(config: &Config, r: &mut Report) {
                 continue;
             }
         };
-        r.notes.push(format!(
-            "sink {}: {}",
-            spec.name,
-            describe_sink(&spec.kind)
-        ));
+        r.notes
+            .push(format!("sink {}: {}", spec.name, describe_sink(&spec.kind)));
         match &spec.kind {
             SinkKind::File(f) => {
                 if let Err(e) = writable_file(&f.path) {
@@ -182,10 +179,7 @@ fn check_sources(config: &Config, r: &mut Report) {
                             ),
                             None => r.error(
                                 key,
-                                format!(
-                                    "neither {} nor its directory exists",
-                                    path.display()
-                                ),
+                                format!("neither {} nor its directory exists", path.display()),
                             ),
                         }
                     }
@@ -494,13 +488,7 @@ mod tests {
         let key = regex::Regex::new(r"^#(\[[a-z_.]+\]|[a-z_]+ = )").unwrap();
         let uncommented: String = text
             .lines()
-            .map(|l| {
-                if key.is_match(l) {
-                    &l[1..]
-                } else {
-                    l
-                }
-            })
+            .map(|l| if key.is_match(l) { &l[1..] } else { l })
             .map(|l| format!("{l}\n"))
             .collect();
         assert!(uncommented.contains("\n[sources.netlink]"));

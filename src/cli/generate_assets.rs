@@ -91,8 +91,8 @@ pub fn run(args: &GenerateAssetsArgs) -> anyhow::Result<ExitCode> {
         (Shell::Fish, "armorwatch.fish"),
     ] {
         let path = completions.join(file);
-        let mut out = std::fs::File::create(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut out =
+            std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
         clap_complete::generate(shell, &mut cmd, "armorwatch", &mut out);
     }
     println!("wrote {} and {}", man.display(), completions.display());
