@@ -62,7 +62,20 @@ fn write_page(cmd: clap::Command, path: &Path, extra: &str) -> anyhow::Result<()
 
 /// Run the subcommand.
 pub fn run(args: &GenerateAssetsArgs) -> anyhow::Result<ExitCode> {
-    let mut cmd = super::Cli::command();
+    // Shell completion generators list hidden subcommands too: rebuild the command without them.
+    let full = super::Cli::command();
+    let mut cmd = clap::Command::new("armorwatch")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true);
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    for sub in full
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        cmd = cmd.subcommand(sub.clone());
+    }
     cmd.build();
     let man = args.dir.join("man");
     let completions = args.dir.join("completions");
