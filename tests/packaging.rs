@@ -2,6 +2,8 @@
 //! profile compiles with the real apparmor_parser, the generated man pages and completions cover
 //! every command. The .deb itself is built, installed and purged by `packaging/ci-deb.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
