@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked
 "$target/release/armorwatch" generate-assets packaging/generated >/dev/null
-cargo deb --no-build --locked 2>&1 | tail -n1
+cargo deb --no-build --locked --strip 2>&1 | tail -n1

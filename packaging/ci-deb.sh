@@ -18,7 +18,7 @@ snapshot() {
 }
 fail() { echo "ci-deb: FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "run as root (dpkg -i / --purge)"
-if dpkg-query -W -f='${Status}' armorwatch 2>/dev/null | grep -q installed; then
+if [[ "$(dpkg-query -W -f='${Status}' armorwatch 2>/dev/null || true)" == *installed* ]]; then
     fail "armorwatch is already installed here; not touching it"
 fi
 getent passwd armorwatch >/dev/null && fail "a user armorwatch already exists"
@@ -29,10 +29,11 @@ deb=$(packaging/build-deb.sh | tail -n1)
 echo "ci-deb: built $deb ($(du -h "$deb" | cut -f1))"
 
 # What the package holds.
-dpkg-deb --info "$deb" | grep -q 'Depends:.*systemd' || fail "no Depends on systemd"
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -qw systemd <<<"$depends" || fail "no Depends on systemd: $depends"
 contents=$(dpkg-deb --contents "$deb")
 for f in ./usr/bin/armorwatch ./etc/armorwatch/config.toml ./etc/apparmor.d/usr.bin.armorwatch \
-    ./lib/systemd/system/armorwatch.service ./usr/lib/sysusers.d/armorwatch.conf \
+    ./usr/lib/systemd/system/armorwatch.service ./usr/lib/sysusers.d/armorwatch.conf \
     ./usr/lib/tmpfiles.d/armorwatch.conf ./usr/share/man/man8/armorwatch.8.gz \
     ./usr/share/man/man5/armorwatch.toml.5.gz ./usr/share/bash-completion/completions/armorwatch \
     ./usr/share/zsh/vendor-completions/_armorwatch \
@@ -56,7 +57,7 @@ version=$(armorwatch --version) || fail "armorwatch --version failed"
     || fail "version mismatch: $version"
 echo "ci-deb: $version installed"
 getent passwd armorwatch >/dev/null || fail "user armorwatch not created"
-id -nG armorwatch | tr ' ' '\n' | grep -qx systemd-journal || fail "armorwatch not in systemd-journal"
+[[ " $(id -nG armorwatch) " == *" systemd-journal "* ]] || fail "armorwatch not in systemd-journal"
 [ "$(stat -c %U:%a /var/lib/armorwatch)" = "armorwatch:750" ] || fail "/var/lib/armorwatch: $(stat -c %U:%a /var/lib/armorwatch)"
 [ "$(stat -c %U:%a /var/log/armorwatch)" = "armorwatch:750" ] || fail "/var/log/armorwatch: $(stat -c %U:%a /var/log/armorwatch)"
 [ -L /etc/systemd/system/multi-user.target.wants/armorwatch.service ] || fail "unit not enabled"
@@ -73,12 +74,12 @@ rm -f /tmp/ci-deb-bad.toml
 [ "$rc" -eq 78 ] || fail "check-config of a bad file exited $rc, not 78"
 
 # The unit as installed (binary and man pages present now).
-if out=$(systemd-analyze verify /lib/systemd/system/armorwatch.service 2>&1) && [ -z "$out" ]; then
+if out=$(systemd-analyze verify /usr/lib/systemd/system/armorwatch.service 2>&1) && [ -z "$out" ]; then
     echo "ci-deb: systemd-analyze verify: clean"
 else
     fail "systemd-analyze verify: $out"
 fi
-score=$(systemd-analyze security --offline=true /lib/systemd/system/armorwatch.service 2>/dev/null \
+score=$(systemd-analyze security --offline=true /usr/lib/systemd/system/armorwatch.service 2>/dev/null \
     | sed -n 's/.*Overall exposure level for armorwatch.service: \([0-9.]*\).*/\1/p')
 echo "ci-deb: systemd-analyze security exposure $score"
 awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || fail "exposure $score > 2.0"
