@@ -18,7 +18,7 @@ snapshot() {
 }
 fail() { echo "ci-deb: FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "run as root (dpkg -i / --purge)"
-if [[ "$(dpkg-query -W -f='${Status}' armorwatch 2>/dev/null || true)" == *installed* ]]; then
+if [[ "$(dpkg-query -W -f='${Status}' armorwatch 2>/dev/null || true)" == *" installed" ]]; then
     fail "armorwatch is already installed here; not touching it"
 fi
 getent passwd armorwatch >/dev/null && fail "a user armorwatch already exists"
