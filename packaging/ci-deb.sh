@@ -2,7 +2,8 @@
 # CI check of the Debian package: build it, install it with dpkg, check the installed program
 # and its default configuration, verify the unit, purge it and check that nothing is left.
 #
-#   sudo packaging/ci-deb.sh          # as root, on a Debian/Ubuntu machine or container
+#   sudo packaging/ci-deb.sh            # as root, on a Debian/Ubuntu machine or container
+#   sudo PROFILE=dev packaging/ci-deb.sh  # the same with the debug build (CI, after cargo test)
 #
 # Needs cargo-deb (`cargo install cargo-deb --locked`) and the packages in tests/deps/pkg.apt.
 # Works without systemd as PID 1 (containers): the maintainer scripts then only enable the unit.
