@@ -29,8 +29,15 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+
+# The Debian package: build it (debug profile, shared with the tests), install it with dpkg, check
+# --version and check-config on the installed defaults, purge it, verify nothing is left behind.
+cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
+$SUDO env PROFILE=dev packaging/ci-deb.sh
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
+

@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand; this file parses arguments and dispatches.
 
+mod check_config;
 mod correlate;
 mod doctor;
 mod explain;
+mod generate_assets;
 mod parse;
 mod replay;
 mod run;
@@ -43,6 +45,12 @@ enum Command {
     /// Correlate AppArmor events from log files into alerts (JSON lines, alert schema 1), on log
     /// time; every incident is closed at the end of input unless --state keeps them.
     Correlate(correlate::CorrelateArgs),
+    /// Check a configuration file (keys, sinks and their secret files, sources, directories,
+    /// the profile tree) and print OK or each error with its key path; exit 78 on a bad one.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Write the man pages and shell completions (used by packaging/build-deb.sh).
+    #[command(hide = true)]
+    GenerateAssets(generate_assets::GenerateAssetsArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -57,6 +65,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::TestAlert(args) => test_alert::run(&args),
         Command::Correlate(args) => correlate::run(&args),
+        Command::CheckConfig(args) => check_config::run(&args),
+        Command::GenerateAssets(args) => generate_assets::run(&args),
     };
     match result {
         Ok(code) => code,

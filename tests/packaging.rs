@@ -1,0 +1,186 @@
+//! Packaging: `check-config` and `run` exit 78 on a bad configuration, the shipped AppArmor
+//! profile compiles with the real apparmor_parser, the generated man pages and completions cover
+//! every command. The .deb itself is built, installed and purged by `packaging/ci-deb.sh`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
+
+fn armorwatch(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A configuration whose every path is inside `dir`, with an audit log source that exists (so
+/// `run` gets past source selection) and `extra` appended.
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("apparmor.d")).unwrap();
+    std::fs::write(dir.join("audit.log"), "").unwrap();
+    let text = format!(
+        "[state]\ndir = \"{d}/state\"\n[profiles]\ndir = \"{d}/apparmor.d\"\ncheck_suggestions = false\n\
+         [correlate]\nnoise_dir = \"{d}/noise.d\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n\
+         [sinks.alerts]\ntype = \"file\"\npath = \"{d}/log/alerts.jsonl\"\n{extra}",
+        d = dir.display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_a_good_configuration() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_config(t.path(), "");
+    let o = armorwatch(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with(&format!("{}: OK", cfg.display())), "{out}");
+}
+
+#[test]
+fn unknown_key_exits_78_with_its_key_path_in_check_config_and_run() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_config(t.path(), "[sinks.alerts.policy]\nmin_sevrity = 3\n");
+    for cmd in ["check-config", "run"] {
+        let o = armorwatch(&[cmd, "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(78), "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("sinks.alerts.policy.min_sevrity"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    let cfg = write_config(t.path(), "[state]\nlost = 1\n");
+    for cmd in ["check-config", "run"] {
+        let o = armorwatch(&[cmd, "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(78), "{cmd}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn secret_readable_by_others_exits_78_in_check_config_and_run() {
+    let t = tempfile::tempdir().unwrap();
+    let secret = t.path().join("hook-key");
+    std::fs::write(&secret, "k\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        ),
+    );
+    for cmd in ["check-config", "run"] {
+        let o = armorwatch(&[cmd, "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(78), "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("sinks.hook.secret_file"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    // Fixed permissions: the check passes.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = armorwatch(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_url_and_missing_file_exit_78() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        t.path(),
+        "[sinks.slack]\ntype = \"slack\"\nurl = \"hooks.slack.com/services/x\"\n",
+    );
+    let o = armorwatch(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`sinks.slack.url`"), "{}", stderr(&o));
+    // The URL (often holding a token) is not echoed.
+    assert!(!stderr(&o).contains("services/x"), "{}", stderr(&o));
+    let missing = t.path().join("nope.toml");
+    let o = armorwatch(&["check-config", "--config", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+}
+
+fn apparmor_parser() -> Option<PathBuf> {
+    ["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// The shipped profile compiles (against this machine's abstractions), and a broken copy does
+/// not — so the check can fail.
+#[test]
+fn shipped_apparmor_profile_compiles() {
+    let Some(parser) = apparmor_parser() else {
+        eprintln!("SKIP: apparmor_parser not installed (Debian package apparmor)");
+        return;
+    };
+    let profile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/apparmor/usr.bin.armorwatch");
+    let o = Command::new(&parser)
+        .args(["-Q", "-K"])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = tempfile::tempdir().unwrap();
+    let broken = t.path().join("usr.bin.armorwatch");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(&broken, text.replace("/dev/kmsg r,", "/dev/kmsg rq,")).unwrap();
+    let o = Command::new(&parser)
+        .args(["-Q", "-K"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a broken profile compiled");
+}
+
+#[test]
+fn generated_man_pages_and_completions_cover_every_command() {
+    let t = tempfile::tempdir().unwrap();
+    let o = armorwatch(&["generate-assets", t.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let main = std::fs::read_to_string(t.path().join("man/armorwatch.8")).unwrap();
+    assert!(
+        main.starts_with(".ie") || main.contains(".TH armorwatch 8"),
+        "{main}"
+    );
+    let bash = std::fs::read_to_string(t.path().join("completions/armorwatch.bash")).unwrap();
+    let zsh = std::fs::read_to_string(t.path().join("completions/_armorwatch")).unwrap();
+    let fish = std::fs::read_to_string(t.path().join("completions/armorwatch.fish")).unwrap();
+    for cmd in [
+        "run",
+        "check-config",
+        "doctor",
+        "test-alert",
+        "replay",
+        "explain",
+    ] {
+        // roff writes a hyphen as `\-`.
+        assert!(
+            main.contains(&cmd.replace('-', "\\-")),
+            "armorwatch.8 lacks {cmd}"
+        );
+        let page = t.path().join(format!("man/armorwatch-{cmd}.8"));
+        assert!(page.is_file(), "{} missing", page.display());
+        for (shell, text) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
+            assert!(text.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    // The hidden command is not advertised.
+    assert!(!main.contains("generate\\-assets"));
+    assert!(!bash.contains("generate-assets"));
+}
