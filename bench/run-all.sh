@@ -5,6 +5,7 @@
 #   bench/run-all.sh                 # full run: 5 runs per command, 1M-entry journal, 60 s idle
 #   RUNS=3 JOURNAL_N=200000 IDLE_SECS=60 bench/run-all.sh     # shorter
 #   NO_DOC=1 bench/run-all.sh        # print the Markdown only
+#   FULL_MAX=100000 RUNS_FULL=1 NOCHECK_MAX=100000 …   # the slow explainer variants on 100k only
 #
 # 1. `armorwatch replay` — the full pipeline: parser, correlator, explainer (profiles from
 #    tests/fixtures/profiles, apparmor_parser compile check on), file sink of alerts — on 100k and
@@ -25,6 +26,12 @@ ROOT=$PWD
 RUNS=${RUNS:-5}
 JOURNAL_N=${JOURNAL_N:-1000000}
 IDLE_SECS=${IDLE_SECS:-60}
+# Explainer variants: full = the default (explanations + apparmor_parser compile check of each
+# suggested rule), nocheck = check_suggestions = false, noexplain = [profiles] enabled = false.
+# FULL_MAX / NOCHECK_MAX: the largest input (records) those variants run on; RUNS_FULL: their runs.
+FULL_MAX=${FULL_MAX:-1000000}
+NOCHECK_MAX=${NOCHECK_MAX:-1000000}
+RUNS_FULL=${RUNS_FULL:-$RUNS}
 DATA=${BENCH_DATA:-${TMPDIR:-/tmp}/armorwatch-bench}
 mkdir -p "$DATA"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
@@ -63,11 +70,11 @@ ratio() { awk "BEGIN{ if ($2 > 0) printf \"%.2f\", $1/$2; else print \"—\" }";
 {
   echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r); $(rustc --version | cut -d' ' -f1-2); shared with other builds — the min column is the least disturbed figure."
   echo
-  echo "Command: \`RUNS=$RUNS JOURNAL_N=$JOURNAL_N IDLE_SECS=$IDLE_SECS bench/run-all.sh\`. Data: \`tools/loadgen/gen.py -n N -f audit|kern --seed 42\` (20 % AppArmor records)."
+  echo "Command: \`RUNS=$RUNS RUNS_FULL=$RUNS_FULL FULL_MAX=$FULL_MAX NOCHECK_MAX=$NOCHECK_MAX JOURNAL_N=$JOURNAL_N IDLE_SECS=$IDLE_SECS bench/run-all.sh\`. Data: \`tools/loadgen/gen.py -n N -f audit|kern --seed 42\` (20 % AppArmor records)."
   echo
   echo "### Replay: full pipeline into a file sink of alerts, vs grep and aa-notify"
   echo
-  echo "\`armorwatch replay --config C\` with \`[sources.audit_log]\` (or \`[sources.kernel_log]\`) \`path = FILE\`, a fresh state directory each run, profiles from \`tests/fixtures/profiles\`, one \`type = \"file\"\` alert sink. \`aa-notify -f FILE -s 5000\` parses the whole file and prints the count of denials (headless: no \`-p\`, so no display is needed)."
+  echo "\`armorwatch replay --config C\` with \`[sources.audit_log]\` (or \`[sources.kernel_log]\`) \`path = FILE\`, a fresh state directory each run, profiles from \`tests/fixtures/profiles\`, one \`type = \"file\"\` alert sink; explainer variants: *full* (the default: explanations and an apparmor_parser compile check of each suggested rule), *nocheck* (\`check_suggestions = false\`), *noexplain* (\`[profiles] enabled = false\`: parser, correlator, sink). \`aa-notify -f FILE -s 5000\` parses the whole file and prints the count of denials (headless: no \`-p\`, so no display is needed)."
   echo
   echo "| input | command | median s | min–max s | peak RSS MiB | time / grep | aa-notify / armorwatch | output |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -77,30 +84,39 @@ for f in audit kern; do
   for n in 100000 1000000; do
     in="$DATA/$f-$n.log"
     src=audit_log; [ "$f" = kern ] && src=kernel_log
-    cat > "$W/replay.toml" <<TOML
+    cat "$in" > /dev/null   # page cache warm for every command alike
+    read -r gm gmin gmax grss < <(measure grep -c apparmor= "$in")
+    gout=$(cat "$W/out.txt")
+    read -r nm nmin nmax nrss < <(measure aa-notify -f "$in" -s 5000)
+    nout=$(tr '\n' ' ' < "$W/out.txt" | sed 's/ *$//')
+    size=$(du -m "$in" | cut -f1)
+    {
+      echo "| $f $n records ($size MB) | \`grep -c apparmor=\` | $gm | $gmin–$gmax | $(mib "$grss") | 1.00 | | $gout lines |"
+      echo "| | \`aa-notify -f FILE -s 5000\` | $nm | $nmin–$nmax | $(mib "$nrss") | $(ratio "$nm" "$gm") | | $nout |"
+    } >> "$REPORT"
+    for variant in full nocheck noexplain; do
+      runs=$RUNS
+      case $variant in
+        full) [ "$n" -le "$FULL_MAX" ] || continue; runs=$RUNS_FULL; prof="" ;;
+        nocheck) [ "$n" -le "$NOCHECK_MAX" ] || continue; prof="check_suggestions = false" ;;
+        noexplain) prof="enabled = false" ;;
+      esac
+      cat > "$W/replay.toml" <<TOML
 [state]
 dir = "$W/state"
 [sources.$src]
 path = "$in"
 [profiles]
 dir = "$PROFILES"
+$prof
 [sinks.alerts]
 type = "file"
 path = "$W/alerts.jsonl"
 TOML
-    cat "$in" > /dev/null   # page cache warm for every command alike
-    read -r gm gmin gmax grss < <(measure grep -c apparmor= "$in")
-    gout=$(cat "$W/out.txt")
-    read -r nm nmin nmax nrss < <(measure aa-notify -f "$in" -s 5000)
-    nout=$(tr '\n' ' ' < "$W/out.txt" | sed 's/ *$//')
-    read -r am amin amax arss < <(PRE='rm -rf "$W/state" "$W/alerts.jsonl"' measure "$BIN" replay --config "$W/replay.toml")
-    aout="$(wc -l < "$W/alerts.jsonl") alerts: $("$PY" -c 'import collections,json,sys; print(", ".join(f"{k} {v}" for k,v in sorted(collections.Counter(json.loads(l)["type"] for l in open(sys.argv[1])).items())))' "$W/alerts.jsonl")"
-    size=$(du -m "$in" | cut -f1)
-    {
-      echo "| $f $n records ($size MB) | \`grep -c apparmor=\` | $gm | $gmin–$gmax | $(mib "$grss") | 1.00 | | $gout lines |"
-      echo "| | \`aa-notify -f FILE -s 5000\` | $nm | $nmin–$nmax | $(mib "$nrss") | $(ratio "$nm" "$gm") | | $nout |"
-      echo "| | \`armorwatch replay\` | $am | $amin–$amax | $(mib "$arss") | $(ratio "$am" "$gm") | $(ratio "$nm" "$am") | $aout |"
-    } >> "$REPORT"
+      read -r am amin amax arss < <(RUNS=$runs PRE='rm -rf "$W/state" "$W/alerts.jsonl"' measure "$BIN" replay --config "$W/replay.toml")
+      aout="$(wc -l < "$W/alerts.jsonl") alerts: $("$PY" -c 'import collections,json,sys; print(", ".join(f"{k} {v}" for k,v in sorted(collections.Counter(json.loads(l)["type"] for l in open(sys.argv[1])).items())))' "$W/alerts.jsonl")"
+      echo "| | \`armorwatch replay\` ($variant, $runs runs) | $am | $amin–$amax | $(mib "$arss") | $(ratio "$am" "$gm") | $(ratio "$nm" "$am") | $aout |" >> "$REPORT"
+    done
   done
 done
 
@@ -133,6 +149,7 @@ dir = "$W/sstate"
 path = "$W/storm.log"
 [profiles]
 dir = "$PROFILES"
+check_suggestions = false
 [sinks.alerts]
 type = "file"
 path = "$W/storm-alerts.jsonl"
@@ -143,7 +160,7 @@ read -r st sm < "$W/time.txt"
   echo
   echo "### Storm: 100 000 denials/s for 10 s (1 000 000 records, 1 000 incidents)"
   echo
-  echo "\`bench/storm.py storm.log 100000 10 1000\` then \`armorwatch replay\` (default window 60 s, flood cap 120 alerts/min) into a file sink; \`bench/storm_check.py\`: the counts of every incident's alerts and \`suppressed\` entries add up to its total and to the number of denials; at most opened + one update per window + closed per incident; no \`id:seq\` twice."
+  echo "\`bench/storm.py storm.log 100000 10 1000\` then \`armorwatch replay\` (default window 60 s, flood cap 120 alerts/min, explanations on, compile check off) into a file sink; \`bench/storm_check.py\`: the counts of every incident's alerts and \`suppressed\` entries add up to its total and to the number of denials; at most opened + one update per window + closed per incident; no \`id:seq\` twice."
   echo
   echo '```'
   echo "replay: $st s wall ($(awk "BEGIN{printf \"%.0f\", 1000000/$st}") records/s), peak RSS $(mib "$sm") MiB"
