@@ -5,6 +5,7 @@
 #   bench/run-all.sh                 # full run: 5 runs per command, 1M-entry journal, 60 s idle
 #   RUNS=3 JOURNAL_N=200000 IDLE_SECS=60 bench/run-all.sh     # shorter
 #   NO_DOC=1 bench/run-all.sh        # print the Markdown only
+#   SKIP_REPLAY=1 bench/run-all.sh   # without the replay table
 #   FULL_MAX=100000 RUNS_FULL=1 NOCHECK_MAX=100000 …   # the slow explainer variants on 100k only
 #
 # 1. `armorwatch replay` — the full pipeline: parser, correlator, explainer (profiles from
@@ -82,6 +83,7 @@ ratio() { awk "BEGIN{ if ($2 > 0) printf \"%.2f\", $1/$2; else print \"—\" }";
 
 for f in audit kern; do
   for n in 100000 1000000; do
+    [ -z "${SKIP_REPLAY:-}" ] || continue
     in="$DATA/$f-$n.log"
     src=audit_log; [ "$f" = kern ] && src=kernel_log
     cat "$in" > /dev/null   # page cache warm for every command alike
