@@ -21,7 +21,7 @@ with open(os.path.join(d, "state", "checkpoints.json"), "w") as f:
                                                         "ino": st.st_ino, "offset": 0, "line": 0}}}, f)
 with open(os.path.join(d, "c.toml"), "w") as f:
     f.write(f'[state]\ndir = "{d}/state"\n[sources.audit_log]\npath = "{log}"\n'
-            f'[sinks.out]\ntype = "file"\npath = "{out}"\n')
+            f'[sinks.out]\ntype = "file"\npath = "{out}"\ncontent = "events"\n')
 p = subprocess.Popen([binary, "run", "--config", os.path.join(d, "c.toml")], stderr=subprocess.DEVNULL)
 
 

@@ -34,6 +34,7 @@ dir = "$W/state"
 directory = "$W/journal"
 [sinks.out]
 type = "stdout"
+content = "events"              # every event: the reader, not the explainer
 TOML
   # Warm the page cache (journal-remote rotates into ~50 MB files) so both readers start equal.
   cat "$W"/journal/* > /dev/null

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The benchmark suite (issue 8): one command, results written into docs/benchmarks.md between
+# the `bench:run-all` markers (the parser section above them is bench/parse.sh's).
+#
+#   bench/run-all.sh                 # full run: 5 runs per command, 1M-entry journal, 60 s idle
+#   RUNS=3 JOURNAL_N=200000 IDLE_SECS=60 bench/run-all.sh     # shorter
+#   NO_DOC=1 bench/run-all.sh        # print the Markdown only
+#   SKIP_REPLAY=1 bench/run-all.sh   # without the replay table
+#   FULL_MAX=100000 RUNS_FULL=1 NOCHECK_MAX=100000 …   # the slow explainer variants on 100k only
+#
+# 1. `armorwatch replay` — the full pipeline: parser, correlator, explainer (profiles from
+#    tests/fixtures/profiles, apparmor_parser compile check on), file sink of alerts — on 100k and
+#    1M-record audit.log and kern.log from tools/loadgen/gen.py --seed 42, against
+#    `grep -c apparmor=` and `aa-notify -f FILE -s 5000` (Debian apparmor-notify), with peak RSS.
+# 2. journald: bench/sources.sh (armorwatch replay of a journal vs journalctl -o json).
+# 3. append-to-alert latency p50/p99 in the file sink: audit.log and journald
+#    (bench/alert_latency.py).
+# 4. a storm: 100k denials/s for 10 s (bench/storm.py) replayed: exact counts, peak RSS,
+#    alerts per incident (bench/storm_check.py).
+# 5. idle: CPU time of `armorwatch run` over IDLE_SECS with no input (/proc/PID/stat).
+#
+# Needs: python3, GNU time, apparmor-notify, systemd-journal-remote, journalctl, apparmor
+# (apparmor_parser). Builds the release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-5}
+JOURNAL_N=${JOURNAL_N:-1000000}
+IDLE_SECS=${IDLE_SECS:-60}
+# Explainer variants: full = the default (explanations + apparmor_parser compile check of each
+# suggested rule), nocheck = check_suggestions = false, noexplain = [profiles] enabled = false.
+# FULL_MAX / NOCHECK_MAX: the largest input (records) those variants run on; RUNS_FULL: their runs.
+FULL_MAX=${FULL_MAX:-1000000}
+NOCHECK_MAX=${NOCHECK_MAX:-1000000}
+RUNS_FULL=${RUNS_FULL:-$RUNS}
+DATA=${BENCH_DATA:-${TMPDIR:-/tmp}/armorwatch-bench}
+mkdir -p "$DATA"
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+for tool in /usr/bin/time aa-notify; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool missing (apt-get install time apparmor-notify)" >&2; exit 2; }
+done
+cargo build --release --quiet
+BIN=${CARGO_TARGET_DIR:-target}/release/armorwatch
+PROFILES=$ROOT/tests/fixtures/profiles/etc/apparmor.d
+W=$(mktemp -d /tmp/aw-runall.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+REPORT=$W/report.md
+
+for f in audit kern; do
+  for n in 100000 1000000; do
+    [ -s "$DATA/$f-$n.log" ] || "$PY" tools/loadgen/gen.py -n "$n" -f "$f" --seed 42 -o "$DATA/$f-$n.log" 2>/dev/null
+  done
+done
+
+# measure CMD...: "median min max peak_rss_kib" over $RUNS runs; $PRE (if set) runs before each.
+measure() {
+  local times=() rss=0 t m
+  for _ in $(seq "$RUNS"); do
+    [ -z "${PRE:-}" ] || eval "$PRE"
+    # Output to a file, not /dev/null: GNU grep stops at the first match when writing to /dev/null.
+    /usr/bin/time -f "%e %M" -o "$W/time.txt" "$@" >"$W/out.txt" 2>"$W/stderr.txt" || {
+      echo "bench: $* failed:" >&2; cat "$W/stderr.txt" >&2; return 1; }
+    read -r t m < "$W/time.txt"
+    times+=("$t"); [ "$m" -gt "$rss" ] && rss=$m
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v rss="$rss" '{a[NR]=$1} END {printf "%s %s %s %s\n", a[int((NR+1)/2)], a[1], a[NR], rss}'
+}
+mib() { awk "BEGIN{printf \"%.1f\", $1/1024}"; }
+ratio() { awk "BEGIN{ if ($2 > 0) printf \"%.2f\", $1/$2; else print \"—\" }"; }
+
+{
+  echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r); $(rustc --version | cut -d' ' -f1-2); shared with other builds — the min column is the least disturbed figure."
+  echo
+  echo "Command: \`RUNS=$RUNS RUNS_FULL=$RUNS_FULL FULL_MAX=$FULL_MAX NOCHECK_MAX=$NOCHECK_MAX JOURNAL_N=$JOURNAL_N IDLE_SECS=$IDLE_SECS bench/run-all.sh\`. Data: \`tools/loadgen/gen.py -n N -f audit|kern --seed 42\` (20 % AppArmor records)."
+  echo
+  echo "### Replay: full pipeline into a file sink of alerts, vs grep and aa-notify"
+  echo
+  echo "\`armorwatch replay --config C\` with \`[sources.audit_log]\` (or \`[sources.kernel_log]\`) \`path = FILE\`, a fresh state directory each run, profiles from \`tests/fixtures/profiles\`, one \`type = \"file\"\` alert sink; explainer variants: *full* (the default: explanations and an apparmor_parser compile check of each suggested rule), *nocheck* (\`check_suggestions = false\`), *noexplain* (\`[profiles] enabled = false\`: parser, correlator, sink). \`aa-notify -f FILE -s 5000\` parses the whole file and prints the count of denials (headless: no \`-p\`, so no display is needed)."
+  echo
+  echo "| input | command | median s | min–max s | peak RSS MiB | time / grep | aa-notify / armorwatch | output |"
+  echo "|---|---|---|---|---|---|---|---|"
+} > "$REPORT"
+
+for f in audit kern; do
+  for n in 100000 1000000; do
+    [ -z "${SKIP_REPLAY:-}" ] || continue
+    in="$DATA/$f-$n.log"
+    src=audit_log; [ "$f" = kern ] && src=kernel_log
+    cat "$in" > /dev/null   # page cache warm for every command alike
+    read -r gm gmin gmax grss < <(measure grep -c apparmor= "$in")
+    gout=$(cat "$W/out.txt")
+    read -r nm nmin nmax nrss < <(measure aa-notify -f "$in" -s 5000)
+    nout=$(tr '\n' ' ' < "$W/out.txt" | sed 's/ *$//')
+    size=$(du -m "$in" | cut -f1)
+    {
+      echo "| $f $n records ($size MB) | \`grep -c apparmor=\` | $gm | $gmin–$gmax | $(mib "$grss") | 1.00 | | $gout lines |"
+      echo "| | \`aa-notify -f FILE -s 5000\` | $nm | $nmin–$nmax | $(mib "$nrss") | $(ratio "$nm" "$gm") | | $nout |"
+    } >> "$REPORT"
+    for variant in full nocheck noexplain; do
+      runs=$RUNS
+      case $variant in
+        full) [ "$n" -le "$FULL_MAX" ] || continue; runs=$RUNS_FULL; prof="" ;;
+        nocheck) [ "$n" -le "$NOCHECK_MAX" ] || continue; prof="check_suggestions = false" ;;
+        noexplain) prof="enabled = false" ;;
+      esac
+      cat > "$W/replay.toml" <<TOML
+[state]
+dir = "$W/state"
+[sources.$src]
+path = "$in"
+[profiles]
+dir = "$PROFILES"
+$prof
+[sinks.alerts]
+type = "file"
+path = "$W/alerts.jsonl"
+TOML
+      read -r am amin amax arss < <(RUNS=$runs PRE='rm -rf "$W/state" "$W/alerts.jsonl"' measure "$BIN" replay --config "$W/replay.toml")
+      aout="$(wc -l < "$W/alerts.jsonl") alerts: $("$PY" -c 'import collections,json,sys; print(", ".join(f"{k} {v}" for k,v in sorted(collections.Counter(json.loads(l)["type"] for l in open(sys.argv[1])).items())))' "$W/alerts.jsonl")"
+      echo "| | \`armorwatch replay\` ($variant, $runs runs) | $am | $amin–$amax | $(mib "$arss") | $(ratio "$am" "$gm") | $(ratio "$nm" "$am") | $aout |" >> "$REPORT"
+    done
+  done
+done
+
+{
+  echo
+  echo "### journald: armorwatch replay of a journal vs journalctl -o json"
+  echo
+  echo "\`bench/sources.sh $JOURNAL_N\` (journal built by systemd-journal-remote from gen.py output; armorwatch writes events as JSON, the same reader loop \`run\` follows with):"
+  echo
+  echo '```'
+  bench/sources.sh "$JOURNAL_N" 2>&1 | grep -v '^  gen.py'
+  echo '```'
+  echo
+  echo "### Append-to-alert latency (file sink of alerts, whole pipeline)"
+  echo
+  echo "\`bench/alert_latency.py BIN audit|journald 500 PROFILES\`: one new incident per appended denial, flood cap off; time from the append (audit.log write / entry written into a running systemd-journal-remote) to the \`incident.opened\` line in the alert file."
+  echo
+  echo '```'
+  "$PY" bench/alert_latency.py "$BIN" audit 500 "$PROFILES"
+  "$PY" bench/alert_latency.py "$BIN" journald 500 "$PROFILES"
+  echo '```'
+} >> "$REPORT"
+
+# Storm: 100k denials/s for 10 s of log time, 1000 incidents, replayed through the pipeline.
+"$PY" bench/storm.py "$W/storm.log" 100000 10 1000
+cat > "$W/storm.toml" <<TOML
+[state]
+dir = "$W/sstate"
+[sources.audit_log]
+path = "$W/storm.log"
+[profiles]
+dir = "$PROFILES"
+check_suggestions = false
+[sinks.alerts]
+type = "file"
+path = "$W/storm-alerts.jsonl"
+TOML
+/usr/bin/time -f "%e %M" -o "$W/time.txt" "$BIN" replay --config "$W/storm.toml" 2>"$W/storm.err"
+read -r st sm < "$W/time.txt"
+{
+  echo
+  echo "### Storm: 100 000 denials/s for 10 s (1 000 000 records, 1 000 incidents)"
+  echo
+  echo "\`bench/storm.py storm.log 100000 10 1000\` then \`armorwatch replay\` (default window 60 s, flood cap 120 alerts/min, explanations on, compile check off) into a file sink; \`bench/storm_check.py\`: the counts of every incident's alerts and \`suppressed\` entries add up to its total and to the number of denials; at most opened + one update per window + closed per incident; no \`id:seq\` twice."
+  echo
+  echo '```'
+  echo "replay: $st s wall ($(awk "BEGIN{printf \"%.0f\", 1000000/$st}") records/s), peak RSS $(mib "$sm") MiB"
+  "$PY" bench/storm_check.py "$W/storm-alerts.jsonl" 1000000 10 60 || true
+  echo '```'
+} >> "$REPORT"
+
+# Idle: run with an empty audit.log, no input for IDLE_SECS.
+: > "$W/idle.log"
+cat > "$W/idle.toml" <<TOML
+[state]
+dir = "$W/istate"
+[sources.audit_log]
+path = "$W/idle.log"
+[profiles]
+dir = "$PROFILES"
+[sinks.alerts]
+type = "file"
+path = "$W/idle-alerts.jsonl"
+TOML
+"$BIN" run --config "$W/idle.toml" 2>/dev/null &
+ipid=$!
+sleep 3   # start-up (profile index) is not idle time
+ticks() { awk '{print $14 + $15}' "/proc/$ipid/stat"; }
+t0=$(ticks); sleep "$IDLE_SECS"; t1=$(ticks)
+wake0=$(awk '/voluntary_ctxt_switches/ && !/non/{print $2}' "/proc/$ipid/status")
+kill -TERM "$ipid"; wait "$ipid" || true
+hz=$(getconf CLK_TCK)
+{
+  echo
+  echo "### Idle"
+  echo
+  echo "\`armorwatch run\` following an empty audit.log with an alert file sink, no input: utime+stime from /proc/PID/stat over $IDLE_SECS s (after 3 s of start-up): **$((t1 - t0)) ticks = $(awk "BEGIN{printf \"%.2f\", ($t1-$t0)/$hz}") s CPU** ($(awk "BEGIN{printf \"%.3f\", 100*($t1-$t0)/$hz/$IDLE_SECS}") % of one core); $wake0 voluntary context switches of the main thread in total."
+} >> "$REPORT"
+
+if [ -n "${NO_DOC:-}" ]; then
+  cat "$REPORT"
+  exit 0
+fi
+doc=docs/benchmarks.md
+begin='<!-- bench:run-all:begin -->'
+end='<!-- bench:run-all:end -->'
+grep -qF "$begin" "$doc" || printf '\n## Benchmark suite (bench/run-all.sh)\n\n%s\n%s\n' "$begin" "$end" >> "$doc"
+"$PY" - "$doc" "$REPORT" "$begin" "$end" <<'EOF'
+import sys
+doc, report, begin, end = sys.argv[1:]
+text = open(doc).read()
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(doc, "w").write(head + begin + "\n" + open(report).read() + end + tail)
+EOF
+cat "$REPORT"
+echo "bench: written to $doc"

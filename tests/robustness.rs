@@ -1,0 +1,667 @@
+//! Robustness under faults, end to end with the real binary (issue 8): kill -9 at random points
+//! during `replay` and during live follow with a restart each time, audit.log rotated every
+//! 1 000 lines while records stream in, a webhook receiver down while alerts keep coming and
+//! armorwatch restarts, and a full disk (small tmpfs) under the state directory and the file
+//! sink. Hostile records through every sink are covered in `tests/sinks.rs`.
+//!
+//! This is the short form (CI, well under 90 s). `bench/robustness.sh` runs the long form by
+//! setting `AW_ROBUST_KILLS` (default 10), `AW_ROBUST_RECORDS` (records in the kill -9 cases,
+//! default 20 000) and `AW_ROBUST_STREAM` (records through the rotations, default 20 000).
+//!
+//! No sleeps: every wait polls a file or a process for the expected state, with a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
+const PY: &str = "/usr/bin/python3";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn kills() -> u64 {
+    env_num("AW_ROBUST_KILLS", 10)
+}
+
+fn total_records() -> u64 {
+    env_num("AW_ROBUST_RECORDS", 20_000)
+}
+
+/// One AppArmor denial with a unique serial (SYSCALL companion for even serials, no EOE). The
+/// 20 incident keys repeat, all inside one correlation window (log time spans 1 s per 1000).
+fn record(serial: u64) -> String {
+    let t = format!(
+        "{}.{:03}:{serial}",
+        1_700_000_000 + serial / 1000,
+        serial % 1000
+    );
+    let mut s = format!(
+        "type=AVC msg=audit({t}): apparmor=\"DENIED\" operation=\"open\" profile=\"/usr/bin/r{}\" name=\"/data/f{}\" pid=4242 comm=\"t\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n",
+        serial % 4,
+        serial % 5
+    );
+    if serial % 2 == 0 {
+        s.push_str(&format!(
+            "type=SYSCALL msg=audit({t}): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=4242 auid=0 uid=0 ses=1 comm=\"t\" exe=\"/usr/bin/t\" subj=/usr/bin/t key=(null)\n"
+        ));
+    }
+    s
+}
+
+/// One record per line (no companion), for line-counted rotation.
+fn line_record(serial: u64) -> String {
+    format!(
+        "type=AVC msg=audit({}.{:03}:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"/usr/bin/rot\" name=\"/data/x\" pid=1 comm=\"t\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n",
+        1_700_000_000 + serial / 1000,
+        serial % 1000
+    )
+}
+
+fn records(range: std::ops::Range<u64>) -> String {
+    range.map(record).collect()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn read_json_lines(path: &Path) -> Vec<Value> {
+    read_json_lines_torn(path).0
+}
+
+/// The JSON lines of a file, and how many lines did not parse. A kill -9 in the middle of a
+/// sink's write leaves a torn line that the next run's first line is appended to (known defect
+/// of the file sink: lines are not written whole, and a restart does not start a fresh line).
+fn read_json_lines_torn(path: &Path) -> (Vec<Value>, usize) {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut torn = 0;
+    let values = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                torn += 1;
+                None
+            }
+        })
+        .collect();
+    (values, torn)
+}
+
+fn count_lines(path: &Path) -> usize {
+    fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+fn serials(events: &[Value]) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        if let Some(s) = e["audit"]["serial"].as_u64() {
+            *m.entry(s).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(5));
+    }
+}
+
+/// Wait until every serial 1..=total is in the events file; on timeout name the missing ones.
+fn wait_all(events: &Path, total: u64) {
+    let start = Instant::now();
+    loop {
+        if count_lines(events) as u64 >= total {
+            let have = serials(&read_json_lines(events));
+            if have.len() as u64 >= total {
+                return;
+            }
+            if start.elapsed() > DEADLINE {
+                let missing: Vec<u64> = (1..=total).filter(|k| !have.contains_key(k)).collect();
+                panic!(
+                    "{} of {total} records missing, first {:?}, last {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(10)],
+                    missing.last()
+                );
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out: {} of {total} lines",
+            count_lines(events)
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn kill9(mut child: Child) {
+    let _ = child.kill();
+    child.wait().unwrap();
+}
+
+fn terminate(child: Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    stderr
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn events(&self) -> PathBuf {
+        self.path("events.jsonl")
+    }
+    fn alerts(&self) -> PathBuf {
+        self.path("alerts.jsonl")
+    }
+    /// Audit log source, an events sink and an alerts sink (+ `extra` TOML).
+    fn config(&self, log: &Path, state: &Path, extra: &str) -> PathBuf {
+        let c = self.path("armorwatch.toml");
+        fs::write(
+            &c,
+            format!(
+                "[state]\ndir = \"{}\"\ncheckpoint_interval_ms = 50\n[sources.audit_log]\npath = \"{}\"\n[profiles]\nenabled = false\n[correlate]\nmax_alerts_per_minute = 0\n[sinks.events]\ntype = \"file\"\npath = \"{}\"\ncontent = \"events\"\n[sinks.alerts]\ntype = \"file\"\npath = \"{}\"\n{extra}",
+                state.display(),
+                log.display(),
+                self.events().display(),
+                self.alerts().display()
+            ),
+        )
+        .unwrap();
+        c
+    }
+    /// A checkpoint making the audit log source start at the beginning of `log`.
+    fn checkpoint_at_start(&self, log: &Path, state: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(log).unwrap();
+        fs::create_dir_all(state).unwrap();
+        fs::write(
+            state.join("checkpoints.json"),
+            format!(
+                r#"{{"version":1,"sources":{{"audit_log":{{"kind":"file","path":"{}","dev":{},"ino":{},"offset":0,"line":0}}}}}}"#,
+                log.display(),
+                m.dev(),
+                m.ino()
+            ),
+        )
+        .unwrap();
+    }
+    fn spawn(&self, cmd: &str, config: &Path) -> Child {
+        Command::new(BIN)
+            .arg(cmd)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Every record delivered at least once; every incident key alerted; an `id:seq` that appears
+/// twice is the same alert (a re-delivery a receiver can drop). `strict`: every incident key
+/// opened under one id only (a restart continues the incident instead of re-opening it).
+fn check_delivery(s: &Setup, total: u64, kills: u64, strict: bool) {
+    let (events, torn) = read_json_lines_torn(&s.events());
+    let counts = serials(&events);
+    let missing: Vec<u64> = (1..=total)
+        .filter(|k| !counts.contains_key(k))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "records lost after {kills} kills, first: {missing:?}"
+    );
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{total} records, {kills} kills: {duplicates} events delivered twice (at-least-once), {torn} torn lines"
+    );
+    if strict {
+        assert_eq!(torn, 0, "torn lines in the events file");
+    }
+
+    let alerts = read_json_lines(&s.alerts());
+    let mut opened: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut by_key: BTreeMap<(String, u64), Vec<&Value>> = BTreeMap::new();
+    for a in &alerts {
+        let id = a["id"].as_str().unwrap().to_string();
+        if a["type"] == "incident.opened" {
+            opened
+                .entry(a["key"].to_string())
+                .or_default()
+                .insert(id.clone());
+        }
+        by_key
+            .entry((id, a["seq"].as_u64().unwrap()))
+            .or_default()
+            .push(a);
+    }
+    assert_eq!(opened.len(), 20, "20 incident keys: {opened:#?}");
+    let reopened: usize = opened.values().map(|ids| ids.len() - 1).sum();
+    if strict {
+        for (key, ids) in &opened {
+            assert_eq!(
+                ids.len(),
+                1,
+                "incident {key} opened under several ids: {ids:?}"
+            );
+        }
+    }
+    let mut repeats = 0;
+    for (k, v) in &by_key {
+        if v.len() > 1 {
+            repeats += 1;
+            // A re-delivery under the same key is the same alert.
+            for a in &v[1..] {
+                assert_eq!(a["type"], v[0]["type"], "{k:?}");
+                assert_eq!(a["key"], v[0]["key"], "{k:?}");
+            }
+        }
+    }
+    eprintln!(
+        "{} alerts, {repeats} id:seq delivered more than once, {reopened} incidents re-opened under a new id",
+        alerts.len()
+    );
+}
+
+#[test]
+fn kill_9_at_random_points_during_replay() {
+    let s = Setup::new();
+    let log = s.path("audit.log");
+    let total = total_records();
+    fs::write(&log, records(1..total + 1)).unwrap();
+    let state = s.path("state");
+    let config = s.config(&log, &state, "");
+    let n = kills();
+    let mut done = false;
+    let mut killed = 0;
+    for _ in 0..n {
+        let before = count_lines(&s.events());
+        let step = fastrand::usize(1..=(total as usize / n as usize).max(2));
+        let mut child = s.spawn("replay", &config);
+        wait_for("progress or exit", || {
+            count_lines(&s.events()) >= before + step || child.try_wait().unwrap().is_some()
+        });
+        if child.try_wait().unwrap().is_some() {
+            done = true;
+            break;
+        }
+        kill9(child);
+        killed += 1;
+    }
+    if !done {
+        let out = Command::new(BIN)
+            .args(["replay", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    check_delivery(&s, total, killed, false);
+}
+
+#[test]
+fn kill_9_at_random_points_during_live_follow() {
+    live_follow_with_kills(kills(), false);
+}
+
+/// Known defects (reported with issue 8): a kill -9 during a file sink's write leaves a torn
+/// line; and the open incidents are saved every 10 s and at a
+/// clean shutdown, not together with the source checkpoint, so after kill -9 the events read
+/// again re-open their incidents under new ids (a duplicate alert with a new idempotency key).
+/// Replay never restores incidents at all.
+#[test]
+#[ignore = "known defects: kill -9 re-opens incidents under new ids, leaves torn lines"]
+fn kill_9_during_live_follow_continues_incidents_under_the_same_id() {
+    live_follow_with_kills(3, true);
+}
+
+fn live_follow_with_kills(n: u64, strict: bool) {
+    let s = Setup::new();
+    let log = s.path("audit.log");
+    let total = total_records();
+    fs::write(&log, "").unwrap();
+    let state = s.path("state");
+    s.checkpoint_at_start(&log, &state);
+    let config = s.config(&log, &state, "");
+    let chunk = (total / (n + 1)).max(1);
+    let mut next = 1;
+    for _ in 0..n {
+        let child = s.spawn("run", &config);
+        // Records arrive while it runs; it is killed at a random point of their delivery.
+        let upto = (next + chunk).min(total + 1);
+        append(&log, &records(next..upto));
+        next = upto;
+        let before = count_lines(&s.events());
+        let step = fastrand::usize(1..=chunk as usize);
+        wait_for("some of the new records", || {
+            count_lines(&s.events()) >= before + step
+        });
+        kill9(child);
+    }
+    append(&log, &records(next..total + 1));
+    let child = s.spawn("run", &config);
+    wait_all(&s.events(), total);
+    terminate(child);
+    check_delivery(&s, total, n, strict);
+}
+
+#[test]
+fn audit_log_rotated_every_1000_lines_while_streaming() {
+    let s = Setup::new();
+    let log = s.path("audit.log");
+    let total = env_num("AW_ROBUST_STREAM", 20_000);
+    fs::write(&log, "").unwrap();
+    let state = s.path("state");
+    s.checkpoint_at_start(&log, &state);
+    let config = s.config(&log, &state, "");
+    let child = s.spawn("run", &config);
+    let mut rotations = 0u64;
+    let mut serial = 1;
+    while serial <= total {
+        let end = (serial + 1000).min(total + 1);
+        let text: String = (serial..end).map(line_record).collect();
+        // Written in pieces, as a logger does.
+        for piece in text.as_bytes().chunks(64 * 1024) {
+            append(&log, std::str::from_utf8(piece).unwrap());
+        }
+        // Like auditd's max_log_file rotation: .N → .N+1, the log → .1, a new log. The reader
+        // must have opened the current file (one of its records is out) before it is rotated:
+        // a reader two rotations behind loses the middle file (it follows the path, it does not
+        // look for audit.log.1) — real rotations are minutes apart.
+        let first_of_file = serial as usize;
+        serial = end;
+        wait_for("the reader to open the current file", || {
+            count_lines(&s.events()) >= first_of_file
+        });
+        for k in (1..=4).rev() {
+            let from = s.path(&format!("audit.log.{k}"));
+            if from.exists() {
+                fs::rename(&from, s.path(&format!("audit.log.{}", k + 1))).unwrap();
+            }
+        }
+        fs::rename(&log, s.path("audit.log.1")).unwrap();
+        fs::write(&log, "").unwrap();
+        rotations += 1;
+    }
+    wait_all(&s.events(), total);
+    let stderr = terminate(child);
+    let counts = serials(&read_json_lines(&s.events()));
+    assert_eq!(counts.len() as u64, total, "{stderr}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "duplicates without a restart"
+    );
+    let loss = read_json_lines(&s.events())
+        .into_iter()
+        .filter(|e| e["kind"] == "loss")
+        .count();
+    assert_eq!(loss, 0, "loss notices: {stderr}");
+    eprintln!("{total} records through {rotations} rotations");
+}
+
+// ------------------------------------------------------------------------------ webhook down
+
+/// A port nothing listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Receiver(Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn receiver(log: &Path, port: u16) -> Receiver {
+    use std::io::{BufRead, BufReader};
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sinks/receiver.py");
+    let mut child = Command::new(PY)
+        .arg(script)
+        .arg("--log")
+        .arg(log)
+        .arg("--port")
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), port.to_string(), "receiver port");
+    Receiver(child)
+}
+
+#[test]
+fn webhook_down_through_restarts_then_everything_delivered() {
+    if !Path::new(PY).exists() {
+        eprintln!("SKIPPED: {PY} is not installed (see tests/deps/bench.apt)");
+        return;
+    }
+    let s = Setup::new();
+    let log = s.path("audit.log");
+    fs::write(&log, "").unwrap();
+    let state = s.path("state");
+    s.checkpoint_at_start(&log, &state);
+    let port = free_port();
+    let config = s.config(
+        &log,
+        &state,
+        &format!(
+            "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_initial_ms = 20\nretry_max_ms = 200\ntimeout_secs = 2\n"
+        ),
+    );
+    // Distinct incidents (a new profile each 50 records) keep alerts coming.
+    let restarts = (kills() / 2).clamp(2, 25);
+    let mut serial = 1;
+    for _ in 0..restarts {
+        let child = s.spawn("run", &config);
+        let before = count_lines(&s.alerts());
+        let text: String = (serial..serial + 200)
+            .map(|k| record(k).replace("/usr/bin/r", &format!("/usr/bin/w{}-", k / 50)))
+            .collect();
+        append(&log, &text);
+        serial += 200;
+        wait_for("alerts in the file sink", || {
+            count_lines(&s.alerts()) > before
+        });
+        kill9(child);
+    }
+    let child = s.spawn("run", &config);
+    let rlog = s.path("received.jsonl");
+    let _rx = receiver(&rlog, port);
+    // What the file sink got, as idempotency keys and as incident keys.
+    let alerts = |f: &dyn Fn(&Value) -> String| -> BTreeSet<String> {
+        read_json_lines(&s.alerts()).iter().map(f).collect()
+    };
+    let received = |f: &dyn Fn(&Value) -> String| -> BTreeSet<String> {
+        read_json_lines(&rlog)
+            .iter()
+            .filter(|r| r["accepted"] == true)
+            .map(|r| f(&serde_json::from_str(r["body"].as_str().unwrap()).unwrap()))
+            .collect()
+    };
+    let idem = |a: &Value| format!("{}:{}", a["id"].as_str().unwrap(), a["seq"]);
+    let incident = |a: &Value| a["key"].to_string();
+    let start = Instant::now();
+    loop {
+        let (w, g) = (alerts(&incident), received(&incident));
+        if !w.is_empty() && w.is_subset(&g) {
+            break;
+        }
+        if start.elapsed() > DEADLINE {
+            let stderr = terminate(child);
+            panic!(
+                "{} of {} incidents at the webhook; missing e.g. {:?}\n{stderr}",
+                g.len(),
+                w.len(),
+                w.difference(&g).take(5).collect::<Vec<_>>()
+            );
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    let stderr = terminate(child);
+    // Every incident that reached the file sink reached the webhook, and the webhook got
+    // nothing the file sink did not (no invented alerts).
+    let (w, g) = (alerts(&idem), received(&idem));
+    assert!(
+        g.is_subset(&w),
+        "{:?}",
+        g.difference(&w).collect::<Vec<_>>()
+    );
+    // Known defect (see kill_9_during_live_follow_continues_incidents_under_the_same_id): an
+    // alert written by the file sink just before a kill -9 may never reach the outbox; after the
+    // restart its events re-open the incident under a new id, which is delivered instead.
+    eprintln!(
+        "{} of {} alerts (id:seq) at the webhook, every incident; {stderr}",
+        w.intersection(&g).count(),
+        w.len()
+    );
+}
+
+// -------------------------------------------------------------------------------- disk full
+
+/// A small tmpfs at `dir`, unmounted on drop; None when mounting is not permitted.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs ({}); disk-full cases need root",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+    /// Fill the file system up to the last few KiB.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_for_the_state_directory_and_the_file_sink() {
+    let s = Setup::new();
+    let Some(fsys) = Tmpfs::mount(&s.path("small"), "8m") else {
+        return;
+    };
+    let log = s.path("audit.log");
+    let total = 2000;
+    fs::write(&log, records(1..total + 1)).unwrap();
+    // Both the state directory and the sinks' files on the full file system.
+    let state = s.path("small/state");
+    let c = s.path("armorwatch.toml");
+    fs::write(
+        &c,
+        format!(
+            "[state]\ndir = \"{}\"\n[sources.audit_log]\npath = \"{}\"\n[profiles]\nenabled = false\n[sinks.events]\ntype = \"file\"\npath = \"{}\"\ncontent = \"events\"\n",
+            state.display(),
+            log.display(),
+            s.path("small/events.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let filler = fsys.fill();
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&c)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "replay succeeded on a full disk: {stderr}"
+    );
+    assert!(
+        stderr.contains("No space left on device") || stderr.contains("os error 28"),
+        "not a clear error: {stderr}"
+    );
+    eprintln!("disk full: {}", stderr.trim());
+    // Space returns: a new replay delivers everything (from the last saved checkpoint).
+    fs::remove_file(filler).unwrap();
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = serials(&read_json_lines(&s.path("small/events.jsonl")));
+    assert_eq!(
+        counts.len() as u64,
+        total,
+        "records lost across the full disk"
+    );
+}
