@@ -20,7 +20,10 @@ use crate::profiles::{self, Explainer, Index, history::PolicyChanges, loader, sy
 use crate::sinks::SinkSet;
 
 /// How often open incidents are written to the state directory while running.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+/// Every second while incidents changed, like the source checkpoints (1 s by default): after a
+/// kill -9 the events re-delivered since the last checkpoint then mostly find their incidents
+/// again instead of opening new ones.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 /// The file (in the state directory) holding the correlator's open incidents.
 pub const INCIDENTS_FILE: &str = "incidents.json";
@@ -117,6 +120,8 @@ pub struct Alerting {
     runtime: tokio::runtime::Handle,
     state_dir: Option<PathBuf>,
     last_snapshot: Instant,
+    /// Events or losses arrived since the last snapshot.
+    changed: bool,
     alerts: Vec<Alert>,
     delivered: u64,
     /// The latest time handed to the correlator (replay: event time, never going backwards).
@@ -154,6 +159,7 @@ impl Alerting {
             runtime,
             state_dir,
             last_snapshot: Instant::now(),
+            changed: false,
             alerts: Vec::new(),
             delivered: 0,
             last_at: 0,
@@ -192,7 +198,7 @@ impl Alerting {
                 }
             }
             if let Some(sinks) = &self.sinks {
-                sinks.deliver_alert(&alert);
+                sinks.deliver_alert_wait(&alert);
             }
             if let Some(m) = &self.metrics {
                 m.observe_alert(&alert);
@@ -213,6 +219,7 @@ impl Alerting {
         let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         crate::checkpoint::write_atomic(&dir.join(INCIDENTS_FILE), &bytes)?;
         self.last_snapshot = Instant::now();
+        self.changed = false;
         Ok(())
     }
 }
@@ -240,6 +247,7 @@ fn restore(dir: &Path, config: correlate::Config) -> Correlator {
 impl EventOutput for Alerting {
     fn deliver(&mut self, item: &Item) -> io::Result<()> {
         let now = now_ms();
+        self.changed = true;
         match item {
             Item::Event(event) => {
                 if let Some(sinks) = &self.sinks {
@@ -292,7 +300,7 @@ impl EventOutput for Alerting {
             self.correlator.tick(now_ms(), &mut self.alerts);
             self.emit();
             self.report_state();
-            if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            if self.changed && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                 self.save_snapshot()?;
             }
         }
@@ -485,7 +493,10 @@ pub fn build_outputs_with(
             crate::sinks::SinkSetOptions::new(outbox_dir, host.clone()),
         )?;
         let profiles = if config.profiles.enabled {
-            match ProfileKnowledge::load(&config.profiles.dir, config.profiles.check_suggestions) {
+            // Replay can open thousands of incidents in seconds; a compile check costs ~0.2 s each,
+            // so replay leaves suggestions unchecked (`armorwatch explain` checks them).
+            let check = config.profiles.check_suggestions && mode == Mode::Follow;
+            match ProfileKnowledge::load(&config.profiles.dir, check) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     crate::log_warn!(

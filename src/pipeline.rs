@@ -40,9 +40,9 @@ use crate::sources::{self, SourceError};
 pub const IDLE_FLUSH: Duration = Duration::from_millis(2);
 
 /// Batches in flight between a source and its parser.
-const SOURCE_CHANNEL: usize = 64;
+const SOURCE_CHANNEL: usize = 8;
 /// Batches in flight between the parsers and the output.
-const OUTPUT_CHANNEL: usize = 256;
+const OUTPUT_CHANNEL: usize = 16;
 /// Lines remembered while the parser holds events; beyond this the parser is flushed.
 const MAX_TRACKED_LINES: usize = 4096;
 /// Window for duplicates of records without an audit stamp.

@@ -313,6 +313,18 @@ fn run_local(
 
 impl Inner {
     fn deliver(&self, json: &Arc<str>, view: &Arc<AlertView>, except: Option<&str>) {
+        self.deliver_with(json, view, except, false);
+    }
+
+    /// `wait`: block for room in a full local queue instead of dropping the alert. Only for
+    /// callers outside the async runtime (the pipeline's output thread).
+    fn deliver_with(
+        &self,
+        json: &Arc<str>,
+        view: &Arc<AlertView>,
+        except: Option<&str>,
+        wait: bool,
+    ) {
         let now = now_ms();
         for s in &self.sinks {
             let resolves = s.sink_type == "alertmanager";
@@ -324,10 +336,13 @@ impl Inner {
                     if s.content != Some(Content::Alerts) {
                         continue;
                     }
-                    if tx
-                        .try_send(LocalMsg::Alert(json.clone(), view.clone()))
-                        .is_err()
-                    {
+                    let msg = LocalMsg::Alert(json.clone(), view.clone());
+                    let failed = if wait {
+                        tx.blocking_send(msg).is_err()
+                    } else {
+                        tx.try_send(msg).is_err()
+                    };
+                    if failed {
                         s.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         let _ = self.loss_tx.send(LossNotice {
                             sink: s.name.clone(),
@@ -548,6 +563,15 @@ impl SinkSet {
     pub fn deliver_alert(&self, alert: &Alert) {
         if let Some((json, view)) = encode(alert) {
             self.inner.deliver(&json, &view, None);
+        }
+    }
+
+    /// Like [`SinkSet::deliver_alert`], but waits for room in a full file/stdout queue instead of
+    /// dropping the alert (with a `loss` alert): backpressure for the pipeline's output thread,
+    /// so a fast replay cannot outrun a file sink. Must not be called from async code.
+    pub fn deliver_alert_wait(&self, alert: &Alert) {
+        if let Some((json, view)) = encode(alert) {
+            self.inner.deliver_with(&json, &view, None, true);
         }
     }
 
