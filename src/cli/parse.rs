@@ -33,12 +33,12 @@ struct Summary {
 }
 
 /// Outputs travel to the writer thread in batches of this many.
-const BATCH: usize = 256;
+const BATCH: usize = 128;
 
 /// Run the subcommand. Parsing runs on this thread and JSON serialization on a second one, so the
 /// two overlap on a multi-core machine; the bounded channel keeps memory constant.
 pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
-    let (tx, rx) = mpsc::sync_channel::<Vec<Output>>(4);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Output>>(2);
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<Output>>();
     let max_malformed = args.max_malformed;
     let writer = thread::Builder::new().name("json-writer".into()).spawn(
