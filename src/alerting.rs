@@ -295,6 +295,16 @@ impl EventOutput for Alerting {
         Ok(())
     }
 
+    fn persist(&mut self) -> io::Result<()> {
+        if let Some(sinks) = &self.sinks {
+            self.runtime.block_on(sinks.flush_local());
+        }
+        if self.mode == Mode::Follow && self.changed {
+            self.save_snapshot()?;
+        }
+        Ok(())
+    }
+
     fn tick(&mut self) -> io::Result<()> {
         if self.mode == Mode::Follow {
             self.correlator.tick(now_ms(), &mut self.alerts);

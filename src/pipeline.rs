@@ -195,6 +195,11 @@ pub trait EventOutput: Send + std::fmt::Debug {
     fn tick(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Called just before the source checkpoints are saved: make everything accepted so far
+    /// durable (queued lines written, state persisted), so a crash after the save loses nothing.
+    fn persist(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Called at shutdown after the last item.
     fn close(&mut self) -> io::Result<()> {
         Ok(())
@@ -400,6 +405,12 @@ pub async fn run(
             }
             if let Some(c) = checkpoints.as_mut() {
                 if c.is_dirty() && last_save.elapsed() >= interval {
+                    // What the outputs accepted must be on disk before the positions move past it.
+                    for o in &mut outputs {
+                        if let Err(e) = o.persist() {
+                            crate::log_warn!("output persist: {e}");
+                        }
+                    }
                     c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
                     if let Err(e) = c.save() {
                         crate::log_warn!("saving checkpoints: {e}");
