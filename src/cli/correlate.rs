@@ -3,18 +3,18 @@
 //! in a state file across runs (what the daemon does across restarts).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::input::feed_lines;
 use crate::alert::{Alert, LossInfo};
 use crate::correlate::noise::{BUNDLED_NOISE, NoiseRules};
 use crate::correlate::severity::SeverityDb;
 use crate::correlate::{Config, Correlator, Settings, Snapshot, event_time_ms, loss_info};
-use crate::event::Source;
 use crate::parse::{Output, Parser};
 
 /// Arguments of `armorwatch correlate`.
@@ -72,69 +72,16 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
     let mut alerts = Vec::with_capacity(64);
     let mut now = 0u64;
     let mut malformed = 0u64;
-    let mut files_failed = 0;
-    let inputs: Vec<Option<&PathBuf>> = if args.files.is_empty() {
-        vec![None]
-    } else {
-        args.files
-            .iter()
-            .map(|p| (p.as_os_str() != "-").then_some(p))
-            .collect()
-    };
-    for input in inputs {
-        let (reader, name): (Box<dyn Read>, Option<Arc<str>>) = match input {
-            None => (Box::new(io::stdin().lock()), None),
-            Some(path) => match File::open(path) {
-                Ok(f) => (Box::new(f), Some(Arc::from(path.display().to_string()))),
-                Err(e) => {
-                    eprintln!("armorwatch: cannot read {}: {e}", path.display());
-                    files_failed += 1;
-                    continue;
-                }
-            },
-        };
-        let mut reader = BufReader::with_capacity(1 << 16, reader);
-        let mut buf = Vec::with_capacity(4096);
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!(
-                        "armorwatch: error reading {}: {e}",
-                        name.as_deref().unwrap_or("standard input")
-                    );
-                    files_failed += 1;
-                    break;
-                }
-            }
-            line_no += 1;
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
-            let source = match &name {
-                Some(path) => Source::File {
-                    path: path.clone(),
-                    line: line_no,
-                },
-                None => Source::Stdin { line: line_no },
-            };
-            match std::str::from_utf8(&buf) {
-                Ok(text) => parser.push_line(text, &source, &mut outputs),
-                Err(_) => parser.push_line(&String::from_utf8_lossy(&buf), &source, &mut outputs),
-            }
-            feed(
-                &mut correlator,
-                &mut outputs,
-                &mut alerts,
-                &mut now,
-                &mut malformed,
-            );
-            write_alerts(&mut writer, &mut alerts)?;
-        }
-    }
+    let input = feed_lines(&args.files, &mut parser, &mut outputs, |outputs| {
+        feed(
+            &mut correlator,
+            outputs,
+            &mut alerts,
+            &mut now,
+            &mut malformed,
+        );
+        write_alerts(&mut writer, &mut alerts)
+    })?;
     parser.finish(&mut outputs);
     feed(
         &mut correlator,
@@ -181,7 +128,7 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
     for (rule, n) in &s.noise {
         eprintln!("  noise {rule}: {n} events");
     }
-    Ok(if files_failed > 0 {
+    Ok(if input.files_failed > 0 {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

@@ -5,6 +5,7 @@ mod correlate;
 mod doctor;
 mod explain;
 mod generate_assets;
+mod input;
 mod parse;
 mod replay;
 mod run;

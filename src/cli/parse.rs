@@ -1,14 +1,14 @@
 //! `armorwatch parse [FILE…]`: stream one JSON object per AppArmor event, in input order.
 
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::thread;
 
+use super::input::feed_lines;
 use crate::event::Source;
-use crate::linereader::{MAX_LINE, read_line_capped};
+use crate::linereader::MAX_LINE;
 use crate::parse::{Output, Parser};
 
 /// Arguments of `armorwatch parse`.
@@ -73,8 +73,6 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     )?;
 
     let mut parser = Parser::new();
-    let mut files_failed = 0usize;
-    let mut long_lines = 0u64;
     let mut out: Vec<Output> = Vec::with_capacity(BATCH + 64);
     let send = |out: &mut Vec<Output>, force: bool| {
         if out.len() >= BATCH || (force && !out.is_empty()) {
@@ -86,60 +84,10 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
             let _ = tx.send(full);
         }
     };
-    let inputs: Vec<Option<&PathBuf>> = if args.files.is_empty() {
-        vec![None]
-    } else {
-        args.files
-            .iter()
-            .map(|p| (p.as_os_str() != "-").then_some(p))
-            .collect()
-    };
-    for input in inputs {
-        let (reader, name): (Box<dyn Read>, Option<Arc<str>>) = match input {
-            None => (Box::new(io::stdin().lock()), None),
-            Some(path) => match File::open(path) {
-                Ok(f) => (Box::new(f), Some(Arc::from(path.display().to_string()))),
-                Err(e) => {
-                    eprintln!("armorwatch: cannot read {}: {e}", path.display());
-                    files_failed += 1;
-                    continue;
-                }
-            },
-        };
-        let mut reader = BufReader::with_capacity(1 << 17, reader);
-        let mut buf = Vec::with_capacity(4096);
-        let mut line_no = 0u64;
-        loop {
-            let read = match read_line_capped(&mut reader, &mut buf, MAX_LINE) {
-                Ok(r) => r,
-                Err(e) => {
-                    let what = name.as_deref().unwrap_or("standard input");
-                    eprintln!("armorwatch: error reading {what}: {e}");
-                    files_failed += 1;
-                    break;
-                }
-            };
-            if read.consumed == 0 {
-                break;
-            }
-            line_no += 1;
-            if read.truncated {
-                long_lines += 1;
-            }
-            let source = match &name {
-                Some(path) => Source::File {
-                    path: path.clone(),
-                    line: line_no,
-                },
-                None => Source::Stdin { line: line_no },
-            };
-            match std::str::from_utf8(&buf) {
-                Ok(text) => parser.push_line(text, &source, &mut out),
-                Err(_) => parser.push_line(&String::from_utf8_lossy(&buf), &source, &mut out),
-            }
-            send(&mut out, false);
-        }
-    }
+    let input = feed_lines(&args.files, &mut parser, &mut out, |out| {
+        send(out, false);
+        Ok(())
+    })?;
     parser.finish(&mut out);
     send(&mut out, true);
     drop(tx);
@@ -153,8 +101,11 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
         "armorwatch parse: {} lines, {} events, {} malformed, {} legacy ignored, {} loss notices",
         stats.lines, stats.events, summary.malformed_total, stats.legacy_ignored, summary.losses
     );
-    if long_lines > 0 {
-        eprintln!("  {long_lines} lines longer than {MAX_LINE} bytes were cut at that length");
+    if input.long_lines > 0 {
+        eprintln!(
+            "  {} lines longer than {MAX_LINE} bytes were cut at that length",
+            input.long_lines
+        );
     }
     for m in &summary.malformed {
         eprintln!("  malformed: {m}");
@@ -168,7 +119,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     if args.strict && summary.malformed_total > 0 {
         return Ok(ExitCode::from(1));
     }
-    if files_failed > 0 {
+    if input.files_failed > 0 {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
