@@ -2,7 +2,6 @@
 //! time, flushing every incident at the end of input — or, with `--state`, keeping open incidents
 //! in a state file across runs (what the daemon does across restarts).
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -207,16 +206,9 @@ fn write_alerts(writer: &mut impl Write, alerts: &mut Vec<Alert>) -> anyhow::Res
     Ok(())
 }
 
-/// Write the snapshot atomically: a temporary file in the same directory, fsync, rename.
+/// Write the snapshot atomically (the checkpoints' temp file, fsync, rename, directory fsync).
 fn save_state(path: &Path, snap: &Snapshot) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
     let json = serde_json::to_vec(snap).context("serializing the correlator state")?;
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&json)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    crate::checkpoint::write_atomic(path, &json)
+        .with_context(|| format!("writing {}", path.display()))
 }
