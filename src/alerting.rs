@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::alert::{Alert, AlertType};
 use crate::correlate::{self, Correlator};
@@ -19,14 +19,23 @@ use crate::profiles::suggest::CheckStatus;
 use crate::profiles::{self, Explainer, Index, history::PolicyChanges, loader, system};
 use crate::sinks::SinkSet;
 
-/// How often open incidents are written to the state directory while running.
-/// Every second while incidents changed, like the source checkpoints (1 s by default): after a
-/// kill -9 the events re-delivered since the last checkpoint then mostly find their incidents
-/// again instead of opening new ones.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
-
-/// The file (in the state directory) holding the correlator's open incidents.
+/// The file (in the state directory) holding the daemon's open incidents.
 pub const INCIDENTS_FILE: &str = "incidents.json";
+
+/// The same for `armorwatch replay`, so a replay of history never touches the daemon's incidents.
+pub const REPLAY_INCIDENTS_FILE: &str = "replay-incidents.json";
+
+/// The open incidents as saved: the correlator's snapshot and the generation of the source
+/// checkpoints it belongs to. The previous save is kept as `FILE.prev`: a crash between saving
+/// the incidents and saving the checkpoints leaves the incidents one generation ahead, and the
+/// previous file is the one matching the positions the sources resume from.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedIncidents {
+    #[serde(default)]
+    checkpoint_generation: u64,
+    #[serde(flatten)]
+    snapshot: correlate::Snapshot,
+}
 
 /// Profile knowledge used to explain alerts.
 #[derive(Debug)]
@@ -119,8 +128,7 @@ pub struct Alerting {
     sinks: Option<SinkSet>,
     runtime: tokio::runtime::Handle,
     state_dir: Option<PathBuf>,
-    last_snapshot: Instant,
-    /// Events or losses arrived since the last snapshot.
+    /// Events, losses or ticks changed the correlator since the last save.
     changed: bool,
     alerts: Vec<Alert>,
     delivered: u64,
@@ -147,9 +155,14 @@ impl Alerting {
         runtime: tokio::runtime::Handle,
         state_dir: Option<PathBuf>,
     ) -> Alerting {
-        let correlator = match (&state_dir, mode) {
-            (Some(dir), Mode::Follow) => restore(dir, config),
-            _ => Correlator::new(config),
+        let correlator = match &state_dir {
+            Some(dir) => restore(&dir.join(incidents_file(mode)), dir, config),
+            None => Correlator::new(config),
+        };
+        // Replay's clock is the events' time; carry on from where the saved state stopped.
+        let last_at = match mode {
+            Mode::Replay => correlator.latest_time_ms(),
+            Mode::Follow => 0,
         };
         Alerting {
             mode,
@@ -158,11 +171,10 @@ impl Alerting {
             sinks: Some(sinks),
             runtime,
             state_dir,
-            last_snapshot: Instant::now(),
             changed: false,
             alerts: Vec::new(),
             delivered: 0,
-            last_at: 0,
+            last_at,
             metrics: None,
         }
     }
@@ -211,32 +223,77 @@ impl Alerting {
         self.alerts = alerts;
     }
 
-    fn save_snapshot(&mut self) -> io::Result<()> {
+    /// Save the open incidents for checkpoint generation `generation` (the previous save is
+    /// kept as `FILE.prev`).
+    fn save_snapshot(&mut self, generation: u64) -> io::Result<()> {
         let Some(dir) = &self.state_dir else {
             return Ok(());
         };
-        let snapshot = self.correlator.snapshot();
-        let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
-        crate::checkpoint::write_atomic(&dir.join(INCIDENTS_FILE), &bytes)?;
-        self.last_snapshot = Instant::now();
+        let saved = SavedIncidents {
+            checkpoint_generation: generation,
+            snapshot: self.correlator.snapshot(),
+        };
+        let bytes = serde_json::to_vec(&saved).map_err(io::Error::other)?;
+        let path = dir.join(incidents_file(self.mode));
+        match std::fs::rename(&path, prev_path(&path)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        crate::checkpoint::write_atomic(&path, &bytes)?;
         self.changed = false;
         Ok(())
     }
 }
 
-fn restore(dir: &Path, config: correlate::Config) -> Correlator {
-    let path = dir.join(INCIDENTS_FILE);
-    let Ok(bytes) = std::fs::read(&path) else {
+fn incidents_file(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Follow => INCIDENTS_FILE,
+        Mode::Replay => REPLAY_INCIDENTS_FILE,
+    }
+}
+
+fn prev_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".prev");
+    PathBuf::from(name)
+}
+
+/// The saved incidents that belong to the checkpoints in `dir`: `path` or, after a crash between
+/// the two saves, `path.prev`; failing both, the newer of them (with a warning); none: empty.
+fn restore(path: &Path, dir: &Path, config: correlate::Config) -> Correlator {
+    let generation = crate::checkpoint::saved_generation(dir);
+    let read = |p: &Path| -> Option<SavedIncidents> {
+        let bytes = std::fs::read(p).ok()?;
+        match serde_json::from_slice::<SavedIncidents>(&bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                crate::log_warn!("{}: {e}; not used", p.display());
+                None
+            }
+        }
+    };
+    let current = read(path);
+    let previous = read(&prev_path(path));
+    let chosen = match (current, previous) {
+        (Some(c), _) if c.checkpoint_generation == generation => Some(c),
+        (_, Some(p)) if p.checkpoint_generation == generation => Some(p),
+        (Some(c), _) => {
+            crate::log_warn!(
+                "{}: saved for checkpoint generation {}, the checkpoints are at {generation}; \
+                 counts since may be off",
+                path.display(),
+                c.checkpoint_generation
+            );
+            Some(c)
+        }
+        (None, p) => p,
+    };
+    let Some(saved) = chosen else {
         return Correlator::new(config);
     };
-    match serde_json::from_slice::<correlate::Snapshot>(&bytes) {
-        Ok(snapshot) => match Correlator::restore(snapshot, config.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                crate::log_warn!("{}: {e}; starting with no open incidents", path.display());
-                Correlator::new(config)
-            }
-        },
+    match Correlator::restore(saved.snapshot, config.clone()) {
+        Ok(c) => c,
         Err(e) => {
             crate::log_warn!("{}: {e}; starting with no open incidents", path.display());
             Correlator::new(config)
@@ -295,24 +352,23 @@ impl EventOutput for Alerting {
         Ok(())
     }
 
-    fn persist(&mut self) -> io::Result<()> {
+    fn persist(&mut self, generation: u64) -> io::Result<()> {
         if let Some(sinks) = &self.sinks {
             self.runtime.block_on(sinks.flush_local());
         }
-        if self.mode == Mode::Follow && self.changed {
-            self.save_snapshot()?;
+        if self.changed {
+            self.save_snapshot(generation)?;
         }
         Ok(())
     }
 
     fn tick(&mut self) -> io::Result<()> {
         if self.mode == Mode::Follow {
+            let before = (self.alerts.len(), self.correlator.open_incidents());
             self.correlator.tick(now_ms(), &mut self.alerts);
+            self.changed |= (self.alerts.len(), self.correlator.open_incidents()) != before;
             self.emit();
             self.report_state();
-            if self.changed && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
-                self.save_snapshot()?;
-            }
         }
         Ok(())
     }
@@ -322,13 +378,14 @@ impl EventOutput for Alerting {
             // Replay's output is complete: every incident ends with incident.closed.
             Mode::Replay => {
                 self.correlator.flush_all(self.last_at, &mut self.alerts);
+                self.changed = true;
                 self.emit();
             }
-            // A restart inside the window continues the open incidents.
+            // A restart inside the window continues the open incidents (saved by the
+            // pipeline's last `persist`, together with the checkpoints).
             Mode::Follow => {
                 self.correlator.tick(now_ms(), &mut self.alerts);
                 self.emit();
-                self.save_snapshot()?;
             }
         }
         if let Some(sinks) = self.sinks.take() {

@@ -57,6 +57,11 @@ struct StateFile {
     /// brings it after the restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     recent: Vec<u64>,
+    /// Counts the saves. Outputs that keep state of their own (the correlator's open incidents)
+    /// tag it with the generation it belongs to, so that after a crash between the two writes
+    /// the state matching these positions is the one restored.
+    #[serde(default)]
+    generation: u64,
 }
 
 /// Errors reading or writing the state.
@@ -141,6 +146,7 @@ impl Checkpoints {
                 version: STATE_VERSION,
                 sources: state.sources,
                 recent: state.recent,
+                generation: state.generation,
             },
             dirty: false,
         })
@@ -173,6 +179,16 @@ impl Checkpoints {
         }
     }
 
+    /// The generation of the state on disk (0 before the first save).
+    pub fn generation(&self) -> u64 {
+        self.state.generation
+    }
+
+    /// The generation the next [`Checkpoints::save`] writes.
+    pub fn next_generation(&self) -> u64 {
+        self.state.generation + 1
+    }
+
     /// True when positions changed since the last save.
     pub fn is_dirty(&self) -> bool {
         self.dirty
@@ -183,14 +199,34 @@ impl Checkpoints {
         if !self.dirty {
             return Ok(());
         }
+        self.state.generation += 1;
         let bytes = serde_json::to_vec_pretty(&self.state).unwrap_or_default();
-        write_atomic(&self.path, &bytes).map_err(|source| CheckpointError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        if let Err(source) = write_atomic(&self.path, &bytes) {
+            // Not written: the generation on disk is still the old one.
+            self.state.generation -= 1;
+            return Err(CheckpointError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
         self.dirty = false;
         Ok(())
     }
+}
+
+/// The generation of the checkpoints saved in `dir` as [`Checkpoints::open`] will find them (a
+/// complete leftover temp file counts, it is newer); 0 when there are none.
+pub fn saved_generation(dir: &Path) -> u64 {
+    let path = dir.join(STATE_FILE);
+    let read = |p: &Path| {
+        fs::read(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StateFile>(&b).ok())
+            .filter(|s| s.version <= STATE_VERSION)
+    };
+    read(&temp_path(&path))
+        .or_else(|| read(&path))
+        .map_or(0, |s| s.generation)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -240,6 +276,8 @@ mod tests {
         c.save().unwrap();
         let c = Checkpoints::open(dir.path()).unwrap();
         assert_eq!(c.get("kernel_log"), Some(&pos(7)));
+        assert_eq!(c.generation(), 1);
+        assert_eq!(saved_generation(dir.path()), 1);
         let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
         assert!(text.contains("\"version\": 1"), "{text}");
     }

@@ -19,7 +19,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
 use std::hash::{Hash, Hasher};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -195,9 +195,14 @@ pub trait EventOutput: Send + std::fmt::Debug {
     fn tick(&mut self) -> io::Result<()> {
         Ok(())
     }
-    /// Called just before the source checkpoints are saved: make everything accepted so far
-    /// durable (queued lines written, state persisted), so a crash after the save loses nothing.
-    fn persist(&mut self) -> io::Result<()> {
+    /// Called just before the source checkpoints are saved, and while no position is unsaved:
+    /// make everything accepted so far durable (queued lines written, state persisted), so a
+    /// crash after the save loses nothing. `generation` is the checkpoints' generation this
+    /// state belongs to ([`Checkpoints::next_generation`] before a save,
+    /// [`Checkpoints::generation`] otherwise): state kept by an output is restored only together
+    /// with the positions it matches.
+    fn persist(&mut self, generation: u64) -> io::Result<()> {
+        let _ = generation;
         Ok(())
     }
     /// Called at shutdown after the last item.
@@ -206,11 +211,12 @@ pub trait EventOutput: Send + std::fmt::Debug {
     }
 }
 
-/// Built-in output: one JSON object per line (events schema 1 and loss notices), flushed after
-/// each item, to standard output or appended to a file.
+/// Built-in output: one JSON object per line (events schema 1 and loss notices), each line
+/// written whole with one `write`, to standard output or appended to a file.
 #[derive(Debug)]
 pub struct JsonLines {
-    writer: BufWriter<Box<dyn WriteDebug>>,
+    writer: Box<dyn WriteDebug>,
+    line: Vec<u8>,
 }
 
 /// `Write + Send + Debug`, so the output can be printed in diagnostics.
@@ -221,28 +227,39 @@ impl JsonLines {
     /// Write to standard output.
     pub fn stdout() -> JsonLines {
         JsonLines {
-            writer: BufWriter::new(Box::new(io::stdout())),
+            writer: Box::new(io::stdout()),
+            line: Vec::new(),
         }
     }
 
-    /// Append to a file (created, with its directory, if missing).
+    /// Append to a file (created, with its directory, if missing). A last line left torn by a
+    /// crash is ended first, so the next line is not glued to it.
     pub fn file(path: &std::path::Path) -> io::Result<JsonLines> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)?;
             }
         }
-        let f = OpenOptions::new().append(true).create(true).open(path)?;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        crate::sinks::file::end_torn_line(&mut f)?;
         Ok(JsonLines {
-            writer: BufWriter::new(Box::new(f)),
+            writer: Box::new(f),
+            line: Vec::new(),
         })
     }
 }
 
 impl EventOutput for JsonLines {
     fn deliver(&mut self, item: &Item) -> io::Result<()> {
-        serde_json::to_writer(&mut self.writer, item)?;
-        self.writer.write_all(b"\n")?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, item)?;
+        self.line.push(b'\n');
+        // One write per line: a kill -9 leaves whole lines (or, at worst, one torn last line).
+        self.writer.write_all(&self.line)?;
         self.writer.flush()
     }
 
@@ -373,6 +390,11 @@ pub async fn run(
                         crate::log_warn!("output tick: {e}");
                     }
                 }
+                // What the tick changed (incidents closed by time) belongs to the saved positions
+                // when none is pending.
+                if let Some(c) = checkpoints.as_ref().filter(|c| !c.is_dirty()) {
+                    persist_all(&mut outputs, c.generation());
+                }
             }
             match next {
                 None => {}
@@ -406,11 +428,7 @@ pub async fn run(
             if let Some(c) = checkpoints.as_mut() {
                 if c.is_dirty() && last_save.elapsed() >= interval {
                     // What the outputs accepted must be on disk before the positions move past it.
-                    for o in &mut outputs {
-                        if let Err(e) = o.persist() {
-                            crate::log_warn!("output persist: {e}");
-                        }
-                    }
+                    persist_all(&mut outputs, c.next_generation());
                     c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
                     if let Err(e) = c.save() {
                         crate::log_warn!("saving checkpoints: {e}");
@@ -427,6 +445,12 @@ pub async fn run(
         // Only what was accepted was acknowledged, so saving is right even after a failure.
         if let Some(c) = checkpoints.as_mut() {
             c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
+            let generation = if c.is_dirty() {
+                c.next_generation()
+            } else {
+                c.generation()
+            };
+            persist_all(&mut outputs, generation);
             if let Err(e) = c.save() {
                 crate::log_warn!("saving checkpoints: {e}");
             }
@@ -458,6 +482,14 @@ pub async fn run(
         Ok(Ok(summary)) => Ok(summary),
         Ok(Err(e)) => Err(PipelineError::Output(e)),
         Err(e) => Err(PipelineError::Output(io::Error::other(e.to_string()))),
+    }
+}
+
+fn persist_all(outputs: &mut [Box<dyn EventOutput>], generation: u64) {
+    for o in outputs.iter_mut() {
+        if let Err(e) = o.persist(generation) {
+            crate::log_warn!("output persist: {e}");
+        }
     }
 }
 

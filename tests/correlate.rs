@@ -470,6 +470,11 @@ proptest! {
                     {
                         name.1 = format!("{}{}", name.1, v % 3);
                     }
+                    // Every record its own audit serial, as the kernel numbers them (an
+                    // incident's id names the record that opened it).
+                    if let Some(a) = e.audit.as_mut() {
+                        a.serial = incident_events + status_events + 1;
+                    }
                     if p == 4 { status_events += 1 } else { incident_events += 1 }
                     c.push(e, now, &mut out);
                 }

@@ -485,13 +485,16 @@ impl Correlator {
         };
         let mut samples = Vec::with_capacity(1);
         add_sample(&mut samples, max_samples, &event, &class);
-        let serial = self.next_serial;
-        self.next_serial += 1;
+        // The id names the record that opened the incident (its audit time and serial), so that
+        // the same records handed over again after a crash (from the last checkpoint, with the
+        // incidents saved for it) open the incident under the same id: a re-sent alert keeps its
+        // idempotency key. Records without a stamp fall back to the time and a counter.
+        let (opened_at, serial) = self.record_identity(&event, now);
         let mut inc = Incident {
             id: format!(
                 "{:016x}-{:x}-{:x}",
                 key::key_hash(ikey.host.as_deref(), &ikey.key),
-                now,
+                opened_at,
                 serial
             ),
             seq: 0,
@@ -525,6 +528,11 @@ impl Correlator {
             self.stats.alerts_held += 1;
         }
         self.incidents.put(ikey, inc);
+    }
+
+    /// The latest `now` handed in (or restored from a snapshot).
+    pub fn latest_time_ms(&self) -> u64 {
+        self.last_now
     }
 
     /// Report lost records (from a source or the parser) as a `loss` alert.
@@ -790,7 +798,8 @@ impl Correlator {
             Some((_, Some(max))) => severity.min(*max),
             _ => severity,
         };
-        let id = self.alert_id("status", now);
+        let (at, serial) = self.record_identity(&event, now);
+        let id = format!("status-{at:x}-{serial:x}");
         let time = event.time().unwrap_or_else(|| fmt_ms(now));
         let mut samples = Vec::new();
         add_sample(&mut samples, 1, &event, class);
@@ -820,6 +829,18 @@ impl Correlator {
         });
         self.stats.alerts += 1;
         self.stats.status_alerts += 1;
+    }
+
+    /// (audit time in ms, audit serial) of a stamped record; else (`now`, the next counter).
+    fn record_identity(&mut self, event: &Event, now: u64) -> (u64, u64) {
+        match (&event.audit, event_time_ms(event)) {
+            (Some(stamp), Some(ms)) => (ms, stamp.serial),
+            _ => {
+                let serial = self.next_serial;
+                self.next_serial += 1;
+                (now, serial)
+            }
+        }
     }
 
     fn alert_id(&mut self, prefix: &str, now: u64) -> String {

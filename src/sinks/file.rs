@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 
 use super::config::FileSpec;
 
+/// If `file` (opened for reading and appending) does not end in a newline — a line torn by a crash in the
+/// middle of its write —, end it, so the next line starts on a line of its own.
+pub fn end_torn_line(file: &mut File) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
 /// An open JSON-lines file.
 #[derive(Debug)]
 pub struct FileWriter {
@@ -41,11 +57,13 @@ impl FileWriter {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
-        let f = OpenOptions::new()
+        let mut f = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o640)
             .open(&self.path)?;
+        end_torn_line(&mut f)?;
         let m = f.metadata()?;
         self.id = (m.dev(), m.ino());
         self.size = m.len();
@@ -113,6 +131,34 @@ impl FileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        fs::write(&path, "{\"n\":1}\n{\"n\":").unwrap();
+        let spec = FileSpec {
+            path: path.clone(),
+            content: super::super::config::Content::Alerts,
+            max_size_bytes: None,
+            max_files: 0,
+        };
+        let mut w = FileWriter::open(&spec).unwrap();
+        w.write_line("{\"n\":3}").unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":\n{\"n\":3}\n"
+        );
+        // A whole file is left as it is.
+        drop(w);
+        let mut w = FileWriter::open(&spec).unwrap();
+        w.write_line("{\"n\":4}").unwrap();
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("{\"n\":3}\n{\"n\":4}\n")
+        );
+    }
 
     #[test]
     fn follows_logrotate_and_rotates() {
