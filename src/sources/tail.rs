@@ -4,7 +4,8 @@
 //! - Appends are noticed through inotify on the directory (`notify`), with a slow timer as a
 //!   safety net; no polling loop in the normal path.
 //! - Rotation by rename + create: the old file (same device and inode) is read to its end, then
-//!   the new file from its start.
+//!   the new file from its start. A reader more than one rotation behind (its file is now
+//!   `PATH.3`) reads `PATH.2` and `PATH.1` in between.
 //! - Rotation by copytruncate: the file shrinks below what was read; the rest is read from the
 //!   copy (`PATH.1`) when it is there, then the truncated file from its start.
 //! - Resume: the position is (device, inode, offset). If the file at the path is another one, the
@@ -294,12 +295,28 @@ impl Reader {
             if mode == Mode::Replay && self.file.is_some() && !self.reading_rotated() {
                 return false;
             }
-            // Renamed away (or finishing a rotated file at start-up): finish it, then the new one.
+            // Renamed away (or finishing a rotated file at start-up): finish it, then the files
+            // rotated after it (a reader more than one rotation behind: `PATH.2` was ours, so
+            // `PATH.1` comes next), then the new one.
             if self.file.is_some() {
                 if let Err(e) = self.read_available() {
                     eprintln!("armorwatch: reading {}: {e}", self.shown);
                 }
                 self.finish_partial();
+                for (f, m, p) in rotated_after(&self.path, self.id, identity(&meta)) {
+                    if let Err(e) = self.attach(f, &m, Some(&p), 0, 0) {
+                        eprintln!("armorwatch: reading {}: {e}", p.display());
+                        continue;
+                    }
+                    if let Err(e) = self.read_available() {
+                        eprintln!("armorwatch: reading {}: {e}", p.display());
+                    }
+                    self.finish_partial();
+                    self.send();
+                    if self.closed {
+                        return false;
+                    }
+                }
             }
             match File::open(&self.path).and_then(|f| {
                 let m = f.metadata()?;
@@ -463,6 +480,49 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// The rotated files newer than the one with identity `id`, oldest first: with `id` at
+/// `PATH.k`, the files `PATH.k-1` … `PATH.1` (numbered rotation, as auditd and logrotate do it).
+/// Empty when `id` is not among them (it was deleted, or the rotation does not number). The file
+/// now at the path (`current`) is never included.
+fn rotated_after(
+    path: &Path,
+    id: (u64, u64),
+    current: (u64, u64),
+) -> Vec<(File, std::fs::Metadata, PathBuf)> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}.");
+    let mut numbered: Vec<(u64, PathBuf)> = siblings(path)
+        .into_iter()
+        .filter_map(|p| {
+            let file = p.file_name()?.to_str()?;
+            let n = file.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((n, p))
+        })
+        .collect();
+    numbered.sort();
+    let opened: Vec<(u64, File, std::fs::Metadata, PathBuf)> = numbered
+        .into_iter()
+        .filter_map(|(n, p)| {
+            let f = File::open(&p).ok()?;
+            let m = f.metadata().ok()?;
+            Some((n, f, m, p))
+        })
+        .collect();
+    let Some(ours) = opened.iter().position(|(_, _, m, _)| identity(m) == id) else {
+        return Vec::new();
+    };
+    let mut newer: Vec<(File, std::fs::Metadata, PathBuf)> = opened
+        .into_iter()
+        .take(ours)
+        .filter(|(_, _, m, _)| identity(m) != current)
+        .map(|(_, f, m, p)| (f, m, p))
+        .collect();
+    newer.reverse();
+    newer
 }
 
 fn find_by_identity(path: &Path, id: (u64, u64)) -> Option<(File, std::fs::Metadata, PathBuf)> {
