@@ -46,11 +46,22 @@ pub struct ProfileKnowledge {
     changes: PolicyChanges,
     check_suggestions: bool,
     checked: HashMap<(String, String), (CheckStatus, Option<String>)>,
+    /// A profile was loaded, replaced or removed since the tree was read: read it again before
+    /// the next explanation (not at each status record: `apparmor.service` reloads replace
+    /// every profile at once, and one re-read covers them all).
+    stale: bool,
+    /// Replay explains history against today's tree; status records of the past do not
+    /// re-read it.
+    follow: bool,
 }
 
 impl ProfileKnowledge {
     /// Index the profile tree at `root`. Syntax errors in single files are reported and skipped.
-    pub fn load(root: &Path, check_suggestions: bool) -> Result<ProfileKnowledge, String> {
+    pub fn load(
+        root: &Path,
+        check_suggestions: bool,
+        mode: Mode,
+    ) -> Result<ProfileKnowledge, String> {
         let (tree, report) = loader::load_tree(root).map_err(|e| e.to_string())?;
         let _ = report;
         Ok(ProfileKnowledge {
@@ -60,23 +71,35 @@ impl ProfileKnowledge {
             changes: PolicyChanges::default(),
             check_suggestions,
             checked: HashMap::new(),
+            stale: false,
+            follow: mode == Mode::Follow,
         })
     }
 
     /// Watch STATUS events: a profile replaced or loaded means the tree may have changed.
     fn observe(&mut self, event: &Event) {
         self.changes.observe(event);
-        if event.kind == Kind::Status
+        if self.follow
+            && event.kind == Kind::Status
             && matches!(
                 event.operation(),
                 Some("profile_load" | "profile_replace" | "profile_remove")
             )
         {
-            if let Ok((tree, _)) = loader::load_tree(&self.root) {
-                self.explainer.replace_index(Index::build(&tree));
-            }
-            self.facts.refresh_modes();
+            self.stale = true;
         }
+    }
+
+    /// Re-read the tree if a profile changed since (see `stale`).
+    fn refresh(&mut self) {
+        if !self.stale {
+            return;
+        }
+        if let Ok((tree, _)) = loader::load_tree(&self.root) {
+            self.explainer.replace_index(Index::build(&tree));
+        }
+        self.facts.refresh_modes();
+        self.stale = false;
     }
 
     /// Attach `profile` and `explanation` to an incident alert.
@@ -95,6 +118,7 @@ impl ProfileKnowledge {
         if own {
             return;
         }
+        self.refresh();
         let mut ctx = self.facts.context(self.explainer.index(), event);
         ctx.after_profile_replace = self.changes.after_replace(event, 300);
         let mut exp = self.explainer.explain(event, &ctx);
@@ -563,7 +587,7 @@ pub fn build_outputs_with(
             // Replay can open thousands of incidents in seconds; a compile check costs ~0.2 s each,
             // so replay leaves suggestions unchecked (`armorwatch explain` checks them).
             let check = config.profiles.check_suggestions && mode == Mode::Follow;
-            match ProfileKnowledge::load(&config.profiles.dir, check) {
+            match ProfileKnowledge::load(&config.profiles.dir, check, mode) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     crate::log_warn!(

@@ -151,20 +151,124 @@ pub fn check_suggestion(root: &Path, suggestion: &mut Suggestion) {
 }
 
 /// Package lookups, cached.
-#[derive(Debug, Default)]
+///
+/// `dpkg -S` reads every `*.list` file of the dpkg database (~40 ms each on Debian); with dozens
+/// of confined binaries that used to cost seconds on the alert path. So the file lists are read
+/// once, keeping only the paths that profiles and confined binaries live under
+/// ([`INDEXED_PREFIXES`], a few thousand entries), and read again when the database changes;
+/// other paths still ask `dpkg-query -S` (then `rpm -qf`).
+#[derive(Debug)]
 pub struct Packages {
     owner: HashMap<PathBuf, Option<String>>,
+    info_dir: PathBuf,
+    index: Option<DpkgIndex>,
+}
+
+impl Default for Packages {
+    fn default() -> Self {
+        Packages::with_dpkg_info(PathBuf::from(DPKG_INFO))
+    }
+}
+
+/// Where dpkg keeps its file lists.
+pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
+
+/// Path prefixes read from the dpkg file lists: binaries, profiles, /opt.
+pub const INDEXED_PREFIXES: &[&str] = &[
+    "/bin/",
+    "/sbin/",
+    "/usr/bin/",
+    "/usr/sbin/",
+    "/usr/libexec/",
+    "/usr/games/",
+    "/etc/apparmor.d/",
+    "/opt/",
+];
+
+/// Indexed paths → package, as of the database's modification time.
+#[derive(Debug)]
+struct DpkgIndex {
+    mtime: Option<std::time::SystemTime>,
+    files: HashMap<String, String>,
+}
+
+impl DpkgIndex {
+    fn read(info_dir: &Path) -> Option<DpkgIndex> {
+        let mtime = fs::metadata(info_dir).ok()?.modified().ok();
+        let mut files = HashMap::new();
+        for entry in fs::read_dir(info_dir).ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(package) = name.to_str().and_then(|n| n.strip_suffix(".list")) else {
+                continue;
+            };
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            for line in text.lines() {
+                if INDEXED_PREFIXES.iter().any(|p| line.starts_with(p)) {
+                    files
+                        .entry(line.to_string())
+                        .or_insert_with(|| package.to_string());
+                }
+            }
+        }
+        Some(DpkgIndex { mtime, files })
+    }
+
+    /// The owner of `path`, trying the merged-/usr twin (`/bin/x` ↔ `/usr/bin/x`) too.
+    fn owner(&self, path: &str) -> Option<String> {
+        let twin = path
+            .strip_prefix("/usr")
+            .filter(|rest| rest.starts_with("/bin/") || rest.starts_with("/sbin/"))
+            .map(str::to_string)
+            .or_else(|| {
+                (path.starts_with("/bin/") || path.starts_with("/sbin/"))
+                    .then(|| format!("/usr{path}"))
+            });
+        self.files
+            .get(path)
+            .or_else(|| twin.and_then(|t| self.files.get(&t)))
+            .cloned()
+    }
 }
 
 impl Packages {
-    /// The package owning `path` (`dpkg -S`, else `rpm -qf`), cached per path.
+    /// Lookups against the dpkg database in `info_dir` (tests use their own).
+    pub fn with_dpkg_info(info_dir: PathBuf) -> Packages {
+        Packages {
+            owner: HashMap::new(),
+            info_dir,
+            index: None,
+        }
+    }
+
+    /// The package owning `path`, cached per path.
     pub fn owner(&mut self, path: &Path) -> Option<String> {
         if let Some(hit) = self.owner.get(path) {
             return hit.clone();
         }
-        let found = dpkg_owner(path).or_else(|| rpm_owner(path));
+        let found = match path.to_str() {
+            Some(p) if INDEXED_PREFIXES.iter().any(|x| p.starts_with(x)) => match self.indexed() {
+                Some(index) => index.owner(p),
+                None => dpkg_owner(path).or_else(|| rpm_owner(path)),
+            },
+            _ => dpkg_owner(path).or_else(|| rpm_owner(path)),
+        };
         self.owner.insert(path.to_path_buf(), found.clone());
         found
+    }
+
+    /// The index, read (again) when the database is newer than it; None without dpkg.
+    fn indexed(&mut self) -> Option<&DpkgIndex> {
+        let mtime = fs::metadata(&self.info_dir).ok()?.modified().ok();
+        if self.index.as_ref().is_some_and(|i| i.mtime != mtime) {
+            self.index = None;
+            self.owner.clear();
+        }
+        if self.index.is_none() {
+            self.index = DpkgIndex::read(&self.info_dir);
+        }
+        self.index.as_ref()
     }
 }
 
@@ -298,6 +402,58 @@ pub fn parse_kernel_profiles(text: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_index_finds_owners_and_merged_usr_twins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("msmtp.list"),
+            "/.\n/etc\n/etc/apparmor.d/usr.bin.msmtp\n/usr/bin/msmtp\n/usr/share/doc/msmtp\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("bash.list"), "/bin/bash\n").unwrap();
+        std::fs::write(dir.path().join("bash.md5sums"), "/bin/zsh\n").unwrap();
+        let mut p = Packages::with_dpkg_info(dir.path().to_path_buf());
+        assert_eq!(
+            p.owner(Path::new("/usr/bin/msmtp")).as_deref(),
+            Some("msmtp")
+        );
+        assert_eq!(
+            p.owner(Path::new("/etc/apparmor.d/usr.bin.msmtp"))
+                .as_deref(),
+            Some("msmtp")
+        );
+        assert_eq!(p.owner(Path::new("/usr/bin/bash")).as_deref(), Some("bash"));
+        assert_eq!(p.owner(Path::new("/bin/zsh")), None);
+        assert_eq!(p.owner(Path::new("/usr/sbin/nothing")), None);
+    }
+
+    /// Against the real dpkg database of this machine: the index agrees with `dpkg-query -S`.
+    #[test]
+    fn package_index_agrees_with_dpkg_query() {
+        if find_program("dpkg-query").is_none() || !Path::new(DPKG_INFO).is_dir() {
+            eprintln!("SKIPPED: no dpkg here");
+            return;
+        }
+        let mut p = Packages::default();
+        for path in [
+            "/usr/bin/dpkg",
+            "/usr/bin/msmtp",
+            "/usr/sbin/apparmor_parser",
+            "/etc/apparmor.d/usr.bin.msmtp",
+            "/usr/bin/no-such-binary",
+            "/sbin/no-such-binary",
+        ] {
+            // dpkg does not know merged /usr: Debian 12 ships /sbin/apparmor_parser, and
+            // `dpkg -S /usr/sbin/apparmor_parser` finds nothing; the index tries the twin.
+            let twin = match path.strip_prefix("/usr") {
+                Some(rest) => rest.to_string(),
+                None => format!("/usr{path}"),
+            };
+            let expected = dpkg_owner(Path::new(path)).or_else(|| dpkg_owner(Path::new(&twin)));
+            assert_eq!(p.owner(Path::new(path)), expected, "{path}");
+        }
+    }
 
     #[test]
     fn kernel_profile_list() {
