@@ -406,13 +406,13 @@ mod tests {
     #[test]
     fn package_index_finds_owners_and_merged_usr_twins() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        fs::write(
             dir.path().join("msmtp.list"),
             "/.\n/etc\n/etc/apparmor.d/usr.bin.msmtp\n/usr/bin/msmtp\n/usr/share/doc/msmtp\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("bash.list"), "/bin/bash\n").unwrap();
-        std::fs::write(dir.path().join("bash.md5sums"), "/bin/zsh\n").unwrap();
+        fs::write(dir.path().join("bash.list"), "/bin/bash\n").unwrap();
+        fs::write(dir.path().join("bash.md5sums"), "/bin/zsh\n").unwrap();
         let mut p = Packages::with_dpkg_info(dir.path().to_path_buf());
         assert_eq!(
             p.owner(Path::new("/usr/bin/msmtp")).as_deref(),
