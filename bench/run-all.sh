@@ -6,7 +6,7 @@
 #   RUNS=3 JOURNAL_N=200000 IDLE_SECS=60 bench/run-all.sh     # shorter
 #   NO_DOC=1 bench/run-all.sh        # print the Markdown only
 #   SKIP_REPLAY=1 bench/run-all.sh   # without the replay table
-#   FULL_MAX=100000 RUNS_FULL=1 NOCHECK_MAX=100000 …   # the slow explainer variants on 100k only
+#   FULL_MAX=100000 RUNS_FULL=1 …    # the explained variant on 100k only
 #
 # 1. `armorwatch replay` — the full pipeline: parser, correlator, explainer (profiles from
 #    tests/fixtures/profiles, apparmor_parser compile check on), file sink of alerts — on 100k and
@@ -27,11 +27,11 @@ ROOT=$PWD
 RUNS=${RUNS:-5}
 JOURNAL_N=${JOURNAL_N:-1000000}
 IDLE_SECS=${IDLE_SECS:-60}
-# Explainer variants: full = the default (explanations + apparmor_parser compile check of each
-# suggested rule), nocheck = check_suggestions = false, noexplain = [profiles] enabled = false.
-# FULL_MAX / NOCHECK_MAX: the largest input (records) those variants run on; RUNS_FULL: their runs.
+# Explainer variants: full = the default configuration (explanations; `replay` never runs the
+# apparmor_parser compile check of suggestions, `run` and `explain` do), noexplain =
+# [profiles] enabled = false. FULL_MAX: the largest input (records) the full variant runs on;
+# RUNS_FULL: its runs.
 FULL_MAX=${FULL_MAX:-1000000}
-NOCHECK_MAX=${NOCHECK_MAX:-1000000}
 RUNS_FULL=${RUNS_FULL:-$RUNS}
 DATA=${BENCH_DATA:-${TMPDIR:-/tmp}/armorwatch-bench}
 mkdir -p "$DATA"
@@ -71,11 +71,11 @@ ratio() { awk "BEGIN{ if ($2 > 0) printf \"%.2f\", $1/$2; else print \"—\" }";
 {
   echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r); $(rustc --version | cut -d' ' -f1-2); shared with other builds — the min column is the least disturbed figure."
   echo
-  echo "Command: \`RUNS=$RUNS RUNS_FULL=$RUNS_FULL FULL_MAX=$FULL_MAX NOCHECK_MAX=$NOCHECK_MAX JOURNAL_N=$JOURNAL_N IDLE_SECS=$IDLE_SECS bench/run-all.sh\`. Data: \`tools/loadgen/gen.py -n N -f audit|kern --seed 42\` (20 % AppArmor records)."
+  echo "Command: \`RUNS=$RUNS RUNS_FULL=$RUNS_FULL FULL_MAX=$FULL_MAX JOURNAL_N=$JOURNAL_N IDLE_SECS=$IDLE_SECS bench/run-all.sh\`. Data: \`tools/loadgen/gen.py -n N -f audit|kern --seed 42\` (20 % AppArmor records)."
   echo
   echo "### Replay: full pipeline into a file sink of alerts, vs grep and aa-notify"
   echo
-  echo "\`armorwatch replay --config C\` with \`[sources.audit_log]\` (or \`[sources.kernel_log]\`) \`path = FILE\`, a fresh state directory each run, profiles from \`tests/fixtures/profiles\`, one \`type = \"file\"\` alert sink; explainer variants: *full* (the default: explanations and an apparmor_parser compile check of each suggested rule), *nocheck* (\`check_suggestions = false\`), *noexplain* (\`[profiles] enabled = false\`: parser, correlator, sink). \`aa-notify -f FILE -s 5000\` parses the whole file and prints the count of denials (headless: no \`-p\`, so no display is needed)."
+  echo "\`armorwatch replay --config C\` with \`[sources.audit_log]\` (or \`[sources.kernel_log]\`) \`path = FILE\`, a fresh state directory each run, profiles from \`tests/fixtures/profiles\`, one \`type = \"file\"\` alert sink; explainer variants: *full* (the default configuration: explanations with closest rules and a suggestion; replay does not compile-check suggestions), *noexplain* (\`[profiles] enabled = false\`: parser, correlator, sink). \`aa-notify -f FILE -s 5000\` parses the whole file and prints the count of denials (headless: no \`-p\`, so no display is needed)."
   echo
   echo "| input | command | median s | min–max s | peak RSS MiB | time / grep | aa-notify / armorwatch | output |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -96,11 +96,10 @@ for f in audit kern; do
       echo "| $f $n records ($size MB) | \`grep -c apparmor=\` | $gm | $gmin–$gmax | $(mib "$grss") | 1.00 | | $gout lines |"
       echo "| | \`aa-notify -f FILE -s 5000\` | $nm | $nmin–$nmax | $(mib "$nrss") | $(ratio "$nm" "$gm") | | $nout |"
     } >> "$REPORT"
-    for variant in full nocheck noexplain; do
+    for variant in full noexplain; do
       runs=$RUNS
       case $variant in
         full) [ "$n" -le "$FULL_MAX" ] || continue; runs=$RUNS_FULL; prof="" ;;
-        nocheck) [ "$n" -le "$NOCHECK_MAX" ] || continue; prof="check_suggestions = false" ;;
         noexplain) prof="enabled = false" ;;
       esac
       cat > "$W/replay.toml" <<TOML
