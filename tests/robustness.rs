@@ -115,10 +115,36 @@ fn read_json_lines_torn(path: &Path) -> (Vec<Value>, usize) {
     (values, torn)
 }
 
+thread_local! {
+    /// Per file: (inode, bytes counted, newlines in them), so polling a growing file reads only
+    /// what is new (the long form's events file reaches hundreds of MB).
+    static COUNTED: std::cell::RefCell<BTreeMap<PathBuf, (u64, u64, usize)>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// Newlines in `path` (0 when missing).
 fn count_lines(path: &Path) -> usize {
-    fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mut f) = fs::File::open(path) else {
+        return 0;
+    };
+    let Ok(meta) = f.metadata() else {
+        return 0;
+    };
+    COUNTED.with(|c| {
+        let mut c = c.borrow_mut();
+        let entry = c.entry(path.to_path_buf()).or_insert((meta.ino(), 0, 0));
+        if entry.0 != meta.ino() || meta.len() < entry.1 {
+            *entry = (meta.ino(), 0, 0);
+        }
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(entry.1)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+            entry.1 += buf.len() as u64;
+            entry.2 += buf.iter().filter(|&&b| b == b'\n').count();
+        }
+        entry.2
+    })
 }
 
 fn serials(events: &[Value]) -> BTreeMap<u64, usize> {
@@ -158,13 +184,33 @@ fn wait_all(events: &Path, total: u64) {
                 );
             }
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out: {} of {total} lines",
-            count_lines(events)
-        );
+        if start.elapsed() > DEADLINE {
+            let have = serials(&read_json_lines(events));
+            let missing: Vec<u64> = (1..=total).filter(|k| !have.contains_key(k)).collect();
+            panic!(
+                "timed out: {} of {total} lines; {} records missing, first {:?}, last {:?}",
+                count_lines(events),
+                missing.len(),
+                &missing[..missing.len().min(10)],
+                missing.last()
+            );
+        }
         std::thread::park_timeout(Duration::from_millis(20));
     }
+}
+
+/// `armorwatch replay --config CONFIG` to the end; it must succeed.
+fn replay_to_end(config: &Path) {
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn kill9(mut child: Child) {
@@ -338,16 +384,7 @@ fn kill_9_at_random_points_during_replay() {
         killed += 1;
     }
     if !done {
-        let out = Command::new(BIN)
-            .args(["replay", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        replay_to_end(&config);
     }
     check_delivery(&s, total, killed);
 }
@@ -402,16 +439,7 @@ fn a_reader_two_rotations_behind_reads_the_middle_file() {
     fs::rename(&log, s.path("audit.log.1")).unwrap();
     fs::write(&log, (201..301).map(line_record).collect::<String>()).unwrap();
     let config = s.config(&log, &state, "");
-    let out = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replay_to_end(&config);
     let counts = serials(&read_json_lines(&s.events()));
     let missing: Vec<u64> = (1..301).filter(|k| !counts.contains_key(k)).collect();
     assert!(

@@ -205,6 +205,9 @@ use outbox::Outbox;
 struct SinkEntry {
     name: String,
     sink_type: &'static str,
+    /// Whether this sink reads the alert's view (policy filters, text rendering, the outbox);
+    /// a JSON-lines file with the default policy writes the text as it is.
+    reads_view: bool,
     policy: SinkPolicy,
     content: Option<Content>,
     counters: Arc<Counters>,
@@ -214,6 +217,8 @@ struct SinkEntry {
 #[derive(Debug)]
 struct Inner {
     sinks: Vec<SinkEntry>,
+    /// Some sink reads the view: decode it (else a placeholder is passed).
+    needs_view: bool,
     host: String,
     loss_tx: mpsc::UnboundedSender<LossNotice>,
 }
@@ -427,7 +432,7 @@ async fn route_losses(
         }
         for ((sink, what), count) in merged {
             let alert = loss_alert(&inner.host, &sink, count, &what);
-            if let Some((json, view)) = encode(&alert) {
+            if let Some((json, view)) = encode(&alert, inner.needs_view) {
                 inner.deliver(&json, &view, Some(&sink));
             }
         }
@@ -437,11 +442,16 @@ async fn route_losses(
     }
 }
 
-fn encode(alert: &Alert) -> Option<(Arc<str>, Arc<AlertView>)> {
+fn encode(alert: &Alert, needs_view: bool) -> Option<(Arc<str>, Arc<AlertView>)> {
     let json = serde_json::to_string(alert).ok()?;
     // Read back from the text (what the outbox replays after a restart), without building a
-    // tree of the whole alert first.
-    let view: AlertView = serde_json::from_str(&json).ok()?;
+    // tree of the whole alert first; not at all when every sink writes the text as it is (a
+    // default policy accepts any alert, whatever its view says).
+    let view: AlertView = if needs_view {
+        serde_json::from_str(&json).ok()?
+    } else {
+        AlertView::default()
+    };
     Some((Arc::from(json), Arc::new(view)))
 }
 
@@ -529,9 +539,15 @@ impl SinkSet {
                     Worker::Remote { outbox, notify }
                 }
             };
+            let plain_lines = match &spec.kind {
+                SinkKind::File(_) => true,
+                SinkKind::Stdout(s) => s.format == config::LineFormat::Json,
+                _ => false,
+            };
             sinks.push(SinkEntry {
                 name: spec.name.clone(),
                 sink_type: spec.kind.type_name(),
+                reads_view: !(plain_lines && spec.policy == SinkPolicy::default()),
                 policy: spec.policy.clone(),
                 content: spec.kind.content(),
                 counters,
@@ -539,6 +555,7 @@ impl SinkSet {
             });
         }
         let inner = Arc::new(Inner {
+            needs_view: sinks.iter().any(|s| s.reads_view),
             sinks,
             host: opts.host.clone(),
             loss_tx,
@@ -562,7 +579,7 @@ impl SinkSet {
     /// this returns; local sinks queue it (a full queue drops it, counted and announced). Never
     /// waits for a receiver.
     pub fn deliver_alert(&self, alert: &Alert) {
-        if let Some((json, view)) = encode(alert) {
+        if let Some((json, view)) = encode(alert, self.inner.needs_view) {
             self.inner.deliver(&json, &view, None);
         }
     }
@@ -571,7 +588,7 @@ impl SinkSet {
     /// dropping the alert (with a `loss` alert): backpressure for the pipeline's output thread,
     /// so a fast replay cannot outrun a file sink. Must not be called from async code.
     pub fn deliver_alert_wait(&self, alert: &Alert) {
-        if let Some((json, view)) = encode(alert) {
+        if let Some((json, view)) = encode(alert, self.inner.needs_view) {
             self.inner.deliver_with(&json, &view, None, true);
         }
     }
@@ -582,7 +599,7 @@ impl SinkSet {
     pub async fn deliver_alert_async(&self, alert: Alert) {
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Some((json, view)) = encode(&alert) {
+            if let Some((json, view)) = encode(&alert, inner.needs_view) {
                 inner.deliver(&json, &view, None);
             }
         })

@@ -297,13 +297,26 @@ impl Reader {
             }
             // Renamed away (or finishing a rotated file at start-up): finish it, then the files
             // rotated after it (a reader more than one rotation behind: `PATH.2` was ours, so
-            // `PATH.1` comes next), then the new one.
+            // `PATH.1` comes next), then the new one. The new one is opened first: if it is
+            // rotated too while the others are read, the handle still reads it, and the next
+            // check finds what came after it.
+            let next = File::open(&self.path).and_then(|f| {
+                let m = f.metadata()?;
+                Ok((f, m))
+            });
+            let (next, next_meta) = match next {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("armorwatch: opening {}: {e}", self.path.display());
+                    return false;
+                }
+            };
             if self.file.is_some() {
                 if let Err(e) = self.read_available() {
                     eprintln!("armorwatch: reading {}: {e}", self.shown);
                 }
                 self.finish_partial();
-                for (f, m, p) in rotated_after(&self.path, self.id, identity(&meta)) {
+                for (f, m, p) in rotated_after(&self.path, self.id, identity(&next_meta)) {
                     if let Err(e) = self.attach(f, &m, Some(&p), 0, 0) {
                         eprintln!("armorwatch: reading {}: {e}", p.display());
                         continue;
@@ -318,10 +331,7 @@ impl Reader {
                     }
                 }
             }
-            match File::open(&self.path).and_then(|f| {
-                let m = f.metadata()?;
-                self.attach(f, &m, None, 0, 0)
-            }) {
+            match self.attach(next, &next_meta, None, 0, 0) {
                 Ok(()) => return true,
                 Err(e) => {
                     eprintln!("armorwatch: opening {}: {e}", self.path.display());
