@@ -66,7 +66,7 @@ impl ProfileKnowledge {
         let _ = report;
         Ok(ProfileKnowledge {
             root: root.to_path_buf(),
-            explainer: Explainer::new(Index::build(&tree), 4096),
+            explainer: Explainer::new(Index::build(&tree), 512),
             facts: system::Facts::new(true),
             changes: PolicyChanges::default(),
             check_suggestions,

@@ -28,8 +28,8 @@ pub enum Position {
     },
     /// A byte offset in a file identified by device and inode (a rotated file keeps both).
     File {
-        /// The configured path.
-        path: PathBuf,
+        /// The configured path (shared: every line read carries its position).
+        path: std::sync::Arc<Path>,
         /// `st_dev`.
         dev: u64,
         /// `st_ino`.

@@ -154,9 +154,10 @@ pub fn check_suggestion(root: &Path, suggestion: &mut Suggestion) {
 ///
 /// `dpkg -S` reads every `*.list` file of the dpkg database (~40 ms each on Debian); with dozens
 /// of confined binaries that used to cost seconds on the alert path. So the file lists are read
-/// once, keeping only the paths that profiles and confined binaries live under
-/// ([`INDEXED_PREFIXES`], a few thousand entries), and read again when the database changes;
-/// other paths still ask `dpkg-query -S` (then `rpm -qf`).
+/// once, into a map from a hash of each path to its package (~25 bytes an entry; paths under
+/// [`UNINDEXED_PREFIXES`] — documentation, headers, sources, half of a system's files — are
+/// left out), and read again when the database changes. Paths left out still ask
+/// `dpkg-query -S`, and without dpkg `rpm -qf` is asked.
 #[derive(Debug)]
 pub struct Packages {
     owner: HashMap<PathBuf, Option<String>>,
@@ -173,29 +174,34 @@ impl Default for Packages {
 /// Where dpkg keeps its file lists.
 pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
 
-/// Path prefixes read from the dpkg file lists: binaries, profiles, /opt.
-pub const INDEXED_PREFIXES: &[&str] = &[
-    "/bin/",
-    "/sbin/",
-    "/usr/bin/",
-    "/usr/sbin/",
-    "/usr/libexec/",
-    "/usr/games/",
-    "/etc/apparmor.d/",
-    "/opt/",
-];
+/// Path prefixes not indexed: no profile or confined binary lives there.
+pub const UNINDEXED_PREFIXES: &[&str] = &["/usr/share/", "/usr/include/", "/usr/src/"];
 
-/// Indexed paths → package, as of the database's modification time.
+fn is_indexed(path: &str) -> bool {
+    path.starts_with('/') && !UNINDEXED_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+/// Hash of each indexed path → package, as of the database's modification time. (A 64-bit hash
+/// collision among some 10⁵ paths has a chance of about 10⁻⁹.)
 #[derive(Debug)]
 struct DpkgIndex {
     mtime: Option<std::time::SystemTime>,
-    files: HashMap<String, String>,
+    files: HashMap<u64, u32>,
+    packages: Vec<String>,
 }
 
 impl DpkgIndex {
     fn read(info_dir: &Path) -> Option<DpkgIndex> {
         let mtime = fs::metadata(info_dir).ok()?.modified().ok();
         let mut files = HashMap::new();
+        let mut packages = Vec::new();
         for entry in fs::read_dir(info_dir).ok()?.flatten() {
             let name = entry.file_name();
             let Some(package) = name.to_str().and_then(|n| n.strip_suffix(".list")) else {
@@ -204,30 +210,32 @@ impl DpkgIndex {
             let Ok(text) = fs::read_to_string(entry.path()) else {
                 continue;
             };
-            for line in text.lines() {
-                if INDEXED_PREFIXES.iter().any(|p| line.starts_with(p)) {
-                    files
-                        .entry(line.to_string())
-                        .or_insert_with(|| package.to_string());
-                }
+            let id = packages.len() as u32;
+            packages.push(package.to_string());
+            for line in text.lines().filter(|l| is_indexed(l)) {
+                files.entry(path_hash(line)).or_insert(id);
             }
         }
-        Some(DpkgIndex { mtime, files })
+        files.shrink_to_fit();
+        Some(DpkgIndex {
+            mtime,
+            files,
+            packages,
+        })
     }
 
     /// The owner of `path`, trying the merged-/usr twin (`/bin/x` ↔ `/usr/bin/x`) too.
     fn owner(&self, path: &str) -> Option<String> {
-        let twin = path
-            .strip_prefix("/usr")
-            .filter(|rest| rest.starts_with("/bin/") || rest.starts_with("/sbin/"))
-            .map(str::to_string)
-            .or_else(|| {
-                (path.starts_with("/bin/") || path.starts_with("/sbin/"))
-                    .then(|| format!("/usr{path}"))
-            });
+        let merged = ["/bin/", "/sbin/", "/lib/"];
+        let twin = match path.strip_prefix("/usr") {
+            Some(rest) if merged.iter().any(|p| rest.starts_with(p)) => Some(rest.to_string()),
+            _ if merged.iter().any(|p| path.starts_with(p)) => Some(format!("/usr{path}")),
+            _ => None,
+        };
         self.files
-            .get(path)
-            .or_else(|| twin.and_then(|t| self.files.get(&t)))
+            .get(&path_hash(path))
+            .or_else(|| twin.and_then(|t| self.files.get(&path_hash(&t))))
+            .and_then(|&id| self.packages.get(id as usize))
             .cloned()
     }
 }
@@ -248,7 +256,7 @@ impl Packages {
             return hit.clone();
         }
         let found = match path.to_str() {
-            Some(p) if INDEXED_PREFIXES.iter().any(|x| p.starts_with(x)) => match self.indexed() {
+            Some(p) if is_indexed(p) => match self.indexed() {
                 Some(index) => index.owner(p),
                 None => dpkg_owner(path).or_else(|| rpm_owner(path)),
             },
@@ -441,6 +449,10 @@ mod tests {
             "/usr/bin/msmtp",
             "/usr/sbin/apparmor_parser",
             "/etc/apparmor.d/usr.bin.msmtp",
+            "/usr/lib/systemd/systemd",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/systemd/systemd",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
             "/usr/bin/no-such-binary",
             "/sbin/no-such-binary",
         ] {

@@ -160,7 +160,8 @@ pub struct SinkSetOptions {
     pub state_dir: PathBuf,
     /// This host's name (for `loss` alerts).
     pub host: String,
-    /// Capacity of each local sink's queue (default 1024).
+    /// Capacity of each local sink's queue (default 256: a burst of alerts waits there while the
+    /// file is written; more only holds more memory).
     pub queue_capacity: usize,
     /// fsync every spooled alert (default true; false only for benchmarks of the rest).
     pub outbox_fsync: bool,
@@ -172,7 +173,7 @@ impl SinkSetOptions {
         SinkSetOptions {
             state_dir: state_dir.into(),
             host: host.into(),
-            queue_capacity: 1024,
+            queue_capacity: 256,
             outbox_fsync: true,
         }
     }

@@ -113,6 +113,8 @@ pub fn start(
 #[derive(Debug)]
 struct Reader {
     path: PathBuf,
+    /// The path as positions carry it.
+    position_path: Arc<Path>,
     checkpointed: bool,
     file: Option<File>,
     id: (u64, u64),
@@ -135,6 +137,7 @@ impl Reader {
     fn new(spec: &TailSpec, tx: BatchSender) -> Reader {
         Reader {
             path: spec.path.clone(),
+            position_path: Arc::from(spec.path.as_path()),
             checkpointed: spec.checkpointed,
             file: None,
             id: (0, 0),
@@ -426,7 +429,7 @@ impl Reader {
     fn push_line(&mut self, text: String) {
         self.line += 1;
         let position = self.checkpointed.then(|| Position::File {
-            path: self.path.clone(),
+            path: self.position_path.clone(),
             dev: self.id.0,
             ino: self.id.1,
             offset: self.offset,
