@@ -1,7 +1,8 @@
 //! `armorwatch status [--state-dir DIR | --config FILE] [--json]`: the open incidents (from
-//! `incidents.json`, which the daemon saves every 10 s and at stop) and the latest incident
-//! alerts (from `recent-alerts.json`), with the explanation's headline. Text for people (every
-//! value from a log is shown with its control characters made visible), `--json` for scripts.
+//! `incidents.json`, which the daemon saves with every checkpoint and at stop) and the latest
+//! incident alerts (from `recent-alerts.json`), with the explanation's headline. Text for people
+//! (every value from a log is shown with its control characters made visible), `--json` for
+//! scripts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
