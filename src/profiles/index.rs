@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::glob::Vars;
+use super::glob::{Glob, Vars};
 use super::parser::{self, DeclKind, Include, Item, ParsedFile, ProfileDecl, Rule, SyntaxError};
 
 /// A profile tree in memory: file paths relative to the root → contents.
@@ -74,6 +74,30 @@ pub struct Index {
     by_name: HashMap<String, Vec<usize>>,
     errors: Vec<SyntaxError>,
     disabled: BTreeSet<String>,
+    globs: GlobCache,
+}
+
+/// Compiled globs by expanded pattern, shared by every profile (the rules of an abstraction are
+/// compiled once, not once per profile including it) and bounded: cleared when full. The
+/// explainer probes every file rule of a profile for each denial; compiling them each time was
+/// a third of its cost.
+#[derive(Default)]
+struct GlobCache(std::sync::Mutex<HashMap<String, Arc<Glob>>>);
+
+/// Compiled globs kept at most.
+const GLOB_CACHE_ENTRIES: usize = 4096;
+
+impl Clone for GlobCache {
+    fn clone(&self) -> Self {
+        GlobCache::default()
+    }
+}
+
+impl std::fmt::Debug for GlobCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "GlobCache({n} globs)")
+    }
 }
 
 /// Files that are never policy (editor and package manager leftovers).
@@ -131,9 +155,28 @@ impl Index {
             by_name: HashMap::new(),
             errors,
             disabled: tree.disabled.clone(),
+            globs: GlobCache::default(),
         };
         index.collect_declarations();
         index
+    }
+
+    /// `pattern` (variables already expanded) compiled, from the cache when it was compiled
+    /// before; None when it does not compile.
+    pub fn compiled_glob(&self, pattern: &str) -> Option<Arc<Glob>> {
+        let mut cache = match self.globs.0.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(g) = cache.get(pattern) {
+            return Some(g.clone());
+        }
+        let g = Arc::new(Glob::compile(pattern).ok()?);
+        if cache.len() >= GLOB_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), g.clone());
+        Some(g)
     }
 
     fn collect_declarations(&mut self) {
