@@ -147,6 +147,56 @@ fn count_lines(path: &Path) -> usize {
     })
 }
 
+thread_local! {
+    /// Per file: (inode, bytes read, highest audit serial in them).
+    static MAX_SERIAL: std::cell::RefCell<BTreeMap<PathBuf, (u64, u64, u64)>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// The highest audit serial among the events in `path` (0 when none), reading only what is new.
+/// Progress is measured by it: after a restart the lines re-delivered from the checkpoint add
+/// lines but no new serial.
+fn max_serial(path: &Path) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mut f) = fs::File::open(path) else {
+        return 0;
+    };
+    let Ok(meta) = f.metadata() else {
+        return 0;
+    };
+    MAX_SERIAL.with(|c| {
+        let mut c = c.borrow_mut();
+        let entry = c.entry(path.to_path_buf()).or_insert((meta.ino(), 0, 0));
+        if entry.0 != meta.ino() || meta.len() < entry.1 {
+            *entry = (meta.ino(), 0, 0);
+        }
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(entry.1)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+            // Only whole lines; a line being written is read again next time.
+            let whole = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            entry.1 += whole as u64;
+            for line in buf[..whole].split(|&b| b == b'\n') {
+                let Some(at) = memchr::memmem::find(line, b"\"serial\":") else {
+                    continue;
+                };
+                let digits: Vec<u8> = line[at + 9..]
+                    .iter()
+                    .copied()
+                    .take_while(u8::is_ascii_digit)
+                    .collect();
+                if let Some(n) = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                {
+                    entry.2 = entry.2.max(n);
+                }
+            }
+        }
+        entry.2
+    })
+}
+
 fn serials(events: &[Value]) -> BTreeMap<u64, usize> {
     let mut m = BTreeMap::new();
     for e in events {
@@ -248,13 +298,25 @@ impl Setup {
     fn alerts(&self) -> PathBuf {
         self.path("alerts.jsonl")
     }
-    /// Audit log source, an events sink and an alerts sink (+ `extra` TOML).
+    /// Audit log source, an events sink and an alerts sink (+ `extra` TOML), checkpoints every
+    /// 50 ms.
     fn config(&self, log: &Path, state: &Path, extra: &str) -> PathBuf {
+        self.config_saving_every(log, state, extra, 50)
+    }
+    /// The same with checkpoints (and the incidents saved with them) every `interval_ms`; 0:
+    /// after every delivered batch, so that kills land between saves anywhere in a run.
+    fn config_saving_every(
+        &self,
+        log: &Path,
+        state: &Path,
+        extra: &str,
+        interval_ms: u64,
+    ) -> PathBuf {
         let c = self.path("armorwatch.toml");
         fs::write(
             &c,
             format!(
-                "[state]\ndir = \"{}\"\ncheckpoint_interval_ms = 50\n[sources.audit_log]\npath = \"{}\"\n[profiles]\nenabled = false\n[correlate]\nmax_alerts_per_minute = 0\n[sinks.events]\ntype = \"file\"\npath = \"{}\"\ncontent = \"events\"\n[sinks.alerts]\ntype = \"file\"\npath = \"{}\"\n{extra}",
+                "[state]\ndir = \"{}\"\ncheckpoint_interval_ms = {interval_ms}\n[sources.audit_log]\npath = \"{}\"\n[profiles]\nenabled = false\n[correlate]\nmax_alerts_per_minute = 0\n[sinks.events]\ntype = \"file\"\npath = \"{}\"\ncontent = \"events\"\n[sinks.alerts]\ntype = \"file\"\npath = \"{}\"\n{extra}",
                 state.display(),
                 log.display(),
                 self.events().display(),
@@ -365,16 +427,16 @@ fn kill_9_at_random_points_during_replay() {
     let total = total_records();
     fs::write(&log, records(1..total + 1)).unwrap();
     let state = s.path("state");
-    let config = s.config(&log, &state, "");
+    let config = s.config_saving_every(&log, &state, "", 0);
     let n = kills();
     let mut done = false;
     let mut killed = 0;
     for _ in 0..n {
-        let before = count_lines(&s.events());
-        let step = fastrand::usize(1..=(total as usize / n as usize).max(2));
+        // Killed at a random point past what the previous runs reached.
+        let target = max_serial(&s.events()) + fastrand::u64(1..=(total / n).max(2));
         let mut child = s.spawn("replay", &config);
         wait_for("progress or exit", || {
-            count_lines(&s.events()) >= before + step || child.try_wait().unwrap().is_some()
+            max_serial(&s.events()) >= target || child.try_wait().unwrap().is_some()
         });
         if child.try_wait().unwrap().is_some() {
             done = true;
@@ -400,19 +462,19 @@ fn live_follow_with_kills(n: u64) {
     fs::write(&log, "").unwrap();
     let state = s.path("state");
     s.checkpoint_at_start(&log, &state);
-    let config = s.config(&log, &state, "");
+    let config = s.config_saving_every(&log, &state, "", 0);
     let chunk = (total / (n + 1)).max(1);
     let mut next = 1;
     for _ in 0..n {
         let child = s.spawn("run", &config);
         // Records arrive while it runs; it is killed at a random point of their delivery.
+        let first = next;
         let upto = (next + chunk).min(total + 1);
         append(&log, &records(next..upto));
         next = upto;
-        let before = count_lines(&s.events());
-        let step = fastrand::usize(1..=chunk as usize);
+        let target = (first - 1 + fastrand::u64(1..=chunk)).min(upto - 1);
         wait_for("some of the new records", || {
-            count_lines(&s.events()) >= before + step
+            max_serial(&s.events()) >= target
         });
         kill9(child);
     }
