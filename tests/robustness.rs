@@ -115,85 +115,68 @@ fn read_json_lines_torn(path: &Path) -> (Vec<Value>, usize) {
     (values, torn)
 }
 
+/// Per (file, what is folded): (inode, bytes folded, the value so far).
+type Folds = BTreeMap<(PathBuf, &'static str), (u64, u64, u64)>;
+
 thread_local! {
-    /// Per file: (inode, bytes counted, newlines in them), so polling a growing file reads only
-    /// what is new (the long form's events file reaches hundreds of MB).
-    static COUNTED: std::cell::RefCell<BTreeMap<PathBuf, (u64, u64, usize)>> =
-        const { std::cell::RefCell::new(BTreeMap::new()) };
+    static FOLDED: std::cell::RefCell<Folds> = const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
-/// Newlines in `path` (0 when missing).
-fn count_lines(path: &Path) -> usize {
+/// Fold the whole lines appended to `path` since the last call into a value kept per (`path`,
+/// `what`), so that polling a growing file reads only what is new (the long form's events file
+/// reaches hundreds of MB). Starts again from 0 when the file was replaced or truncated.
+fn fold_lines(path: &Path, what: &'static str, f: impl Fn(u64, &[u8]) -> u64) -> u64 {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
-    let Ok(mut f) = fs::File::open(path) else {
+    let Ok(mut file) = fs::File::open(path) else {
         return 0;
     };
-    let Ok(meta) = f.metadata() else {
+    let Ok(meta) = file.metadata() else {
         return 0;
     };
-    COUNTED.with(|c| {
+    FOLDED.with(|c| {
         let mut c = c.borrow_mut();
-        let entry = c.entry(path.to_path_buf()).or_insert((meta.ino(), 0, 0));
+        let entry = c
+            .entry((path.to_path_buf(), what))
+            .or_insert((meta.ino(), 0, 0));
         if entry.0 != meta.ino() || meta.len() < entry.1 {
             *entry = (meta.ino(), 0, 0);
         }
         let mut buf = Vec::new();
-        if f.seek(SeekFrom::Start(entry.1)).is_ok() && f.read_to_end(&mut buf).is_ok() {
-            entry.1 += buf.len() as u64;
-            entry.2 += buf.iter().filter(|&&b| b == b'\n').count();
+        if file.seek(SeekFrom::Start(entry.1)).is_ok() && file.read_to_end(&mut buf).is_ok() {
+            // Only whole lines; a line being written is read again next time.
+            let whole = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            entry.1 += whole as u64;
+            entry.2 = buf[..whole]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .fold(entry.2, &f);
         }
         entry.2
     })
 }
 
-thread_local! {
-    /// Per file: (inode, bytes read, highest audit serial in them).
-    static MAX_SERIAL: std::cell::RefCell<BTreeMap<PathBuf, (u64, u64, u64)>> =
-        const { std::cell::RefCell::new(BTreeMap::new()) };
+/// Whole lines in `path` (0 when missing).
+fn count_lines(path: &Path) -> usize {
+    fold_lines(path, "lines", |n, _| n + 1) as usize
 }
 
-/// The highest audit serial among the events in `path` (0 when none), reading only what is new.
-/// Progress is measured by it: after a restart the lines re-delivered from the checkpoint add
-/// lines but no new serial.
+/// The highest audit serial among the events in `path` (0 when none). Progress is measured by
+/// it: after a restart the lines re-delivered from the checkpoint add lines but no new serial.
 fn max_serial(path: &Path) -> u64 {
-    use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::MetadataExt;
-    let Ok(mut f) = fs::File::open(path) else {
-        return 0;
-    };
-    let Ok(meta) = f.metadata() else {
-        return 0;
-    };
-    MAX_SERIAL.with(|c| {
-        let mut c = c.borrow_mut();
-        let entry = c.entry(path.to_path_buf()).or_insert((meta.ino(), 0, 0));
-        if entry.0 != meta.ino() || meta.len() < entry.1 {
-            *entry = (meta.ino(), 0, 0);
-        }
-        let mut buf = Vec::new();
-        if f.seek(SeekFrom::Start(entry.1)).is_ok() && f.read_to_end(&mut buf).is_ok() {
-            // Only whole lines; a line being written is read again next time.
-            let whole = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            entry.1 += whole as u64;
-            for line in buf[..whole].split(|&b| b == b'\n') {
-                let Some(at) = memchr::memmem::find(line, b"\"serial\":") else {
-                    continue;
-                };
-                let digits: Vec<u8> = line[at + 9..]
-                    .iter()
-                    .copied()
-                    .take_while(u8::is_ascii_digit)
-                    .collect();
-                if let Some(n) = std::str::from_utf8(&digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                {
-                    entry.2 = entry.2.max(n);
-                }
-            }
-        }
-        entry.2
+    fold_lines(path, "max serial", |max, line| {
+        let Some(at) = memchr::memmem::find(line, b"\"serial\":") else {
+            return max;
+        };
+        let digits: Vec<u8> = line[at + 9..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .map_or(max, |n| max.max(n))
     })
 }
 
