@@ -601,6 +601,64 @@ const REMOTE_SINKS: &[(&str, &str, &str)] = &[
     ("alertmanager", "", "/api/v2/alerts"),
 ];
 
+/// `tests/fixtures/sinks/smtp_server.py --plain` on `port`, killed on drop.
+fn smtp_server(maildir: &Path, port: u16) -> Receiver {
+    use std::io::{BufRead, BufReader};
+    fs::create_dir_all(maildir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sinks/smtp_server.py");
+    let mut child = Command::new(PY)
+        .arg(script)
+        .arg("--plain")
+        .arg("--dir")
+        .arg(maildir)
+        .arg("--port")
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), port.to_string(), "smtp server port");
+    Receiver(child)
+}
+
+/// The idempotency keys of the mails in `maildir`, from their Message-ID
+/// (`<armorwatch.KEY@domain>`, KEY with `=XX` escapes).
+fn mailed_keys(maildir: &Path) -> BTreeSet<String> {
+    let Ok(dir) = fs::read_dir(maildir) else {
+        return BTreeSet::new();
+    };
+    dir.filter_map(|e| {
+        let p = e.ok()?.path();
+        if p.extension()? != "eml" {
+            return None;
+        }
+        let text = fs::read_to_string(&p).ok()?;
+        let id = text.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("message-id")
+                .then(|| value.trim().to_string())
+        })?;
+        let local = id.strip_prefix("<armorwatch.")?.rsplit_once('@')?.0;
+        let mut key = Vec::new();
+        let bytes = local.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' && i + 2 < bytes.len() {
+                key.push(u8::from_str_radix(local.get(i + 1..i + 3)?, 16).ok()?);
+                i += 3;
+            } else {
+                key.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(key).ok()
+    })
+    .collect()
+}
+
 #[test]
 fn remote_sinks_down_through_restarts_then_everything_delivered() {
     if !Path::new(PY).exists() {
@@ -621,6 +679,11 @@ fn remote_sinks_down_through_restarts_then_everything_delivered() {
             )
         })
         .collect();
+    // Email too: an SMTP server (aiosmtpd, plain: no TLS or AUTH here) that is not running yet.
+    let smtp_port = free_port();
+    let sinks = format!(
+        "{sinks}[sinks.email]\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp_port}\ntls = \"none\"\nfrom = \"armorwatch@example.org\"\nto = [\"ops@example.org\"]\nretry_initial_ms = 20\nretry_max_ms = 200\ntimeout_secs = 2\n"
+    );
     let config = s.config(&log, &state, &sinks);
     // Distinct incidents (a new profile each 50 records) keep alerts coming.
     let restarts = (kills() / 2).clamp(2, 25);
@@ -641,6 +704,8 @@ fn remote_sinks_down_through_restarts_then_everything_delivered() {
     let child = s.spawn("run", &config);
     let rlog = s.path("received.jsonl");
     let _rx = receiver(&rlog, port);
+    let maildir = s.path("mail");
+    let _smtp = smtp_server(&maildir, smtp_port);
     // What the file sink got, and what each remote sink delivered, as idempotency keys.
     let written = || -> BTreeSet<String> {
         read_json_lines(&s.alerts())
@@ -658,11 +723,15 @@ fn remote_sinks_down_through_restarts_then_everything_delivered() {
     let start = Instant::now();
     loop {
         let w = written();
-        let missing: Vec<(&str, usize)> = REMOTE_SINKS
+        let mut missing: Vec<(&str, usize)> = REMOTE_SINKS
             .iter()
             .map(|(kind, _, path)| (*kind, w.difference(&received(path)).count()))
             .filter(|(_, n)| *n > 0)
             .collect();
+        let mailed = w.difference(&mailed_keys(&maildir)).count();
+        if mailed > 0 {
+            missing.push(("email", mailed));
+        }
         if !w.is_empty() && missing.is_empty() {
             break;
         }
@@ -688,10 +757,16 @@ fn remote_sinks_down_through_restarts_then_everything_delivered() {
             "{kind} got alerts the file sink never had"
         );
     }
+    let m = mailed_keys(&maildir);
+    assert_eq!(
+        m.difference(&w).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "email got alerts the file sink never had"
+    );
     eprintln!(
-        "{} alerts (id:seq) in the file sink after {restarts} kill -9 restarts with the receiver down; all delivered by each of {} remote sinks",
+        "{} alerts (id:seq) in the file sink after {restarts} kill -9 restarts with the receivers down; all delivered by each of {} remote sinks",
         w.len(),
-        REMOTE_SINKS.len()
+        REMOTE_SINKS.len() + 1
     );
 }
 
