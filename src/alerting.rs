@@ -247,6 +247,15 @@ impl Alerting {
         self.alerts = alerts;
     }
 
+    /// Let the wall clock close or update incidents, and send what that produced; a change is
+    /// remembered for the next save.
+    fn tick_correlator(&mut self) {
+        let before = (self.alerts.len(), self.correlator.open_incidents());
+        self.correlator.tick(now_ms(), &mut self.alerts);
+        self.changed |= (self.alerts.len(), self.correlator.open_incidents()) != before;
+        self.emit();
+    }
+
     /// Save the open incidents for checkpoint generation `generation` (the previous save is
     /// kept as `FILE.prev`).
     fn save_snapshot(&mut self, generation: u64) -> io::Result<()> {
@@ -377,21 +386,21 @@ impl EventOutput for Alerting {
     }
 
     fn persist(&mut self, generation: u64) -> io::Result<()> {
+        // Every alert comes from a change (an event, a loss, a tick that closed something):
+        // without one there is nothing queued to write and nothing new to save. The pipeline
+        // calls this each second while idle.
+        if !self.changed {
+            return Ok(());
+        }
         if let Some(sinks) = &self.sinks {
             self.runtime.block_on(sinks.flush_local());
         }
-        if self.changed {
-            self.save_snapshot(generation)?;
-        }
-        Ok(())
+        self.save_snapshot(generation)
     }
 
     fn tick(&mut self) -> io::Result<()> {
         if self.mode == Mode::Follow {
-            let before = (self.alerts.len(), self.correlator.open_incidents());
-            self.correlator.tick(now_ms(), &mut self.alerts);
-            self.changed |= (self.alerts.len(), self.correlator.open_incidents()) != before;
-            self.emit();
+            self.tick_correlator();
             self.report_state();
         }
         Ok(())
@@ -407,10 +416,7 @@ impl EventOutput for Alerting {
             }
             // A restart inside the window continues the open incidents (saved by the
             // pipeline's last `persist`, together with the checkpoints).
-            Mode::Follow => {
-                self.correlator.tick(now_ms(), &mut self.alerts);
-                self.emit();
-            }
+            Mode::Follow => self.tick_correlator(),
         }
         if let Some(sinks) = self.sinks.take() {
             // Counters as of the stop (what the last grace period delivers is not counted).

@@ -570,13 +570,15 @@ impl Drop for Receiver {
     }
 }
 
-fn receiver(log: &Path, port: u16) -> Receiver {
+/// `tests/fixtures/sinks/SCRIPT ARGS… --port PORT`, once it printed its port (killed on drop).
+fn fixture_server(script: &str, args: &[&std::ffi::OsStr], port: u16) -> Receiver {
     use std::io::{BufRead, BufReader};
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sinks/receiver.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sinks")
+        .join(script);
     let mut child = Command::new(PY)
-        .arg(script)
-        .arg("--log")
-        .arg(log)
+        .arg(&script)
+        .args(args)
         .arg("--port")
         .arg(port.to_string())
         .stdout(Stdio::piped())
@@ -586,8 +588,13 @@ fn receiver(log: &Path, port: u16) -> Receiver {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), port.to_string(), "receiver port");
+    assert_eq!(line.trim(), port.to_string(), "{} port", script.display());
     Receiver(child)
+}
+
+/// The HTTP receiver, logging requests to `log`.
+fn receiver(log: &Path, port: u16) -> Receiver {
+    fixture_server("receiver.py", &["--log".as_ref(), log.as_os_str()], port)
 }
 
 /// The remote sinks that speak HTTP, all at one receiver: type, configured URL path, the path
@@ -603,25 +610,12 @@ const REMOTE_SINKS: &[(&str, &str, &str)] = &[
 
 /// `tests/fixtures/sinks/smtp_server.py --plain` on `port`, killed on drop.
 fn smtp_server(maildir: &Path, port: u16) -> Receiver {
-    use std::io::{BufRead, BufReader};
     fs::create_dir_all(maildir).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sinks/smtp_server.py");
-    let mut child = Command::new(PY)
-        .arg(script)
-        .arg("--plain")
-        .arg("--dir")
-        .arg(maildir)
-        .arg("--port")
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), port.to_string(), "smtp server port");
-    Receiver(child)
+    fixture_server(
+        "smtp_server.py",
+        &["--plain".as_ref(), "--dir".as_ref(), maildir.as_os_str()],
+        port,
+    )
 }
 
 /// The idempotency keys of the mails in `maildir`, from their Message-ID

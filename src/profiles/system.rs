@@ -451,8 +451,6 @@ mod tests {
             "/etc/apparmor.d/usr.bin.msmtp",
             "/usr/lib/systemd/systemd",
             "/usr/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/lib/systemd/systemd",
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
             "/usr/bin/no-such-binary",
             "/sbin/no-such-binary",
         ] {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::config::FileSpec;
 
-/// If `file` (opened for reading and appending) does not end in a newline — a line torn by a crash in the
-/// middle of its write —, end it, so the next line starts on a line of its own.
+/// If `file` (opened for reading and appending) does not end in a newline — a line torn by a
+/// crash in the middle of its write —, end it, so the next line starts on a line of its own.
 pub fn end_torn_line(file: &mut File) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
