@@ -842,16 +842,7 @@ fn disk_full_for_the_state_directory_and_the_file_sink() {
     eprintln!("disk full: {}", stderr.trim());
     // Space returns: a new replay delivers everything (from the last saved checkpoint).
     fs::remove_file(filler).unwrap();
-    let out = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&c)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replay_to_end(&c);
     let counts = serials(&read_json_lines(&s.path("small/events.jsonl")));
     assert_eq!(
         counts.len() as u64,
