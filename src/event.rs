@@ -5,6 +5,7 @@
 
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
+use std::fmt;
 
 /// The version of the event JSON (`"schema": 1`).
 pub const EVENT_SCHEMA: u32 = 1;
@@ -106,45 +107,107 @@ impl AuditStamp {
 /// Ordered `key=value` pairs, values decoded (quotes removed, hex decoded). Serialized as a JSON
 /// object in record order. A key that appears twice keeps its first value in JSON; all pairs
 /// stay available to Rust callers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fields(pub Vec<(String, String)>);
+///
+/// Keys and values live in one string, so a record's fields cost two allocations (and a clone
+/// two copies), not two per pair.
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// Every key followed by its value, in record order.
+    text: String,
+    /// Per pair: where its key starts, where its value starts (the key's end) and ends.
+    spans: Vec<[u32; 3]>,
+}
 
 impl Fields {
+    /// Room for `pairs` pairs of `bytes` bytes in all.
+    pub fn with_capacity(pairs: usize, bytes: usize) -> Fields {
+        Fields {
+            text: String::with_capacity(bytes),
+            spans: Vec::with_capacity(pairs),
+        }
+    }
+
+    fn pair(&self, [k, v, end]: [u32; 3]) -> (&str, &str) {
+        let (k, v, end) = (k as usize, v as usize, end as usize);
+        (&self.text[k..v], &self.text[v..end])
+    }
+
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// True when no pair is present.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.spans.is_empty()
     }
 
     /// Number of pairs.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.spans.len()
     }
 
     /// Iterate over the pairs in record order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.spans.iter().map(|s| self.pair(*s))
     }
 
     /// Append a pair.
-    pub fn push(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.0.push((key.into(), value.into()));
+    ///
+    /// # Panics
+    /// When the fields would pass 4 GiB (a record is at most a few hundred KiB).
+    pub fn push(&mut self, key: &str, value: &str) {
+        let offset = |n: usize| u32::try_from(n).expect("record fields larger than 4 GiB");
+        let k = offset(self.text.len());
+        self.text.push_str(key);
+        let v = offset(self.text.len());
+        self.text.push_str(value);
+        self.spans.push([k, v, offset(self.text.len())]);
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Fields) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
+
+/// The same hash as the `Vec<(String, String)>` the pairs once were, so the duplicate filter's
+/// keys saved by an older build still match.
+impl std::hash::Hash for Fields {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len());
+        for (k, v) in self.iter() {
+            k.hash(state);
+            v.hash(state);
+        }
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Fields {
+        let mut f = Fields::default();
+        for (k, v) in pairs {
+            f.push(k.as_ref(), v.as_ref());
+        }
+        f
     }
 }
 
 impl Serialize for Fields {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        for (i, (k, v)) in self.0.iter().enumerate() {
+        for (i, (k, v)) in self.iter().enumerate() {
             // JSON objects with duplicate keys are ambiguous; keep the first occurrence.
-            if self.0[..i].iter().any(|(prev, _)| prev == k) {
+            if self.iter().take(i).any(|(prev, _)| prev == k) {
                 continue;
             }
             map.serialize_entry(k, v)?;

@@ -16,7 +16,7 @@
 //! the explainer and the sinks. `crate::alerting::build_outputs` builds both from the config.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
@@ -316,6 +316,9 @@ struct Delivery {
     source: Arc<str>,
     item: Option<Item>,
     ack: Option<Position>,
+    /// An event's duplicate-filter key, hashed by the parse stage so the output thread (the one
+    /// stage every source shares) only looks it up.
+    dedup: Option<DedupKey>,
 }
 
 /// How often outputs get [`EventOutput::tick`].
@@ -402,10 +405,12 @@ pub async fn run(
                 None => {}
                 Some(None) => break,
                 Some(Some(batch)) => {
+                    let now = Instant::now();
                     for d in batch {
                         if let Some(item) = &d.item {
                             let duplicate = match item {
-                                Item::Event(e) => dedup.is_duplicate(e, Instant::now()),
+                                Item::Event(e) => dedup
+                                    .check(d.dedup.unwrap_or_else(|| DedupKey::of(e)), now),
                                 Item::Loss(_) => false,
                             };
                             if duplicate {
@@ -542,6 +547,7 @@ async fn parse_stage(
                         source: name.clone(),
                         item: None,
                         ack: Some(pos),
+                        dedup: None,
                     });
                 }
                 let _ = out.send(deliveries).await;
@@ -556,6 +562,7 @@ async fn parse_stage(
                                 source: name.clone(),
                                 item: Some(Item::Loss(loss)),
                                 ack: None,
+                                dedup: None,
                             });
                         }
                         SourceItem::Position(pos) => {
@@ -591,6 +598,7 @@ async fn parse_stage(
                     source: name.clone(),
                     item: None,
                     ack: Some(pos),
+                    dedup: None,
                 });
             }
         }
@@ -668,6 +676,7 @@ impl UnparsedCap {
                 source: name.clone(),
                 item: Some(Item::Loss(first)),
                 ack: None,
+                dedup: None,
             });
             self.suppressed = 0;
         }
@@ -683,7 +692,7 @@ fn collect(
     deliveries: &mut Vec<Delivery>,
 ) {
     for o in produced.drain(..) {
-        let (item, ack) = match o {
+        let (item, ack, dedup) = match o {
             Output::Event(e) => {
                 let ack = match tracked
                     .iter()
@@ -698,7 +707,8 @@ fn collect(
                     }
                     None => None,
                 };
-                (Item::Event(e), ack)
+                let key = DedupKey::of(&e);
+                (Item::Event(e), ack, Some(key))
             }
             Output::Malformed(m) => {
                 let mut line = m.line;
@@ -712,6 +722,7 @@ fn collect(
                         m.source,
                     )),
                     None,
+                    None,
                 )
             }
             Output::Loss(l) => {
@@ -723,6 +734,7 @@ fn collect(
                 (
                     Item::Loss(LossEvent::now(reason, count, None, l.source)),
                     None,
+                    None,
                 )
             }
         };
@@ -730,6 +742,7 @@ fn collect(
             source: name.clone(),
             item: Some(item),
             ack,
+            dedup,
         });
     }
 }
@@ -756,9 +769,9 @@ fn truncate_utf8(s: &mut String, max: usize) {
 /// another hasher, at most those records would be delivered twice.
 #[derive(Debug, Default)]
 pub struct Dedup {
-    stamped: HashMap<u64, ()>,
+    stamped: HashSet<u64, foldhash::fast::RandomState>,
     stamped_order: VecDeque<u64>,
-    stampless: HashMap<u64, Instant>,
+    stampless: HashMap<u64, Instant, foldhash::fast::RandomState>,
     stampless_order: VecDeque<(u64, Instant)>,
 }
 
@@ -772,7 +785,7 @@ impl Dedup {
     /// Remember keys saved by a previous run.
     pub fn preload(&mut self, keys: &[u64]) {
         for &k in keys {
-            if self.stamped.insert(k, ()).is_none() {
+            if self.stamped.insert(k) {
                 self.stamped_order.push_back(k);
             }
         }
@@ -780,47 +793,72 @@ impl Dedup {
 
     /// True when an equal event was seen before (and remembers this one otherwise).
     pub fn is_duplicate(&mut self, event: &Event, now: Instant) -> bool {
+        self.check(DedupKey::of(event), now)
+    }
+
+    /// [`Dedup::is_duplicate`] with the key already computed.
+    pub fn check(&mut self, key: DedupKey, now: Instant) -> bool {
+        let DedupKey { hash: key, stamped } = key;
+        if stamped {
+            if !self.stamped.insert(key) {
+                return true;
+            }
+            self.stamped_order.push_back(key);
+            if self.stamped_order.len() > DEDUP_KEYS {
+                if let Some(old) = self.stamped_order.pop_front() {
+                    self.stamped.remove(&old);
+                }
+            }
+            return false;
+        }
+        while let Some(&(k, t)) = self.stampless_order.front() {
+            if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW
+                && self.stampless_order.len() <= DEDUP_KEYS
+            {
+                break;
+            }
+            self.stampless_order.pop_front();
+            if self.stampless.get(&k) == Some(&t) {
+                self.stampless.remove(&k);
+            }
+        }
+        if let Some(&t) = self.stampless.get(&key) {
+            if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW {
+                return true;
+            }
+        }
+        self.stampless.insert(key, now);
+        self.stampless_order.push_back((key, now));
+        false
+    }
+}
+
+/// The duplicate filter's key of an event: a hash of its content, its stamp when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupKey {
+    hash: u64,
+    stamped: bool,
+}
+
+impl DedupKey {
+    /// The key of `event`.
+    pub fn of(event: &Event) -> DedupKey {
         let mut h = DefaultHasher::new();
         event.kind.hash(&mut h);
-        event.fields.0.hash(&mut h);
-        event.outer.as_ref().map(|o| &o.0).hash(&mut h);
+        event.fields.hash(&mut h);
+        event.outer.as_ref().hash(&mut h);
         match &event.audit {
             Some(stamp) if !stamp.is_zero() => {
                 (stamp.epoch, stamp.millis, stamp.serial, &stamp.node).hash(&mut h);
-                let key = h.finish();
-                if self.stamped.insert(key, ()).is_some() {
-                    return true;
+                DedupKey {
+                    hash: h.finish(),
+                    stamped: true,
                 }
-                self.stamped_order.push_back(key);
-                if self.stamped_order.len() > DEDUP_KEYS {
-                    if let Some(old) = self.stamped_order.pop_front() {
-                        self.stamped.remove(&old);
-                    }
-                }
-                false
             }
-            _ => {
-                let key = h.finish();
-                while let Some(&(k, t)) = self.stampless_order.front() {
-                    if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW
-                        && self.stampless_order.len() <= DEDUP_KEYS
-                    {
-                        break;
-                    }
-                    self.stampless_order.pop_front();
-                    if self.stampless.get(&k) == Some(&t) {
-                        self.stampless.remove(&k);
-                    }
-                }
-                if let Some(&t) = self.stampless.get(&key) {
-                    if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW {
-                        return true;
-                    }
-                }
-                self.stampless.insert(key, now);
-                self.stampless_order.push_back((key, now));
-                false
-            }
+            _ => DedupKey {
+                hash: h.finish(),
+                stamped: false,
+            },
         }
     }
 }

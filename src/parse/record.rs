@@ -36,14 +36,15 @@ pub enum Built {
 }
 
 fn collect(raw: &[RawField<'_>], interpreted: bool) -> Fields {
-    let mut f = Fields(Vec::with_capacity(raw.len()));
+    let bytes = raw.iter().map(|f| f.key.len() + f.value.len()).sum();
+    let mut f = Fields::with_capacity(raw.len(), bytes);
     for field in raw {
         let value = if interpreted {
             std::borrow::Cow::Borrowed(field.value)
         } else {
             fields::decode_value(field)
         };
-        f.0.push((field.key.to_string(), value.into_owned()));
+        f.push(field.key, &value);
     }
     f
 }
