@@ -115,7 +115,7 @@ pub struct Fields {
     /// Every key followed by its value, in record order.
     text: String,
     /// Per pair: where its key starts, where its value starts (the key's end) and ends.
-    spans: Vec<[u32; 3]>,
+    spans: Vec<[usize; 3]>,
 }
 
 impl Fields {
@@ -127,8 +127,7 @@ impl Fields {
         }
     }
 
-    fn pair(&self, [k, v, end]: [u32; 3]) -> (&str, &str) {
-        let (k, v, end) = (k as usize, v as usize, end as usize);
+    fn pair(&self, [k, v, end]: [usize; 3]) -> (&str, &str) {
         (&self.text[k..v], &self.text[v..end])
     }
 
@@ -153,16 +152,30 @@ impl Fields {
     }
 
     /// Append a pair.
-    ///
-    /// # Panics
-    /// When the fields would pass 4 GiB (a record is at most a few hundred KiB).
     pub fn push(&mut self, key: &str, value: &str) {
-        let offset = |n: usize| u32::try_from(n).expect("record fields larger than 4 GiB");
-        let k = offset(self.text.len());
+        let k = self.text.len();
         self.text.push_str(key);
-        let v = offset(self.text.len());
+        let v = self.text.len();
         self.text.push_str(value);
-        self.spans.push([k, v, offset(self.text.len())]);
+        self.spans.push([k, v, self.text.len()]);
+    }
+
+    /// Give the first `key` the value `value` (append the pair when there is none).
+    pub fn set(&mut self, key: &str, value: &str) {
+        if self.get(key).is_none() {
+            return self.push(key, value);
+        }
+        let mut replaced = false;
+        let mut next = Fields::with_capacity(self.len(), self.text.len() + value.len());
+        for (k, v) in self.iter() {
+            if k == key && !replaced {
+                replaced = true;
+                next.push(k, value);
+            } else {
+                next.push(k, v);
+            }
+        }
+        *self = next;
     }
 }
 
@@ -514,6 +527,50 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+
+    #[test]
+    fn fields_keep_order_duplicates_and_the_old_hash() {
+        let pairs = [
+            ("apparmor", "DENIED"),
+            ("name", "/a b"),
+            ("name", ""),
+            ("", "x"),
+        ];
+        let mut f: Fields = pairs.iter().copied().collect();
+        assert_eq!(f.len(), 4);
+        assert_eq!(f.get("name"), Some("/a b"), "the first of two");
+        assert_eq!(f.get(""), Some("x"));
+        assert_eq!(f.iter().collect::<Vec<_>>(), pairs);
+        // The duplicate filter's saved keys were hashes of Vec<(String, String)>.
+        let hash = |h: &dyn Fn(&mut DefaultHasher)| {
+            let mut s = DefaultHasher::new();
+            h(&mut s);
+            s.finish()
+        };
+        let old: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(hash(&|s| f.hash(s)), hash(&|s| old.hash(s)));
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"apparmor":"DENIED","name":"/a b","":"x"}"#
+        );
+        f.set("name", "/c");
+        f.set("new", "1");
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            [
+                ("apparmor", "DENIED"),
+                ("name", "/c"),
+                ("name", ""),
+                ("", "x"),
+                ("new", "1")
+            ]
+        );
+        assert_ne!(f, pairs.iter().copied().collect());
+    }
 
     #[test]
     fn rfc3339_known_instants() {

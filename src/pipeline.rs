@@ -409,8 +409,9 @@ pub async fn run(
                     for d in batch {
                         if let Some(item) = &d.item {
                             let duplicate = match item {
-                                Item::Event(e) => dedup
-                                    .check(d.dedup.unwrap_or_else(|| DedupKey::of(e)), now),
+                                Item::Event(e) => {
+                                    dedup.check(d.dedup.unwrap_or_else(|| DedupKey::of(e)), now)
+                                }
                                 Item::Loss(_) => false,
                             };
                             if duplicate {
@@ -917,6 +918,7 @@ mod tests {
                 Source::Text,
             ))),
             ack: None,
+            dedup: None,
         };
         let mut cap = UnparsedCap::default();
         let t0 = Instant::now();

@@ -261,8 +261,7 @@ fn memory_stays_flat_under_a_million_distinct_events() {
     for i in 0..1_000_000u64 {
         let mut e = proto.clone();
         // distinct objects that no normalisation rule merges
-        let name = e.fields.0.iter_mut().find(|(k, _)| k == "name").unwrap();
-        name.1 = format!("/srv/data/file-{i}-x");
+        e.fields.set("name", &format!("/srv/data/file-{i}-x"));
         c.push(e, t0 + i * SPAN_MS / 1_000_000, &mut out);
         max_open = max_open.max(c.open_incidents());
         for a in out.drain(..) {
@@ -465,10 +464,10 @@ proptest! {
                 Step::Push(p, v, dt) => {
                     now += dt;
                     let mut e = protos[p].clone();
-                    if let Some(name) = e.fields.0.iter_mut().find(|(k, _)| k == "name")
+                    if let Some(name) = e.fields.get("name").map(str::to_string)
                         && p != 4
                     {
-                        name.1 = format!("{}{}", name.1, v % 3);
+                        e.fields.set("name", &format!("{name}{}", v % 3));
                     }
                     // Every record its own audit serial, as the kernel numbers them (an
                     // incident's id names the record that opened it).
@@ -653,10 +652,7 @@ proptest! {
         });
         let mut e = prototypes()[proto].clone();
         for (i, key) in ["profile", "name", "denied_mask", "comm", "capname", "info"].iter().enumerate() {
-            match e.fields.0.iter_mut().find(|(k, _)| k == key) {
-                Some(pair) => pair.1 = values[i].clone(),
-                None => e.fields.push(*key, values[i].clone()),
-            }
+            e.fields.set(key, &values[i]);
         }
         let mut c = Correlator::new(config());
         let mut out = Vec::new();
