@@ -5,6 +5,7 @@
 //! field in `docs/alert-schema.md` with a JSON Schema in `docs/alert.schema.json`.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::event::Event;
 
@@ -142,7 +143,7 @@ pub struct Alert {
     /// The host the events came from.
     pub host: String,
     /// The latest event.
-    pub event: Option<Event>,
+    pub event: Option<Arc<Event>>,
     /// A few raw samples.
     pub samples: Vec<Sample>,
     /// For `suppressed`: what was held back.

@@ -711,7 +711,7 @@ mod tests {
 
     fn event(line: &str) -> Item {
         match parse_text(line, &Source::Text).pop() {
-            Some(Output::Event(e)) => Item::Event(e),
+            Some(Output::Event(e)) => Item::Event(e.into()),
             other => panic!("{other:?}"),
         }
     }

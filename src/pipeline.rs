@@ -171,7 +171,7 @@ impl Serialize for LossEvent {
 #[derive(Debug, Clone)]
 pub enum Item {
     /// An AppArmor event.
-    Event(Box<Event>),
+    Event(Arc<Event>),
     /// Records were lost.
     Loss(LossEvent),
 }
@@ -709,7 +709,7 @@ fn collect(
                     None => None,
                 };
                 let key = DedupKey::of(&e);
-                (Item::Event(e), ack, Some(key))
+                (Item::Event(Arc::from(e)), ack, Some(key))
             }
             Output::Malformed(m) => {
                 let mut line = m.line;

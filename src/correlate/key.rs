@@ -7,6 +7,8 @@
 //! numbers, numbered instances) with an AppArmor variable-like placeholder.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use regex::{Regex, RegexSet};
 
@@ -118,7 +120,12 @@ pub struct Normaliser {
     rules: Vec<(&'static str, Regex, &'static str)>,
     /// All rules at once: one pass over the object finds the few rules that can apply.
     set: RegexSet,
+    /// Recent objects and their normal form: the same few paths recur in most denials.
+    cache: RefCell<HashMap<Box<str>, Box<str>, foldhash::fast::RandomState>>,
 }
+
+/// Objects [`Normaliser::normalise_cached`] remembers; the cache starts over when full.
+const NORMALISED_CACHED: usize = 4096;
 
 impl Normaliser {
     /// Compile [`NORMALISE`].
@@ -129,7 +136,25 @@ impl Normaliser {
             .collect();
         let set = RegexSet::new(rules.iter().map(|(_, r, _)| r.as_str()))
             .unwrap_or_else(|_| RegexSet::empty());
-        Normaliser { rules, set }
+        Normaliser {
+            rules,
+            set,
+            cache: RefCell::default(),
+        }
+    }
+
+    /// [`Normaliser::normalise`], remembered for recent objects.
+    pub fn normalise_cached(&self, object: &str) -> String {
+        let mut cache = self.cache.borrow_mut();
+        if let Some(n) = cache.get(object) {
+            return n.to_string();
+        }
+        let n = self.normalise(object).into_owned();
+        if cache.len() >= NORMALISED_CACHED {
+            cache.clear();
+        }
+        cache.insert(object.into(), n.as_str().into());
+        n
     }
 
     /// Normalise one object.
@@ -194,7 +219,7 @@ pub fn incident_key(norm: &Normaliser, event: &Event, class: &str) -> IncidentKe
         kind: event.kind.as_str().to_owned(),
         class: class.to_owned(),
         operation: operation_family(op).to_owned(),
-        object: norm.normalise(&object).into_owned(),
+        object: norm.normalise_cached(&object),
         permission: if event.kind == Kind::Status {
             String::new()
         } else {
@@ -412,6 +437,9 @@ mod tests {
         fn prefilter_is_exact(s in "(/(proc|home|root|tmp|run|user|dev|pts|task|cpu[0-9]|[0-9]{1,4}|tmp\\.[A-Za-z0-9]{6,10}|[0-9a-f]{8,20}|x-[0-9a-f]{8}|\\.[a-z]{1,3}\\.[A-Za-z0-9]{6}|alice|\\.cache|[a-z]{1,5}\\.[A-Za-z0-9]{6}))+/?") {
             let norm = Normaliser::new();
             proptest::prop_assert_eq!(norm.normalise(&s).into_owned(), sequential(&s));
+            // Once computed, once remembered.
+            proptest::prop_assert_eq!(norm.normalise_cached(&s), sequential(&s));
+            proptest::prop_assert_eq!(norm.normalise_cached(&s), sequential(&s));
         }
     }
 

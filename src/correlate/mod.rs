@@ -313,7 +313,7 @@ struct Incident {
     announced: bool,
     held: bool,
     samples: Vec<Sample>,
-    event: Box<Event>,
+    event: Arc<Event>,
 }
 
 /// Flood control: incident alerts per minute.
@@ -422,7 +422,8 @@ impl Correlator {
     }
 
     /// Feed one event. Alerts are appended to `out` in order.
-    pub fn push(&mut self, event: Box<Event>, now_ms: u64, out: &mut Vec<Alert>) {
+    pub fn push(&mut self, event: impl Into<Arc<Event>>, now_ms: u64, out: &mut Vec<Alert>) {
+        let event: Arc<Event> = event.into();
         let now = self.advance(now_ms, out);
         self.stats.events += 1;
         let class = event.class().unwrap_or("").to_owned();
@@ -659,7 +660,7 @@ impl Correlator {
                     announced: s.announced,
                     held: s.held,
                     samples: s.samples,
-                    event,
+                    event: event.into(),
                 },
             );
         }
@@ -786,7 +787,7 @@ impl Correlator {
 
     fn status_alert(
         &mut self,
-        event: Box<Event>,
+        event: Arc<Event>,
         key: IncidentKey,
         class: &str,
         noise: Option<(String, Option<u8>)>,
@@ -818,7 +819,7 @@ impl Correlator {
                 .host
                 .clone()
                 .unwrap_or_else(|| self.config.host.clone()),
-            event: Some(*event),
+            event: Some(event),
             samples,
             incidents: Vec::new(),
             loss: None,
@@ -876,7 +877,7 @@ fn make_alert(
         first_seen: Some(fmt_ms(inc.first_seen_ms)),
         last_seen: Some(fmt_ms(inc.last_seen_event_ms)),
         host: k.host.clone().unwrap_or_else(|| default_host.to_owned()),
-        event: Some((*inc.event).clone()),
+        event: Some(inc.event.clone()),
         samples: inc.samples.clone(),
         incidents: Vec::new(),
         loss: None,

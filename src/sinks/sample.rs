@@ -39,7 +39,7 @@ pub fn sample_alert(host: &str, now_ms: u64) -> Alert {
         first_seen: Some(ts.clone()),
         last_seen: Some(ts.clone()),
         host: host.to_string(),
-        event,
+        event: event.map(Into::into),
         samples: vec![Sample {
             time: Some(ts),
             object: Some("/etc/ssl/private/example.key".into()),
