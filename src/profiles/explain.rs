@@ -8,6 +8,7 @@
 //! policy is older than the file).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -579,9 +580,26 @@ struct Evaluator<'a> {
 struct FileCandidate<'a> {
     rule: &'a Rule,
     probe: Probe,
-    origin_path: String,
-    expanded: glob::Expanded,
+    /// The rule's path as written (empty for `file,`).
+    origin_path: &'a str,
+    /// The path expanded and compiled (None for `file,`).
+    prepared: Option<Arc<index::PreparedPath>>,
     perms: Perms,
+}
+
+impl FileCandidate<'_> {
+    /// The expanded pattern (empty for `file,`).
+    fn text(&self) -> &str {
+        self.prepared.as_ref().map_or("", |p| p.expanded.text.as_str())
+    }
+
+    /// The offset in the rule as written of byte `i` of [`FileCandidate::text`].
+    fn origin(&self, i: usize) -> Option<usize> {
+        match &self.prepared {
+            Some(p) => p.expanded.origin.get(i).copied(),
+            None => (i == 0).then_some(0),
+        }
+    }
 }
 
 impl<'a> Evaluator<'a> {
@@ -627,7 +645,8 @@ impl<'a> Evaluator<'a> {
 
     fn file_candidates(&self, path: &str) -> Vec<FileCandidate<'a>> {
         let mut out = Vec::new();
-        for rule in &self.eff.rules {
+        let prepared = self.index.prepared_paths(self.pidx, &self.eff);
+        for (rule, prep) in self.eff.rules.iter().zip(prepared.iter()) {
             let RuleBody::File {
                 path: rule_path,
                 perms,
@@ -646,26 +665,21 @@ impl<'a> Evaluator<'a> {
                         pattern_offset: 0,
                         pattern_could_end: true,
                     },
-                    origin_path: String::new(),
-                    expanded: glob::Expanded {
-                        text: String::new(),
-                        origin: vec![0],
-                    },
+                    origin_path: "",
+                    prepared: None,
                     perms: perms.clone(),
                 });
                 continue;
             };
-            let Ok(expanded) = glob::expand(rule_path, &self.eff.vars) else {
-                continue;
-            };
-            let Some(g) = self.index.compiled_glob(&expanded.text) else {
+            // A path that does not expand (unknown variable) or compile is no candidate.
+            let Some(prep) = prep else {
                 continue;
             };
             out.push(FileCandidate {
                 rule,
-                probe: g.probe(path),
-                origin_path: rule_path.clone(),
-                expanded,
+                probe: prep.glob.probe(path),
+                origin_path: rule_path,
+                prepared: Some(prep.clone()),
                 perms: perms.clone(),
             });
         }
@@ -849,15 +863,15 @@ impl<'a> Evaluator<'a> {
                 d.summary = format!("no rule of `{pname}` matches {shown}");
             }
         }
-        // Ranked near misses (rules that do not match the path).
+        // Rules that do not match the path, with their closeness, in rule order.
+        let scored: Vec<(i64, &FileCandidate<'_>)> = cands
+            .iter()
+            .filter(|c| !c.probe.matched && !c.rule.qualifiers.deny && !c.origin_path.is_empty())
+            .map(|c| (closeness(c, &path, needed), c))
+            .collect();
+        // Ranked near misses.
         if d.closest_rules.len() < 3 {
-            let mut near: Vec<(i64, &FileCandidate<'_>)> = cands
-                .iter()
-                .filter(|c| {
-                    !c.probe.matched && !c.rule.qualifiers.deny && !c.origin_path.is_empty()
-                })
-                .map(|c| (closeness(c, &path, needed), c))
-                .collect();
+            let mut near = scored.clone();
             near.sort_by(|a, b| {
                 b.0.cmp(&a.0)
                     .then(a.1.rule.span.line.cmp(&b.1.rule.span.line))
@@ -875,7 +889,7 @@ impl<'a> Evaluator<'a> {
                         .nth(2)
                         .is_some_and(|(p, _)| c.probe.consumed > p);
                     // `**` swallows any path, so it says nothing about the directory.
-                    let same_dir = c.probe.consumed >= dir_len && !c.expanded.text.contains("**");
+                    let same_dir = c.probe.consumed >= dir_len && !c.text().contains("**");
                     if first_free && *n == 0 {
                         same_dir || deep
                     } else {
@@ -888,25 +902,25 @@ impl<'a> Evaluator<'a> {
                 d.closest_rules.push(self.closest(
                     c.rule,
                     reason,
-                    caret.map(|(o, w)| (c.origin_path.as_str(), o, w)),
+                    caret.map(|(o, w)| (c.origin_path, o, w)),
                 ));
             }
         }
         // The fix.
-        let near_perms = cands
+        // The closest (the last of equals, as `max_by_key` picks).
+        let near_perms = scored
             .iter()
-            .filter(|c| !c.probe.matched && !c.rule.qualifiers.deny && !c.origin_path.is_empty())
-            .max_by_key(|c| closeness(c, &path, needed))
-            .filter(|c| {
+            .max_by_key(|(score, _)| *score)
+            .filter(|(score, c)| {
                 c.perms.exec.is_none()
                     && granted(&c.perms) & missing == missing
-                    && closeness(c, &path, needed) > 0
+                    && *score > 0
                     // Only a near miss of the same file: the path extends the pattern
                     // (`msmtp` → `msmtp.log`) or differs by a few characters.
                     && (c.probe.pattern_could_end
-                        || within_edits(&c.expanded.text, &path, 3))
+                        || within_edits(c.text(), &path, 3))
             })
-            .map(|c| (c.perms.bits, c.rule.qualifiers.owner));
+            .map(|(_, c)| (c.perms.bits, c.rule.qualifiers.owner));
         let (bits, owner) = match (d.verdict, near_perms) {
             (Verdict::NoRuleMatches, Some((bits, owner))) => {
                 (bits | missing, owner && owner_applies)
@@ -1997,7 +2011,7 @@ fn other_rule(event: &Event, keyword: &str) -> Option<String> {
 /// directory, same extension, fewer edits, permissions that would do.
 fn closeness(c: &FileCandidate<'_>, path: &str, needed: u16) -> i64 {
     let consumed = i64::try_from(c.probe.consumed).unwrap_or(0);
-    let text = &c.expanded.text;
+    let text = c.text();
     // How much of the rule's pattern the path got through: `**` swallows any path, so the
     // consumed length alone would favour `/**` rules.
     let progress = if c.probe.pattern_could_end {
@@ -2008,14 +2022,16 @@ fn closeness(c: &FileCandidate<'_>, path: &str, needed: u16) -> i64 {
     let fraction = i64::try_from(progress * 100 / text.len().max(1)).unwrap_or(0);
     let dir = path.rfind('/').map_or(0, |p| p + 1);
     let same_dir = c.probe.consumed >= dir && !text.contains("**");
-    let ext = |s: &str| {
+    fn ext(s: &str) -> Option<&str> {
         let last = s.rsplit('/').next().unwrap_or(s);
-        last.rfind('.').map(|p| last[p..].to_string())
-    };
+        last.rfind('.').map(|p| &last[p..])
+    }
+    fn first_chars(s: &str) -> &str {
+        s.char_indices().nth(256).map_or(s, |(i, _)| &s[..i])
+    }
     let same_ext = ext(path).is_some() && ext(path) == ext(text);
-    let literal: String = text.chars().take(256).collect();
-    let p: String = path.chars().take(256).collect();
-    let dist = i64::try_from(edit_distance(&literal, &p)).unwrap_or(i64::MAX / 4);
+    let dist =
+        i64::try_from(edit_distance(first_chars(text), first_chars(path))).unwrap_or(i64::MAX / 4);
     let perms_fit = granted(&c.perms) & needed == needed;
     fraction
         + consumed * 2
@@ -2032,15 +2048,9 @@ fn miss_reason(c: &FileCandidate<'_>, path: &str) -> (String, Option<(usize, usi
     let consumed = c.probe.consumed.min(path.len());
     let matched = sanitize(path.get(..consumed).unwrap_or(""));
     let rest = sanitize(path.get(consumed..).unwrap_or(""));
-    let text = &c.expanded.text;
+    let text = c.text();
     let off = c.probe.pattern_offset.min(text.len());
-    let origin = |o: usize| {
-        c.expanded
-            .origin
-            .get(o)
-            .copied()
-            .unwrap_or(c.origin_path.len())
-    };
+    let origin = |o: usize| c.origin(o).unwrap_or(c.origin_path.len());
     if c.probe.pattern_could_end && consumed < path.len() && off >= text.len() {
         return (
             format!("the rule's pattern ends after `{matched}`; the path continues with `{rest}`"),
@@ -2055,7 +2065,7 @@ fn miss_reason(c: &FileCandidate<'_>, path: &str) -> (String, Option<(usize, usi
             Some((origin(off), 1)),
         );
     }
-    let expected = expected_from(&c.origin_path, origin(off));
+    let expected = expected_from(c.origin_path, origin(off));
     if consumed >= path.len() {
         return (
             format!(

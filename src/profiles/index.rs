@@ -75,6 +75,41 @@ pub struct Index {
     errors: Vec<SyntaxError>,
     disabled: BTreeSet<String>,
     globs: GlobCache,
+    paths: PathCache,
+}
+
+/// A file rule's path with the profile's variables expanded, and compiled.
+#[derive(Debug)]
+pub struct PreparedPath {
+    /// The expanded pattern, with offsets back into the rule as written.
+    pub expanded: super::glob::Expanded,
+    /// The pattern compiled.
+    pub glob: Arc<Glob>,
+}
+
+/// Per profile, aligned with [`Effective::rules`]: each file rule's path prepared (None for
+/// other rules, `file,` and paths that do not expand or compile).
+pub type PreparedPaths = Arc<[Option<Arc<PreparedPath>>]>;
+
+/// [`PreparedPaths`] by profile index, bounded (cleared when full). A profile's variables and
+/// rules do not change while the index lives, so each rule is expanded once, not per denial.
+#[derive(Default)]
+struct PathCache(std::sync::Mutex<HashMap<usize, PreparedPaths>>);
+
+/// Profiles whose prepared paths are kept at most.
+const PATH_CACHE_PROFILES: usize = 256;
+
+impl Clone for PathCache {
+    fn clone(&self) -> Self {
+        PathCache::default()
+    }
+}
+
+impl std::fmt::Debug for PathCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "PathCache({n} profiles)")
+    }
 }
 
 /// Compiled globs by expanded pattern, shared by every profile (the rules of an abstraction are
@@ -156,6 +191,7 @@ impl Index {
             errors,
             disabled: tree.disabled.clone(),
             globs: GlobCache::default(),
+            paths: PathCache::default(),
         };
         index.collect_declarations();
         index
@@ -177,6 +213,39 @@ impl Index {
         }
         cache.insert(pattern.to_string(), g.clone());
         Some(g)
+    }
+
+    /// The file rules of declaration `idx` (whose rules and variables are `eff`) with their
+    /// paths expanded and compiled, from the cache after the first time.
+    pub fn prepared_paths(&self, idx: usize, eff: &Effective<'_>) -> PreparedPaths {
+        let lock = || match self.paths.0.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(p) = lock().get(&idx) {
+            return p.clone();
+        }
+        let prepared: PreparedPaths = eff
+            .rules
+            .iter()
+            .map(|rule| {
+                let parser::RuleBody::File {
+                    path: Some(path), ..
+                } = &rule.body
+                else {
+                    return None;
+                };
+                let expanded = super::glob::expand(path, &eff.vars).ok()?;
+                let glob = self.compiled_glob(&expanded.text)?;
+                Some(Arc::new(PreparedPath { expanded, glob }))
+            })
+            .collect();
+        let mut cache = lock();
+        if cache.len() >= PATH_CACHE_PROFILES {
+            cache.clear();
+        }
+        cache.insert(idx, prepared.clone());
+        prepared
     }
 
     fn collect_declarations(&mut self) {
