@@ -403,6 +403,13 @@ impl EventOutput for Alerting {
             self.tick_correlator();
             self.report_state();
         }
+        self.end_batch()
+    }
+
+    fn end_batch(&mut self) -> io::Result<()> {
+        if let Some(sinks) = &self.sinks {
+            sinks.end_batch();
+        }
         Ok(())
     }
 

@@ -207,6 +207,12 @@ pub trait EventOutput: Send + std::fmt::Debug {
         let _ = generation;
         Ok(())
     }
+    /// Called after each batch of items, before their positions count as delivered: hand on
+    /// what [`EventOutput::deliver`] held back to write (or queue) once per batch. An error is
+    /// retried like one of `deliver`.
+    fn end_batch(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Called at shutdown after the last item.
     fn close(&mut self) -> io::Result<()> {
         Ok(())
@@ -218,8 +224,12 @@ pub trait EventOutput: Send + std::fmt::Debug {
 #[derive(Debug)]
 pub struct JsonLines {
     writer: Box<dyn WriteDebug>,
-    line: Vec<u8>,
+    /// Whole lines not written yet (after a failed write: the part not written).
+    pending: Vec<u8>,
 }
+
+/// [`JsonLines`] writes at the end of a batch, or before a line would take its buffer past this.
+const JSON_LINES_BUFFER: usize = 256 * 1024;
 
 /// `Write + Send + Debug`, so the output can be printed in diagnostics.
 pub trait WriteDebug: Write + Send + std::fmt::Debug {}
@@ -230,7 +240,7 @@ impl JsonLines {
     pub fn stdout() -> JsonLines {
         JsonLines {
             writer: Box::new(io::stdout()),
-            line: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -250,23 +260,61 @@ impl JsonLines {
         crate::sinks::file::end_torn_line(&mut f)?;
         Ok(JsonLines {
             writer: Box::new(f),
-            line: Vec::new(),
+            pending: Vec::new(),
         })
+    }
+}
+
+impl JsonLines {
+    /// Write what is pending. Whole lines per `write`, so a kill -9 leaves whole lines (or, at
+    /// worst, one torn last line); after an error only the part not written stays pending, so a
+    /// retry neither repeats nor tears a line.
+    fn write_pending(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        while done < self.pending.len() {
+            match self.writer.write(&self.pending[done..]) {
+                Ok(0) => {
+                    self.pending.drain(..done);
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.pending.drain(..done);
+                    return Err(e);
+                }
+            }
+        }
+        self.pending.clear();
+        self.writer.flush()
     }
 }
 
 impl EventOutput for JsonLines {
     fn deliver(&mut self, item: &Item) -> io::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, item)?;
-        self.line.push(b'\n');
-        // One write per line: a kill -9 leaves whole lines (or, at worst, one torn last line).
-        self.writer.write_all(&self.line)?;
-        self.writer.flush()
+        // Room first: a failed write leaves the item out, and the retry adds it once.
+        if self.pending.len() >= JSON_LINES_BUFFER {
+            self.write_pending()?;
+        }
+        let mark = self.pending.len();
+        if let Err(e) = serde_json::to_writer(&mut self.pending, item) {
+            self.pending.truncate(mark);
+            return Err(e.into());
+        }
+        self.pending.push(b'\n');
+        Ok(())
+    }
+
+    fn end_batch(&mut self) -> io::Result<()> {
+        self.write_pending()
+    }
+
+    fn persist(&mut self, _generation: u64) -> io::Result<()> {
+        self.write_pending()
     }
 
     fn close(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        self.write_pending()
     }
 }
 
@@ -406,6 +454,7 @@ pub async fn run(
                 Some(None) => break,
                 Some(Some(batch)) => {
                     let now = Instant::now();
+                    let mut acks = Vec::new();
                     for d in batch {
                         if let Some(item) = &d.item {
                             let duplicate = match item {
@@ -427,8 +476,17 @@ pub async fn run(
                                 }
                             }
                         }
-                        if let (Some(c), Some(pos)) = (checkpoints.as_mut(), d.ack) {
-                            c.set(&d.source, pos);
+                        if let Some(pos) = d.ack {
+                            acks.push((d.source, pos));
+                        }
+                    }
+                    if let Err(e) = with_retries(&mut outputs, |o| o.end_batch()) {
+                        failure = Some(e);
+                        break 'outer;
+                    }
+                    if let Some(c) = checkpoints.as_mut() {
+                        for (source, pos) in acks {
+                            c.set(&source, pos);
                         }
                     }
                 }
@@ -502,10 +560,18 @@ fn persist_all(outputs: &mut [Box<dyn EventOutput>], generation: u64) {
 }
 
 fn deliver_all(outputs: &mut [Box<dyn EventOutput>], item: &Item) -> io::Result<()> {
+    with_retries(outputs, |o| o.deliver(item))
+}
+
+/// `f` on every output, each retried a few times on error.
+fn with_retries(
+    outputs: &mut [Box<dyn EventOutput>],
+    mut f: impl FnMut(&mut dyn EventOutput) -> io::Result<()>,
+) -> io::Result<()> {
     for o in outputs.iter_mut() {
         let mut attempts = 0;
         loop {
-            match o.deliver(item) {
+            match f(o.as_mut()) {
                 Ok(()) => break,
                 Err(e) if attempts < 5 => {
                     attempts += 1;
@@ -935,6 +1001,58 @@ mod tests {
         };
         assert_eq!(sum.count, Some(16));
         assert!(sum.detail.as_deref().unwrap().contains("the first: bad 10"));
+    }
+
+    /// Takes `budget` bytes, then fails every write until refilled; records what it took.
+    #[derive(Debug, Clone, Default)]
+    struct Flaky(Arc<std::sync::Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut g = self.0.lock().unwrap();
+            let n = buf.len().min(g.1);
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            g.1 -= n;
+            g.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_write_per_batch_and_resume_a_failed_write_without_repeating() {
+        let sink = Flaky::default();
+        sink.0.lock().unwrap().1 = 100;
+        let mut out = JsonLines {
+            writer: Box::new(sink.clone()),
+            pending: Vec::new(),
+        };
+        let line = "type=AVC msg=audit(1700000000.006:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0";
+        let items: Vec<Item> = (0..3).map(|_| Item::Event(event(line).into())).collect();
+        for item in &items {
+            out.deliver(item).unwrap();
+        }
+        assert!(
+            sink.0.lock().unwrap().0.is_empty(),
+            "held until the batch ends"
+        );
+        // The disk fills up in the middle of the first line, then has room again.
+        assert!(out.end_batch().is_err());
+        assert_eq!(sink.0.lock().unwrap().0.len(), 100);
+        sink.0.lock().unwrap().1 = usize::MAX;
+        out.end_batch().unwrap();
+        let want: String = items
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap() + "\n")
+            .collect();
+        assert_eq!(
+            String::from_utf8(sink.0.lock().unwrap().0.clone()).unwrap(),
+            want
+        );
     }
 
     #[test]

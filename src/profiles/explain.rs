@@ -590,7 +590,9 @@ struct FileCandidate<'a> {
 impl FileCandidate<'_> {
     /// The expanded pattern (empty for `file,`).
     fn text(&self) -> &str {
-        self.prepared.as_ref().map_or("", |p| p.expanded.text.as_str())
+        self.prepared
+            .as_ref()
+            .map_or("", |p| p.expanded.text.as_str())
     }
 
     /// The offset in the rule as written of byte `i` of [`FileCandidate::text`].

@@ -102,23 +102,47 @@ impl FileWriter {
 
     /// Append one line (a newline is added).
     pub fn write_line(&mut self, line: &str) -> io::Result<()> {
+        self.write_lines([line]).map_err(|(_, e)| e)
+    }
+
+    /// Append lines (a newline is added to each) with one `write` per file they go to; on
+    /// failure, how many were written before it. Whether the file was moved away is checked once.
+    pub fn write_lines<'a>(
+        &mut self,
+        lines: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), (usize, io::Error)> {
         if self.file.is_none() || self.moved_away() {
-            self.reopen()?;
+            self.reopen().map_err(|e| (0, e))?;
         }
-        let len = line.len() as u64 + 1;
-        if let Some(max) = self.max_size_bytes {
-            if self.size > 0 && self.size + len > max {
-                self.rotate()?;
+        let mut buf = Vec::new();
+        let (mut written, mut in_buf) = (0, 0);
+        for line in lines {
+            let len = line.len() as u64 + 1;
+            if let Some(max) = self.max_size_bytes {
+                let size = self.size + buf.len() as u64;
+                if size > 0 && size + len > max {
+                    self.append(&buf).map_err(|e| (written, e))?;
+                    written += in_buf;
+                    (buf, in_buf) = (Vec::new(), 0);
+                    self.rotate().map_err(|e| (written, e))?;
+                }
             }
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            in_buf += 1;
         }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
+        self.append(&buf).map_err(|e| (written, e))
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         match self.file.as_mut() {
-            Some(f) => f.write_all(&buf)?,
+            Some(f) => f.write_all(buf)?,
             None => return Err(io::Error::other("file not open")),
         }
-        self.size += len;
+        self.size += buf.len() as u64;
         Ok(())
     }
 

@@ -179,10 +179,19 @@ impl SinkSetOptions {
     }
 }
 
+/// Alerts (JSON text and view) held for a local sink.
+type Held = Vec<(Arc<str>, Arc<AlertView>)>;
+
 #[derive(Debug)]
 enum LocalMsg {
     Line(Arc<str>),
     Alert(Arc<str>, Arc<AlertView>),
+    /// Alerts the pipeline's output thread held back until the end of its batch; `counted`:
+    /// taken from the sink's [`Budget`], to be given back once written.
+    Alerts {
+        alerts: Held,
+        counted: bool,
+    },
     Wake,
     Flush(oneshot::Sender<()>),
 }
@@ -193,6 +202,12 @@ enum Worker {
         tx: mpsc::Sender<LocalMsg>,
         reopen: Arc<AtomicBool>,
         is_file: bool,
+        /// Alerts from [`SinkSet::deliver_alert_wait`] not yet sent: sent as one message at
+        /// [`SinkSet::end_batch`] or when [`LOCAL_BATCH`] are held, so the sink thread is woken
+        /// once per batch of alerts, not once per alert.
+        held: Mutex<Held>,
+        /// Bounds the held alerts sent but not yet written (the queue counts messages).
+        budget: Arc<Budget>,
     },
     Remote {
         outbox: Arc<Mutex<Outbox>>,
@@ -263,6 +278,7 @@ fn run_local(
     counters: Arc<Counters>,
     loss_tx: mpsc::UnboundedSender<LossNotice>,
     name: String,
+    budget: Arc<Budget>,
 ) {
     let stdout = std::io::stdout();
     while let Some(msg) = rx.blocking_recv() {
@@ -273,9 +289,16 @@ fn run_local(
                 }
             }
         }
-        let (line, view) = match msg {
-            LocalMsg::Line(l) => (l, None),
-            LocalMsg::Alert(l, v) => (l, Some(v)),
+        let mut returned = 0;
+        let lines: Vec<(Arc<str>, Option<Arc<AlertView>>)> = match msg {
+            LocalMsg::Line(l) => vec![(l, None)],
+            LocalMsg::Alert(l, v) => vec![(l, Some(v))],
+            LocalMsg::Alerts { alerts, counted } => {
+                if counted {
+                    returned = alerts.len();
+                }
+                alerts.into_iter().map(|(l, v)| (l, Some(v))).collect()
+            }
             LocalMsg::Wake => continue,
             LocalMsg::Flush(ack) => {
                 let _ = ack.send(());
@@ -283,35 +306,46 @@ fn run_local(
             }
         };
         let result = match &mut out {
+            // One write for the whole batch: complete lines only, so a crash tears nothing.
             LocalOut::File(w) => w
-                .write_line(&line)
-                .map_err(|e| format!("writing {}: {e}", w.path().display())),
+                .write_lines(lines.iter().map(|(l, _)| &**l))
+                .map_err(|(written, e)| (written, format!("writing {}: {e}", w.path().display()))),
             LocalOut::Stdout(format) => {
-                let text = match (format, &view) {
-                    (config::LineFormat::Text, Some(v)) => stdout::text_line(v),
-                    _ => line.to_string(),
-                };
+                let mut text = String::new();
+                for (line, view) in &lines {
+                    match (&*format, view) {
+                        (config::LineFormat::Text, Some(v)) => text.push_str(&stdout::text_line(v)),
+                        _ => text.push_str(line),
+                    }
+                    text.push('\n');
+                }
                 let mut lock = stdout.lock();
                 lock.write_all(text.as_bytes())
-                    .and_then(|_| lock.write_all(b"\n"))
                     .and_then(|_| lock.flush())
-                    .map_err(|e| format!("writing to standard output: {e}"))
+                    .map_err(|e| (0, format!("writing to standard output: {e}")))
             }
         };
-        match result {
-            Ok(()) => {
-                counters.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-                counters.set_error(e.clone());
-                if view.is_some() {
-                    let _ = loss_tx.send(LossNotice {
-                        sink: name.clone(),
-                        count: 1,
-                        what: format!("alerts not written by sink {name}: {e}"),
-                    });
-                }
+        budget.give(returned);
+        let (written, failure) = match result {
+            Ok(()) => (lines.len(), None),
+            Err((written, e)) => (written, Some(e)),
+        };
+        counters
+            .delivered
+            .fetch_add(written as u64, Ordering::Relaxed);
+        if let Some(e) = failure {
+            let lost = &lines[written.min(lines.len())..];
+            counters
+                .dropped
+                .fetch_add(lost.len() as u64, Ordering::Relaxed);
+            counters.set_error(e.clone());
+            let alerts = lost.iter().filter(|(_, v)| v.is_some()).count() as u64;
+            if alerts > 0 {
+                let _ = loss_tx.send(LossNotice {
+                    sink: name.clone(),
+                    count: alerts,
+                    what: format!("alerts not written by sink {name}: {e}"),
+                });
             }
         }
     }
@@ -322,8 +356,9 @@ impl Inner {
         self.deliver_with(json, view, except, false);
     }
 
-    /// `wait`: block for room in a full local queue instead of dropping the alert. Only for
-    /// callers outside the async runtime (the pipeline's output thread).
+    /// `wait`: hold the alert for a local sink until [`SinkSet::end_batch`] and block for room
+    /// in its full queue instead of dropping the alert. Only for callers outside the async
+    /// runtime (the pipeline's output thread).
     fn deliver_with(
         &self,
         json: &Arc<str>,
@@ -338,23 +373,29 @@ impl Inner {
                 continue;
             }
             match &s.worker {
-                Worker::Local { tx, .. } => {
+                Worker::Local {
+                    tx, held, budget, ..
+                } => {
                     if s.content != Some(Content::Alerts) {
                         continue;
                     }
-                    let msg = LocalMsg::Alert(json.clone(), view.clone());
-                    let failed = if wait {
-                        tx.blocking_send(msg).is_err()
-                    } else {
-                        tx.try_send(msg).is_err()
-                    };
-                    if failed {
-                        s.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        let _ = self.loss_tx.send(LossNotice {
-                            sink: s.name.clone(),
-                            count: 1,
-                            what: format!("alerts dropped: the queue of sink {} is full", s.name),
-                        });
+                    if wait {
+                        let full = {
+                            let mut held = lock(held);
+                            held.push((json.clone(), view.clone()));
+                            (held.len() >= LOCAL_BATCH.min(budget.capacity))
+                                .then(|| std::mem::take(&mut *held))
+                        };
+                        if let Some(batch) = full {
+                            self.send_held(s, tx, batch);
+                        }
+                        continue;
+                    }
+                    if tx
+                        .try_send(LocalMsg::Alert(json.clone(), view.clone()))
+                        .is_err()
+                    {
+                        self.queue_full(s, 1);
                     }
                 }
                 Worker::Remote { outbox, notify } => {
@@ -374,6 +415,102 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Send held alerts, waiting for room (the output thread only).
+    fn send_held(&self, s: &SinkEntry, tx: &mpsc::Sender<LocalMsg>, batch: Held) {
+        let n = batch.len();
+        let budget = match &s.worker {
+            Worker::Local { budget, .. } => Some(budget),
+            Worker::Remote { .. } => None,
+        };
+        if let Some(b) = budget {
+            b.take(n, || tx.is_closed());
+        }
+        let msg = LocalMsg::Alerts {
+            alerts: batch,
+            counted: budget.is_some(),
+        };
+        if tx.blocking_send(msg).is_err() {
+            if let Some(b) = budget {
+                b.give(n);
+            }
+            self.queue_full(s, n as u64);
+        }
+    }
+
+    /// `count` alerts could not be queued for local sink `s`: counted and announced.
+    fn queue_full(&self, s: &SinkEntry, count: u64) {
+        s.counters.dropped.fetch_add(count, Ordering::Relaxed);
+        let _ = self.loss_tx.send(LossNotice {
+            sink: s.name.clone(),
+            count,
+            what: format!("alerts dropped: the queue of sink {} is full", s.name),
+        });
+    }
+
+    /// Take every local sink's held alerts.
+    fn take_held(&self) -> Vec<(&SinkEntry, &mpsc::Sender<LocalMsg>, Held)> {
+        let mut out = Vec::new();
+        for s in &self.sinks {
+            if let Worker::Local { tx, held, .. } = &s.worker {
+                let batch = std::mem::take(&mut *lock(held));
+                if !batch.is_empty() {
+                    out.push((s, tx, batch));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Alerts held for a local sink before they are sent as one message.
+const LOCAL_BATCH: usize = 64;
+
+/// How many held alerts may be queued for a local sink and not yet written: the sender waits
+/// for the sink thread to write some before it queues more (backpressure, bounded memory).
+#[derive(Debug)]
+struct Budget {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    capacity: usize,
+}
+
+impl Budget {
+    fn new(capacity: usize) -> Budget {
+        Budget {
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Take `n`, waiting while that would pass the capacity (a batch larger than the whole
+    /// capacity waits for an empty queue) and the sink thread still runs (`gone` says when it
+    /// has stopped: then nothing would ever be given back).
+    fn take(&self, n: usize, gone: impl Fn() -> bool) {
+        let mut used = lock(&self.used);
+        while *used > 0 && *used + n > self.capacity && !gone() {
+            used = match self.freed.wait_timeout(used, Duration::from_secs(1)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *used += n;
+    }
+
+    /// Give back `n` (written, or never queued).
+    fn give(&self, n: usize) {
+        let mut used = lock(&self.used);
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
@@ -587,7 +724,9 @@ impl SinkSet {
 
     /// Like [`SinkSet::deliver_alert`], but waits for room in a full file/stdout queue instead of
     /// dropping the alert (with a `loss` alert): backpressure for the pipeline's output thread,
-    /// so a fast replay cannot outrun a file sink. Must not be called from async code.
+    /// so a fast replay cannot outrun a file sink. Must not be called from async code. File and
+    /// stdout sinks get the alert at the next [`SinkSet::end_batch`] (or [`SinkSet::flush_local`],
+    /// [`SinkSet::shutdown`]), or once [`LOCAL_BATCH`] alerts are held.
     pub fn deliver_alert_wait(&self, alert: &Alert) {
         if let Some((json, view)) = encode(alert, self.inner.needs_view) {
             self.inner.deliver_with(&json, &view, None, true);
@@ -641,6 +780,7 @@ impl SinkSet {
                 tx,
                 reopen,
                 is_file: true,
+                ..
             } = &s.worker
             {
                 reopen.store(true, Ordering::Release);
@@ -649,8 +789,32 @@ impl SinkSet {
         }
     }
 
-    /// Wait until every local sink has written what was queued before this call.
+    /// Send the alerts [`SinkSet::deliver_alert_wait`] held back. Must not be called from async
+    /// code (it waits for room in a full queue).
+    pub fn end_batch(&self) {
+        for (s, tx, batch) in self.inner.take_held() {
+            self.inner.send_held(s, tx, batch);
+        }
+    }
+
+    async fn send_held_async(&self) {
+        for (s, tx, batch) in self.inner.take_held() {
+            // Not counted against the budget: waiting for it would block the runtime, and this
+            // is the last batch before a flush or shutdown.
+            let n = batch.len();
+            let msg = LocalMsg::Alerts {
+                alerts: batch,
+                counted: false,
+            };
+            if tx.send(msg).await.is_err() {
+                self.inner.queue_full(s, n as u64);
+            }
+        }
+    }
+
+    /// Wait until every local sink has written what was queued (or held) before this call.
     pub async fn flush_local(&self) {
+        self.send_held_async().await;
         for s in &self.inner.sinks {
             if let Worker::Local { tx, .. } = &s.worker {
                 let (ack, done) = oneshot::channel();
@@ -698,6 +862,7 @@ impl SinkSet {
     /// alerts stay in the outbox; pending loss alerts are routed; local sinks write everything
     /// queued and close.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        self.send_held_async().await;
         let SinkSet {
             inner,
             stop_remote,
@@ -802,15 +967,17 @@ fn spawn_local(
 ) -> Result<Worker, SinkError> {
     let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
     let reopen = Arc::new(AtomicBool::new(false));
-    let (r2, c2, l2, n2) = (
+    let budget = Arc::new(Budget::new(opts.queue_capacity));
+    let (r2, c2, l2, n2, b2) = (
         reopen.clone(),
         counters.clone(),
         loss_tx.clone(),
         spec.name.clone(),
+        budget.clone(),
     );
     let t = std::thread::Builder::new()
         .name(format!("sink-{}", spec.name))
-        .spawn(move || run_local(out, rx, r2, c2, l2, n2))
+        .spawn(move || run_local(out, rx, r2, c2, l2, n2, b2))
         .map_err(|e| SinkError::Setup {
             name: spec.name.clone(),
             message: format!("starting its thread: {e}"),
@@ -820,12 +987,36 @@ fn spawn_local(
         tx,
         reopen,
         is_file: matches!(spec.kind, SinkKind::File(_)),
+        held: Mutex::default(),
+        budget,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_bounds_and_never_hangs_on_a_stopped_sink() {
+        let b = Budget::new(4);
+        b.take(3, || false);
+        b.take(1, || false);
+        // Full, and the sink thread is gone: take returns instead of waiting forever.
+        b.take(2, || true);
+        assert_eq!(*lock(&b.used), 6);
+        b.give(6);
+        // A batch larger than the capacity goes when the queue is empty.
+        b.take(10, || false);
+        assert_eq!(*lock(&b.used), 10);
+        let b = Arc::new(b);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || b.take(1, || false))
+        };
+        b.give(10);
+        waiter.join().unwrap();
+        assert_eq!(*lock(&b.used), 1);
+    }
 
     #[test]
     fn rfc3339_known() {
