@@ -193,6 +193,37 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Log an alert with [`ALERT_MESSAGE_ID`] (to the journal when run by systemd).
+fn log_alert(alert: &Alert, recent: Option<&RecentAlert>) {
+    let headline = match recent {
+        Some(r) => format!(
+            "{} {}: profile {} {} {}{}",
+            r.alert_type,
+            r.id,
+            r.profile,
+            r.operation,
+            r.object,
+            r.headline
+                .as_deref()
+                .map(|h| format!(" — {h}"))
+                .unwrap_or_default()
+        ),
+        None => match (&alert.loss, &alert.reason) {
+            (Some(l), _) => format!("{}: {} ({})", alert.alert_type.as_str(), l.what, l.origin),
+            (None, Some(r)) => format!("{}: {r}", alert.alert_type.as_str()),
+            _ => alert.alert_type.as_str().to_string(),
+        },
+    };
+    tracing::warn!(
+        message_id = ALERT_MESSAGE_ID,
+        armorwatch_alert = alert.alert_type.as_str(),
+        armorwatch_incident = alert.id.as_str(),
+        armorwatch_severity = alert.severity,
+        "{}",
+        crate::sinks::escape::plain(&headline, 1000)
+    );
+}
+
 impl Metrics {
     /// Empty counters.
     pub fn new() -> Arc<Metrics> {
@@ -260,33 +291,11 @@ impl Metrics {
     /// [`ALERT_MESSAGE_ID`], remember incident alerts for `armorwatch status`.
     pub fn observe_alert(&self, alert: &Alert) {
         let recent = RecentAlert::from_alert(alert);
-        let headline = match &recent {
-            Some(r) => format!(
-                "{} {}: profile {} {} {}{}",
-                r.alert_type,
-                r.id,
-                r.profile,
-                r.operation,
-                r.object,
-                r.headline
-                    .as_deref()
-                    .map(|h| format!(" — {h}"))
-                    .unwrap_or_default()
-            ),
-            None => match (&alert.loss, &alert.reason) {
-                (Some(l), _) => format!("{}: {} ({})", alert.alert_type.as_str(), l.what, l.origin),
-                (None, Some(r)) => format!("{}: {r}", alert.alert_type.as_str()),
-                _ => alert.alert_type.as_str().to_string(),
-            },
-        };
-        tracing::warn!(
-            message_id = ALERT_MESSAGE_ID,
-            armorwatch_alert = alert.alert_type.as_str(),
-            armorwatch_incident = alert.id.as_str(),
-            armorwatch_severity = alert.severity,
-            "{}",
-            crate::sinks::escape::plain(&headline, 1000)
-        );
+        // Only when the log takes it (replay logs no alerts): the headline is a few
+        // allocations per alert.
+        if tracing::enabled!(tracing::Level::WARN) {
+            log_alert(alert, recent.as_ref());
+        }
         let mut s = self.lock();
         *s.alerts
             .entry(alert.alert_type.as_str().to_string())
