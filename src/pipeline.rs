@@ -219,8 +219,9 @@ pub trait EventOutput: Send + std::fmt::Debug {
     }
 }
 
-/// Built-in output: one JSON object per line (events schema 1 and loss notices), each line
-/// written whole with one `write`, to standard output or appended to a file.
+/// Built-in output: one JSON object per line (events schema 1 and loss notices), written as
+/// whole lines once per batch (see [`JsonLines::write_pending`]), to standard output or appended
+/// to a file.
 #[derive(Debug)]
 pub struct JsonLines {
     writer: Box<dyn WriteDebug>,

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::json_lines;
+
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const MESSAGE_ID: &str = "7210ea427e304e46938bdf04a386fbf3";
 
@@ -41,15 +44,6 @@ fn denial(serial: u32, operation: &str, name: &str) -> String {
         "type=AVC msg=audit(1795623516.{:03}:{serial}): apparmor=\"DENIED\" operation=\"{operation}\" profile=\"msmtp\" name=\"{name}\" pid=110 comm=\"msmtp\" requested_mask=\"c\" denied_mask=\"c\" fsuid=0 ouid=0\n",
         serial % 1000
     )
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A test directory with an audit log, a state directory and a config file.
@@ -171,7 +165,7 @@ impl Drop for Daemon {
 }
 
 fn opened(path: &Path) -> Vec<Value> {
-    lines(path)
+    json_lines(path)
         .into_iter()
         .filter(|a| a["type"] == "incident.opened")
         .collect()
@@ -237,11 +231,11 @@ fn sighup_with_a_valid_config_switches_and_reopens_files() {
 
     s.append(&denial(2, "open", "/etc/shadow"));
     assert!(
-        wait_for(10, || lines(&s.p("events.jsonl")).len() == 1),
+        wait_for(10, || json_lines(&s.p("events.jsonl")).len() == 1),
         "the new events sink received nothing: {}",
         d.log()
     );
-    assert_eq!(lines(&s.p("events.jsonl"))[0]["name"], "/etc/shadow");
+    assert_eq!(json_lines(&s.p("events.jsonl"))[0]["name"], "/etc/shadow");
     assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
     // The first denial was checkpointed before the switch: not delivered again.
     assert_eq!(

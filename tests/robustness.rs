@@ -12,13 +12,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+use common::{append, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const PY: &str = "/usr/bin/python3";
@@ -71,15 +74,6 @@ fn line_record(serial: u64) -> String {
 
 fn records(range: std::ops::Range<u64>) -> String {
     range.map(record).collect()
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn read_json_lines(path: &Path) -> Vec<Value> {
@@ -551,15 +545,6 @@ fn audit_log_rotated_every_1000_lines_while_streaming() {
 }
 
 // ------------------------------------------------------------------------------ webhook down
-
-/// A port nothing listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Receiver(Child);
 

@@ -22,6 +22,9 @@ use armorwatch::sinks::view::AlertView;
 use armorwatch::sinks::{SinkSet, SinkSetOptions, now_ms, webhook};
 use serde_json::{Value, json};
 
+mod common;
+use common::free_port;
+
 const PY: &str = "/usr/bin/python3";
 
 fn fixtures() -> PathBuf {
@@ -135,14 +138,6 @@ fn accepted(log: &Path) -> Vec<Value> {
         .into_iter()
         .filter(|r| r["accepted"] == true)
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {

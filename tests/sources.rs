@@ -8,12 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+use common::{append, json_lines};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -44,29 +46,6 @@ fn records(range: std::ops::Range<u64>) -> String {
     range.map(record).collect()
 }
 
-fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
-/// Every JSON line of the output.
-fn read_out(path: &Path) -> Vec<Value> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    // The writer may be in the middle of a line: only complete lines count.
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
-}
-
 /// serial → times delivered, for events.
 fn serial_counts(out: &[Value]) -> BTreeMap<u64, usize> {
     let mut m = BTreeMap::new();
@@ -79,7 +58,7 @@ fn serial_counts(out: &[Value]) -> BTreeMap<u64, usize> {
 fn wait_until(what: &str, out: &Path, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
     loop {
-        let v = read_out(out);
+        let v = json_lines(out);
         if done(&v) {
             return v;
         }
@@ -216,7 +195,7 @@ fn audit_log_follows_appends_partial_lines_and_both_rotations() {
     let v = wait_serials(&s.out(), 1..41);
 
     let stderr = terminate(child);
-    let counts = serial_counts(&read_out(&s.out()));
+    let counts = serial_counts(&json_lines(&s.out()));
     assert_eq!(counts.len(), 40, "{v:#?}");
     assert!(
         counts.values().all(|&n| n == 1),
@@ -248,7 +227,7 @@ fn first_start_begins_at_the_end() {
     let start = Instant::now();
     loop {
         append(&log, &record(serial));
-        let c = serial_counts(&read_out(&s.out()));
+        let c = serial_counts(&json_lines(&s.out()));
         if !c.is_empty() {
             assert!(c.keys().all(|&k| k >= 100), "history was delivered: {c:?}");
             break;
@@ -256,7 +235,7 @@ fn first_start_begins_at_the_end() {
         assert!(start.elapsed() < DEADLINE, "nothing delivered");
         serial += 1;
         let probe = Instant::now();
-        while probe.elapsed() < Duration::from_millis(100) && read_out(&s.out()).is_empty() {
+        while probe.elapsed() < Duration::from_millis(100) && json_lines(&s.out()).is_empty() {
             std::thread::park_timeout(Duration::from_millis(10));
         }
     }
@@ -298,7 +277,7 @@ fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let child = s.spawn("run", &config);
     wait_serials(&s.out(), 1..total + 1);
     terminate(child);
-    let counts = serial_counts(&read_out(&s.out()));
+    let counts = serial_counts(&json_lines(&s.out()));
     assert_eq!(counts.len() as u64, total);
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     // At-least-once: at most what was delivered but not yet checkpointed (one output batch)
@@ -324,7 +303,7 @@ fn replay_reads_to_the_end_and_resumes_from_the_checkpoint() {
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(serial_counts(&read_out(&s.out())).len(), 50);
+    assert_eq!(serial_counts(&json_lines(&s.out())).len(), 50);
     append(&log, &records(51..61));
     let st = Command::new(BIN)
         .args(["replay", "--config"])
@@ -332,7 +311,7 @@ fn replay_reads_to_the_end_and_resumes_from_the_checkpoint() {
         .status()
         .unwrap();
     assert!(st.success());
-    let c = serial_counts(&read_out(&s.out()));
+    let c = serial_counts(&json_lines(&s.out()));
     assert_eq!(c.len(), 60);
     assert!(c.values().all(|&n| n == 1), "{c:?}");
 }
@@ -473,7 +452,7 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = read_out(&s.out());
+    let v = json_lines(&s.out());
     let first = serial_counts(&v);
     assert_eq!(first.len() as u64, aa / 2, "each record once");
     assert!(first.values().all(|&n| n == 1), "{first:?}");
@@ -551,7 +530,7 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
     let child = s.spawn("replay", &config);
     wait_until("the first 500 events", &s.out(), |v| v.len() >= 500);
     kill9(child);
-    let partial = serial_counts(&read_out(&s.out())).len();
+    let partial = serial_counts(&json_lines(&s.out())).len();
     eprintln!("killed after {partial} of {aa} events");
     let st = Command::new(BIN)
         .args(["replay", "--config"])
@@ -559,7 +538,7 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
         .status()
         .unwrap();
     assert!(st.success());
-    let counts = serial_counts(&read_out(&s.out()));
+    let counts = serial_counts(&json_lines(&s.out()));
     assert_eq!(counts.len() as u64, aa, "every record once at least");
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     assert!(duplicates <= 600, "{duplicates} duplicates after one kill");
@@ -689,7 +668,7 @@ fn real_kernel_kmsg_netlink_journald_in_aa_vm() {
         }
         assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
         assert!(stdout.contains("sources-e2e: ok"), "{name}: {stdout}");
-        let events = read_out(&out_dir.join("files/events.jsonl"));
+        let events = json_lines(&out_dir.join("files/events.jsonl"));
         let counts = serial_counts(&events);
         assert!(counts.len() >= 21, "{name}: {counts:?}");
         assert!(

@@ -1,4 +1,4 @@
-//! The `file` sink's writer: JSON lines appended with one `write` per line (flushed per alert),
+//! The `file` sink's writer: JSON lines appended whole, one `write` per batch of alerts,
 //! reopened when the daemon asks (SIGHUP) or when the path no longer names the open file
 //! (logrotate moved it away), rotated by size (`path.1` … `path.N`) when configured.
 
