@@ -9,7 +9,7 @@
 //! rewritten (temporary file, fsync, rename, directory fsync). A torn last line (crash during an
 //! append) is ignored; unreadable lines are counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -76,6 +76,9 @@ pub struct Outbox {
     journal_bytes: u64,
     next_seq: u64,
     entries: BTreeMap<u64, Arc<Entry>>,
+    /// Pending entries by idempotency key: an alert produced again after a crash (same
+    /// `id:seq`) is not spooled twice, so it is not sent twice (an email cannot be taken back).
+    keys: HashMap<String, u64>,
     fsync: bool,
     max_entries: usize,
 }
@@ -183,12 +186,14 @@ impl Outbox {
             .open(&path)
             .map_err(io_err(&path))?;
         let journal_bytes = journal.metadata().map_err(io_err(&path))?.len();
+        let keys = entries.values().map(|e| (e.key.clone(), e.seq)).collect();
         let mut ob = Outbox {
             dir: dir.to_path_buf(),
             journal,
             journal_bytes,
             next_seq,
             entries,
+            keys,
             fsync,
             max_entries,
         };
@@ -244,6 +249,10 @@ impl Outbox {
         view: Arc<AlertView>,
         now_ms: u64,
     ) -> Result<Arc<Entry>, OutboxError> {
+        let key = view.idempotency_key();
+        if let Some(e) = self.keys.get(&key).and_then(|seq| self.entries.get(seq)) {
+            return Ok(e.clone());
+        }
         if self.entries.len() >= self.max_entries {
             return Err(OutboxError::Full(self.dir.clone()));
         }
@@ -259,7 +268,7 @@ impl Outbox {
         let entry = Arc::new(Entry {
             seq: self.next_seq,
             created_ms: now_ms,
-            key: view.idempotency_key(),
+            key,
             incident: view.id.clone(),
             json: Arc::from(json),
             view,
@@ -273,13 +282,17 @@ impl Outbox {
         self.journal_bytes += line.len() as u64;
         self.next_seq += 1;
         self.entries.insert(entry.seq, entry.clone());
+        self.keys.insert(entry.key.clone(), entry.seq);
         Ok(entry)
     }
 
     /// Remove an entry (accepted or expired).
     pub fn remove(&mut self, seq: u64) -> Result<(), OutboxError> {
-        if self.entries.remove(&seq).is_none() {
+        let Some(removed) = self.entries.remove(&seq) else {
             return Ok(());
+        };
+        if self.keys.get(&removed.key) == Some(&seq) {
+            self.keys.remove(&removed.key);
         }
         let path = self.dir.join("journal");
         if self.entries.is_empty() {
@@ -333,6 +346,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_alert_pending_under_its_key_is_spooled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ob");
+        let (mut ob, _) = Outbox::open(&d, false, 10).unwrap();
+        let a = r#"{"schema":1,"type":"incident.opened","id":"i1","seq":1,"host":"h"}"#;
+        let first = ob.push(a, 5).unwrap();
+        // Produced again after a crash, before it was delivered: the pending entry stands.
+        assert_eq!(ob.push(a, 6).unwrap().seq, first.seq);
+        assert_eq!(ob.len(), 1);
+        drop(ob);
+        let (mut ob, _) = Outbox::open(&d, false, 10).unwrap();
+        assert_eq!(
+            ob.push(a, 7).unwrap().seq,
+            first.seq,
+            "also after a restart"
+        );
+        // Once delivered (removed), the same key is spooled again: at least once.
+        ob.remove(first.seq).unwrap();
+        assert_ne!(ob.push(a, 8).unwrap().seq, first.seq);
+        assert_eq!(ob.len(), 1);
+    }
+
+    #[test]
     fn push_reload_remove() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("ob");
@@ -367,7 +403,8 @@ mod tests {
         assert_eq!(c, 0, "the journal was rewritten clean");
         assert_eq!(ob.len(), 2);
         let mut ob = ob;
-        assert!(matches!(ob.push(a, 9), Err(OutboxError::Full(_))));
+        let another = a.replace("\"seq\":1", "\"seq\":7");
+        assert!(matches!(ob.push(&another, 9), Err(OutboxError::Full(_))));
         // Empty outbox: the journal is truncated.
         ob.remove(3).unwrap();
         ob.remove(4).unwrap();
