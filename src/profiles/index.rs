@@ -74,8 +74,8 @@ pub struct Index {
     by_name: HashMap<String, Vec<usize>>,
     errors: Vec<SyntaxError>,
     disabled: BTreeSet<String>,
-    globs: GlobCache,
-    paths: PathCache,
+    globs: BoundedCache<String, Arc<Glob>>,
+    paths: BoundedCache<usize, PreparedPaths>,
 }
 
 /// A file rule's path with the profile's variables expanded, and compiled.
@@ -91,47 +91,68 @@ pub struct PreparedPath {
 /// other rules, `file,` and paths that do not expand or compile).
 pub type PreparedPaths = Arc<[Option<Arc<PreparedPath>>]>;
 
-/// [`PreparedPaths`] by profile index, bounded (cleared when full). A profile's variables and
-/// rules do not change while the index lives, so each rule is expanded once, not per denial.
-#[derive(Default)]
-struct PathCache(std::sync::Mutex<HashMap<usize, PreparedPaths>>);
-
 /// Profiles whose prepared paths are kept at most.
 const PATH_CACHE_PROFILES: usize = 256;
-
-impl Clone for PathCache {
-    fn clone(&self) -> Self {
-        PathCache::default()
-    }
-}
-
-impl std::fmt::Debug for PathCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
-        write!(f, "PathCache({n} profiles)")
-    }
-}
-
-/// Compiled globs by expanded pattern, shared by every profile (the rules of an abstraction are
-/// compiled once, not once per profile including it) and bounded: cleared when full. The
-/// explainer probes every file rule of a profile for each denial; compiling them each time was
-/// a third of its cost.
-#[derive(Default)]
-struct GlobCache(std::sync::Mutex<HashMap<String, Arc<Glob>>>);
 
 /// Compiled globs kept at most.
 const GLOB_CACHE_ENTRIES: usize = 4096;
 
-impl Clone for GlobCache {
-    fn clone(&self) -> Self {
-        GlobCache::default()
+/// A cache filled through `&Index`, bounded: cleared when full. A clone starts empty.
+///
+/// The index keeps two: compiled globs by expanded pattern, shared by every profile (the rules
+/// of an abstraction are compiled once, not once per profile including it; compiling them for
+/// each denial was a third of the explainer's cost), and [`PreparedPaths`] by profile index (a
+/// profile's variables and rules do not change while the index lives, so each rule is expanded
+/// once, not per denial).
+struct BoundedCache<K, V> {
+    map: std::sync::Mutex<HashMap<K, V>>,
+    capacity: usize,
+    what: &'static str,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> BoundedCache<K, V> {
+    fn new(capacity: usize, what: &'static str) -> Self {
+        BoundedCache {
+            map: std::sync::Mutex::new(HashMap::new()),
+            capacity,
+            what,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        match self.map.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.lock().get(key).cloned()
+    }
+
+    fn insert(&self, key: K, value: V) {
+        let mut map = self.lock();
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(key, value);
     }
 }
 
-impl std::fmt::Debug for GlobCache {
+impl<K: std::hash::Hash + Eq, V: Clone> Clone for BoundedCache<K, V> {
+    fn clone(&self) -> Self {
+        BoundedCache::new(self.capacity, self.what)
+    }
+}
+
+impl<K, V> std::fmt::Debug for BoundedCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
-        write!(f, "GlobCache({n} globs)")
+        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "{}: {n}", self.what)
     }
 }
 
@@ -190,8 +211,8 @@ impl Index {
             by_name: HashMap::new(),
             errors,
             disabled: tree.disabled.clone(),
-            globs: GlobCache::default(),
-            paths: PathCache::default(),
+            globs: BoundedCache::new(GLOB_CACHE_ENTRIES, "compiled globs"),
+            paths: BoundedCache::new(PATH_CACHE_PROFILES, "profiles with prepared paths"),
         };
         index.collect_declarations();
         index
@@ -200,30 +221,19 @@ impl Index {
     /// `pattern` (variables already expanded) compiled, from the cache when it was compiled
     /// before; None when it does not compile.
     pub fn compiled_glob(&self, pattern: &str) -> Option<Arc<Glob>> {
-        let mut cache = match self.globs.0.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(g) = cache.get(pattern) {
-            return Some(g.clone());
+        if let Some(g) = self.globs.get(pattern) {
+            return Some(g);
         }
         let g = Arc::new(Glob::compile(pattern).ok()?);
-        if cache.len() >= GLOB_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(pattern.to_string(), g.clone());
+        self.globs.insert(pattern.to_string(), g.clone());
         Some(g)
     }
 
     /// The file rules of declaration `idx` (whose rules and variables are `eff`) with their
     /// paths expanded and compiled, from the cache after the first time.
     pub fn prepared_paths(&self, idx: usize, eff: &Effective<'_>) -> PreparedPaths {
-        let lock = || match self.paths.0.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(p) = lock().get(&idx) {
-            return p.clone();
+        if let Some(p) = self.paths.get(&idx) {
+            return p;
         }
         let prepared: PreparedPaths = eff
             .rules
@@ -240,11 +250,7 @@ impl Index {
                 Some(Arc::new(PreparedPath { expanded, glob }))
             })
             .collect();
-        let mut cache = lock();
-        if cache.len() >= PATH_CACHE_PROFILES {
-            cache.clear();
-        }
-        cache.insert(idx, prepared.clone());
+        self.paths.insert(idx, prepared.clone());
         prepared
     }
 
