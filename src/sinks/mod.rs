@@ -259,7 +259,8 @@ pub struct ShutdownReport {
     pub aborted: Vec<String>,
 }
 
-fn lock_outbox(m: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
+/// Lock `m`, also after a panic elsewhere poisoned it (the data stays usable).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
@@ -306,7 +307,8 @@ fn run_local(
             }
         };
         let result = match &mut out {
-            // One write for the whole batch: complete lines only, so a crash tears nothing.
+            // One write for the whole batch of complete lines (a kill inside it can tear the
+            // last one; the next open ends it, see `file::end_torn_line`).
             LocalOut::File(w) => w
                 .write_lines(lines.iter().map(|(l, _)| &**l))
                 .map_err(|(written, e)| (written, format!("writing {}: {e}", w.path().display()))),
@@ -387,7 +389,7 @@ impl Inner {
                                 .then(|| std::mem::take(&mut *held))
                         };
                         if let Some(batch) = full {
-                            self.send_held(s, tx, batch);
+                            self.send_held(s, tx, budget, batch);
                         }
                         continue;
                     }
@@ -399,7 +401,7 @@ impl Inner {
                     }
                 }
                 Worker::Remote { outbox, notify } => {
-                    let pushed = lock_outbox(outbox).push_view(json, view.clone(), now);
+                    let pushed = lock(outbox).push_view(json, view.clone(), now);
                     match pushed {
                         Ok(_) => notify.notify_one(),
                         Err(e) => {
@@ -418,23 +420,15 @@ impl Inner {
     }
 
     /// Send held alerts, waiting for room (the output thread only).
-    fn send_held(&self, s: &SinkEntry, tx: &mpsc::Sender<LocalMsg>, batch: Held) {
+    fn send_held(&self, s: &SinkEntry, tx: &mpsc::Sender<LocalMsg>, budget: &Budget, batch: Held) {
         let n = batch.len();
-        let budget = match &s.worker {
-            Worker::Local { budget, .. } => Some(budget),
-            Worker::Remote { .. } => None,
-        };
-        if let Some(b) = budget {
-            b.take(n, || tx.is_closed());
-        }
+        budget.take(n, || tx.is_closed());
         let msg = LocalMsg::Alerts {
             alerts: batch,
-            counted: budget.is_some(),
+            counted: true,
         };
         if tx.blocking_send(msg).is_err() {
-            if let Some(b) = budget {
-                b.give(n);
-            }
+            budget.give(n);
             self.queue_full(s, n as u64);
         }
     }
@@ -450,18 +444,34 @@ impl Inner {
     }
 
     /// Take every local sink's held alerts.
-    fn take_held(&self) -> Vec<(&SinkEntry, &mpsc::Sender<LocalMsg>, Held)> {
+    fn take_held(&self) -> Vec<HeldFor<'_>> {
         let mut out = Vec::new();
         for s in &self.sinks {
-            if let Worker::Local { tx, held, .. } = &s.worker {
-                let batch = std::mem::take(&mut *lock(held));
-                if !batch.is_empty() {
-                    out.push((s, tx, batch));
+            if let Worker::Local {
+                tx, held, budget, ..
+            } = &s.worker
+            {
+                let alerts = std::mem::take(&mut *lock(held));
+                if !alerts.is_empty() {
+                    out.push(HeldFor {
+                        sink: s,
+                        tx,
+                        budget,
+                        alerts,
+                    });
                 }
             }
         }
         out
     }
+}
+
+/// A local sink's held alerts, taken to be sent.
+struct HeldFor<'a> {
+    sink: &'a SinkEntry,
+    tx: &'a mpsc::Sender<LocalMsg>,
+    budget: &'a Budget,
+    alerts: Held,
 }
 
 /// Alerts held for a local sink before they are sent as one message.
@@ -504,13 +514,6 @@ impl Budget {
         let mut used = lock(&self.used);
         *used = used.saturating_sub(n);
         self.freed.notify_all();
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -792,22 +795,22 @@ impl SinkSet {
     /// Send the alerts [`SinkSet::deliver_alert_wait`] held back. Must not be called from async
     /// code (it waits for room in a full queue).
     pub fn end_batch(&self) {
-        for (s, tx, batch) in self.inner.take_held() {
-            self.inner.send_held(s, tx, batch);
+        for h in self.inner.take_held() {
+            self.inner.send_held(h.sink, h.tx, h.budget, h.alerts);
         }
     }
 
     async fn send_held_async(&self) {
-        for (s, tx, batch) in self.inner.take_held() {
+        for h in self.inner.take_held() {
             // Not counted against the budget: waiting for it would block the runtime, and this
             // is the last batch before a flush or shutdown.
-            let n = batch.len();
+            let n = h.alerts.len();
             let msg = LocalMsg::Alerts {
-                alerts: batch,
+                alerts: h.alerts,
                 counted: false,
             };
-            if tx.send(msg).await.is_err() {
-                self.inner.queue_full(s, n as u64);
+            if h.tx.send(msg).await.is_err() {
+                self.inner.queue_full(h.sink, n as u64);
             }
         }
     }
@@ -832,7 +835,7 @@ impl SinkSet {
             .iter()
             .find(|s| s.name == name)
             .and_then(|s| match &s.worker {
-                Worker::Remote { outbox, .. } => Some(lock_outbox(outbox).len()),
+                Worker::Remote { outbox, .. } => Some(lock(outbox).len()),
                 Worker::Local { .. } => None,
             })
     }
@@ -850,7 +853,7 @@ impl SinkSet {
                 expired: s.counters.expired.load(Ordering::Relaxed),
                 dropped: s.counters.dropped.load(Ordering::Relaxed),
                 pending: match &s.worker {
-                    Worker::Remote { outbox, .. } => lock_outbox(outbox).len(),
+                    Worker::Remote { outbox, .. } => lock(outbox).len(),
                     Worker::Local { .. } => 0,
                 },
                 last_error: s.counters.last_error.lock().ok().and_then(|g| g.clone()),
@@ -885,9 +888,7 @@ impl SinkSet {
         let _ = router.await;
         for s in &inner.sinks {
             if let Worker::Remote { outbox, .. } = &s.worker {
-                report
-                    .pending
-                    .insert(s.name.clone(), lock_outbox(outbox).len());
+                report.pending.insert(s.name.clone(), lock(outbox).len());
             }
         }
         drop(inner);

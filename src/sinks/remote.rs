@@ -64,10 +64,7 @@ impl RemoteSink {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        match self.outbox.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        super::lock(&self.outbox)
     }
 
     fn remove(&self, seq: u64) {
