@@ -287,9 +287,7 @@ fn incidents_file(mode: Mode) -> &'static str {
 }
 
 fn prev_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".prev");
-    PathBuf::from(name)
+    crate::checkpoint::with_suffix(path, ".prev")
 }
 
 /// The saved incidents that belong to the checkpoints in `dir`: `path` or, after a crash between

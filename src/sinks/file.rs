@@ -83,11 +83,7 @@ impl FileWriter {
         if self.max_files == 0 {
             let _ = fs::remove_file(&self.path);
         } else {
-            let numbered = |n: u32| -> PathBuf {
-                let mut s = self.path.as_os_str().to_owned();
-                s.push(format!(".{n}"));
-                PathBuf::from(s)
-            };
+            let numbered = |n: u32| crate::checkpoint::with_suffix(&self.path, &format!(".{n}"));
             let _ = fs::remove_file(numbered(self.max_files));
             for n in (1..self.max_files).rev() {
                 let from = numbered(n);

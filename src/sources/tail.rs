@@ -112,9 +112,8 @@ pub fn start(
 
 #[derive(Debug)]
 struct Reader {
-    path: PathBuf,
-    /// The path as positions carry it.
-    position_path: Arc<Path>,
+    /// The configured path (shared with every position this reader hands over).
+    path: Arc<Path>,
     checkpointed: bool,
     file: Option<File>,
     id: (u64, u64),
@@ -136,8 +135,7 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
 impl Reader {
     fn new(spec: &TailSpec, tx: BatchSender) -> Reader {
         Reader {
-            path: spec.path.clone(),
-            position_path: Arc::from(spec.path.as_path()),
+            path: Arc::from(spec.path.as_path()),
             checkpointed: spec.checkpointed,
             file: None,
             id: (0, 0),
@@ -429,7 +427,7 @@ impl Reader {
     fn push_line(&mut self, text: String) {
         self.line += 1;
         let position = self.checkpointed.then(|| Position::File {
-            path: self.position_path.clone(),
+            path: self.path.clone(),
             dev: self.id.0,
             ino: self.id.1,
             offset: self.offset,
