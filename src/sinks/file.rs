@@ -134,9 +134,14 @@ impl FileWriter {
         if buf.is_empty() {
             return Ok(());
         }
-        match self.file.as_mut() {
-            Some(f) => f.write_all(buf)?,
-            None => return Err(io::Error::other("file not open")),
+        let Some(f) = self.file.as_mut() else {
+            return Err(io::Error::other("file not open"));
+        };
+        if let Err(e) = f.write_all(buf) {
+            // Part of the batch may be in the file, its last line torn (ENOSPC mid-write): the
+            // next write reopens the file, which ends that line first (`end_torn_line`).
+            self.file = None;
+            return Err(e);
         }
         self.size += buf.len() as u64;
         Ok(())
