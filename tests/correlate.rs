@@ -14,6 +14,9 @@ use armorwatch::event::{Event, Source};
 use armorwatch::parse::{Output, parse_text};
 use proptest::prelude::*;
 
+mod common;
+use common::run_ok;
+
 const LOADGEN: &str = include_str!("fixtures/correlate/loadgen.log");
 const SPECIAL: &str = include_str!("fixtures/correlate/special.log");
 const KERNEL: &str = include_str!("fixtures/correlate/kernel-dmesg.log");
@@ -365,16 +368,11 @@ fn severity_db_lookups_match_apparmor_utils() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("severity.db");
     std::fs::write(&db_path, SEVERITY_DB).unwrap();
-    let out = std::process::Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(&script)
-        .arg(&db_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(&script)
+            .arg(&db_path),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let mut theirs = stdout.lines();
@@ -518,15 +516,10 @@ proptest! {
 // ---------------------------------------------------------------- the command
 
 fn run_cli(args: &[&str]) -> (Vec<serde_json::Value>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_armorwatch"))
-        .arg("correlate")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+            .arg("correlate")
+            .args(args),
     );
     let alerts = String::from_utf8(out.stdout)
         .unwrap()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::json_lines;
+use common::{json_lines, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const MESSAGE_ID: &str = "7210ea427e304e46938bdf04a386fbf3";
@@ -489,12 +489,7 @@ fn metrics_endpoint_is_scraped_over_http() {
 }
 
 fn status(args: &[&str]) -> String {
-    let out = Command::new(BIN).arg("status").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(BIN).arg("status").args(args));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -533,15 +528,10 @@ fn status_after_run_and_after_replay() {
     r.write_config(&r.config(""));
     r.append(&denial(7, "mknod", "/var/log/msmtp.log"));
     r.append(&denial(8, "open", "/etc/shadow"));
-    let out = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(r.p("config.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(BIN)
+            .args(["replay", "--config"])
+            .arg(r.p("config.toml")),
     );
     let json: Value = serde_json::from_str(&status(&[
         "--config",

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{append, free_port};
+use common::{append, free_port, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const PY: &str = "/usr/bin/python3";
@@ -228,16 +228,7 @@ fn wait_all(events: &Path, total: u64) {
 
 /// `armorwatch replay --config CONFIG` to the end; it must succeed.
 fn replay_to_end(config: &Path) {
-    let out = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(BIN).args(["replay", "--config"]).arg(config));
 }
 
 /// A running armorwatch. Its log goes to a file, not a pipe: a pipe nobody reads while the

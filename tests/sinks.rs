@@ -23,7 +23,7 @@ use armorwatch::sinks::{SinkSet, SinkSetOptions, now_ms, webhook};
 use serde_json::{Value, json};
 
 mod common;
-use common::free_port;
+use common::{free_port, run_ok};
 
 const PY: &str = "/usr/bin/python3";
 
@@ -157,16 +157,7 @@ struct Certs {
 /// A test CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI.
 fn make_certs(dir: &Path) -> Certs {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("openssl").args(args).current_dir(dir));
     };
     let ec = [
         "-newkey",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{append, json_lines};
+use common::{append, json_lines, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -329,16 +329,11 @@ fn replay_log_files_whole_without_checkpoints() {
          Nov 14 22:13:20 host kernel: [  1.1] audit: type=1400 audit(1700000001.000:900): apparmor=\"DENIED\" operation=\"open\" profile=\"k\" name=\"/k\" pid=1 comm=\"k\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["replay", "--events"])
-        .arg(&a)
-        .arg(&k)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["replay", "--events"])
+            .arg(&a)
+            .arg(&k),
     );
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -403,16 +398,11 @@ fn shift_monotonic(export: &Path, usec: u64) {
 }
 
 fn journal_remote(export: &Path, journal: &Path) {
-    let st = Command::new(JOURNAL_REMOTE)
-        .arg("-o")
-        .arg(journal)
-        .arg(export)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new(JOURNAL_REMOTE)
+            .arg("-o")
+            .arg(journal)
+            .arg(export),
     );
 }
 
@@ -442,16 +432,7 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
     );
 
     // Replay: everything once.
-    let out = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
     let v = json_lines(&s.out());
     let first = serial_counts(&v);
     assert_eq!(first.len() as u64, aa / 2, "each record once");

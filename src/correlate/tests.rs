@@ -501,31 +501,26 @@ fn records_handed_over_again_after_a_restore_keep_their_incident_ids() {
     c.push(denied("/etc/a"), T0, &mut out);
     let saved = c.snapshot();
     out.clear();
-    c.push(
-        file_ev("DENIED", "/usr/sbin/cupsd", "open", "/etc/b", "r", 50),
-        T0 + 5,
-        &mut out,
-    );
-    c.push(
-        file_ev("ALLOWED", "/usr/sbin/cupsd", "capable", "", "", 51),
-        T0 + 6,
-        &mut out,
-    );
+    // The records after the snapshot, each with its offset from `at`.
+    let since = |c: &mut Correlator, at: u64, out: &mut Vec<Alert>| {
+        c.push(
+            file_ev("DENIED", "/usr/sbin/cupsd", "open", "/etc/b", "r", 50),
+            at,
+            out,
+        );
+        c.push(
+            file_ev("ALLOWED", "/usr/sbin/cupsd", "capable", "", "", 51),
+            at + 1,
+            out,
+        );
+    };
+    since(&mut c, T0 + 5, &mut out);
     let first: Vec<(String, u64)> = out.iter().map(|a| (a.id.clone(), a.seq)).collect();
     assert_eq!(first.len(), 2, "{:?}", types(&out));
 
     let mut again = Correlator::restore(saved, config()).unwrap();
     let mut out = Vec::new();
-    again.push(
-        file_ev("DENIED", "/usr/sbin/cupsd", "open", "/etc/b", "r", 50),
-        T0 + 90_000,
-        &mut out,
-    );
-    again.push(
-        file_ev("ALLOWED", "/usr/sbin/cupsd", "capable", "", "", 51),
-        T0 + 90_001,
-        &mut out,
-    );
+    since(&mut again, T0 + 90_000, &mut out);
     // (The restored /etc/a incident may get its update first: the window passed meanwhile.)
     let second: Vec<(String, u64)> = out
         .iter()
