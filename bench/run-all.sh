@@ -14,7 +14,7 @@
 #    `grep -c apparmor=` and `aa-notify -f FILE -s 5000` (Debian apparmor-notify), with peak RSS.
 # 2. journald: bench/sources.sh (armorwatch replay of a journal vs journalctl -o json).
 # 3. append-to-alert latency p50/p99 in the file sink: audit.log and journald
-#    (bench/alert_latency.py).
+#    (bench/alert_latency.py); email delivery rate vs smtplib (bench/email_rate.py).
 # 4. a storm: 100k denials/s for 10 s (bench/storm.py) replayed: exact counts, peak RSS,
 #    alerts per incident (bench/storm_check.py).
 # 5. idle: CPU time of `armorwatch run` over IDLE_SECS with no input (/proc/PID/stat).
@@ -138,6 +138,14 @@ done
   echo '```'
   "$PY" bench/alert_latency.py "$BIN" audit 500 "$PROFILES"
   "$PY" bench/alert_latency.py "$BIN" journald 500 "$PROFILES"
+  echo '```'
+  echo
+  echo "### Email delivery rate"
+  echo
+  echo "\`bench/email_rate.py BIN 500\`: 500 new incidents appended at once to a followed audit.log, one mail each, to a local aiosmtpd (plain SMTP); floor: Python's smtplib sending 500 messages, one connection each, to the same kind of server in the same run."
+  echo
+  echo '```'
+  "$PY" bench/email_rate.py "$BIN" 500
   echo '```'
 } >> "$REPORT"
 

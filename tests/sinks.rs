@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use armorwatch::alert::{Alert, AlertType, IncidentKey, Sample};
 use armorwatch::sinks::config::{SecretContext, SinkSpec};
-use armorwatch::sinks::http::Transport;
+use armorwatch::sinks::http::{SendError, Transport};
 use armorwatch::sinks::outbox::Entry;
 use armorwatch::sinks::sample::sample_alert;
 use armorwatch::sinks::view::AlertView;
@@ -496,9 +496,17 @@ struct Smtp {
     server: Server,
     maildir: PathBuf,
     certs: Certs,
+    /// The sink's `tls` mode that this server speaks.
+    tls: &'static str,
 }
 
+/// The SMTP server with STARTTLS required.
 fn smtp(dir: &Path) -> Smtp {
+    smtp_in_mode(dir, "starttls")
+}
+
+/// The SMTP server speaking `tls` ("starttls", or "tls": TLS from the first byte).
+fn smtp_in_mode(dir: &Path, tls: &'static str) -> Smtp {
     let certs = make_certs(dir);
     let maildir = dir.join("mail");
     std::fs::create_dir_all(&maildir).unwrap();
@@ -512,10 +520,14 @@ fn smtp(dir: &Path) -> Smtp {
         .arg(&certs.server_key)
         .arg("--password")
         .arg("s3cret pass");
+    if tls == "tls" {
+        cmd.arg("--implicit");
+    }
     Smtp {
         server: spawn_printing_port(cmd),
         maildir,
         certs,
+        tls,
     }
 }
 
@@ -547,7 +559,7 @@ fn email_cfg(name: &str, m: &Smtp, pw: &Path, extra: &str) -> String {
 type = "email"
 smtp_host = "127.0.0.1"
 smtp_port = {}
-tls = "starttls"
+tls = "{}"
 from = "armorwatch@example.org"
 to = ["ops@example.org", "Security Team <sec@example.org>"]
 username = "armorwatch"
@@ -558,6 +570,7 @@ retry_max_ms = 50
 {extra}
 "#,
         m.server.port,
+        m.tls,
         pw.display(),
         m.certs.ca.display()
     )
@@ -634,6 +647,40 @@ async fn email_starttls_auth_recipients_and_digest() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("SMTP:") && e.contains("535"), "{e}");
+}
+
+/// SMTPS (`tls = "tls"`): TLS from the first byte, then AUTH, on the sink's own socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_implicit_tls_auth() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let m = smtp_in_mode(dir.path(), "tls");
+    let pw = secret_file(dir.path(), "pw", "s3cret pass\n");
+    let s = specs(&email_cfg("mail", &m, &pw, ""));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    let a = alert(AlertType::IncidentOpened, "inc-s", 1, "web1", "/srv/x");
+    t.send(&[entry_of(&a)], now_ms()).await.unwrap();
+    let got = mails(&m.maildir);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1["tls"], true);
+    assert!(
+        got[0]
+            .0
+            .contains("Message-ID: <armorwatch.inc-s=3A1@example.org>")
+    );
+
+    // A server certificate from a CA the sink does not trust: a TLS error, nothing sent.
+    let other = tempfile::tempdir().unwrap();
+    let untrusted = make_certs(other.path());
+    let s = specs(&email_cfg("mail", &m, &pw, "").replace(
+        &m.certs.ca.display().to_string(),
+        &untrusted.ca.display().to_string(),
+    ));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    let e = t.send(&[entry_of(&a)], now_ms()).await.unwrap_err();
+    assert!(matches!(e, SendError::Tls(_)), "{e}");
+    assert_eq!(mails(&m.maildir).len(), 1);
 }
 
 fn entry_of(a: &Alert) -> Arc<Entry> {
