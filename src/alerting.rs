@@ -6,7 +6,6 @@
 //! restored at start, so a restart inside the window does not re-open them), explanations come
 //! from the profile tree, and alerts go to the [`SinkSet`] (one task and queue per sink).
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +14,7 @@ use crate::alert::{Alert, AlertType};
 use crate::correlate::{self, Correlator};
 use crate::event::{Event, Kind};
 use crate::pipeline::{EventOutput, Item, Mode};
-use crate::profiles::suggest::CheckStatus;
+use crate::profiles::check::Checker;
 use crate::profiles::{self, Explainer, Index, history::PolicyChanges, loader, system};
 use crate::sinks::SinkSet;
 
@@ -44,8 +43,8 @@ pub struct ProfileKnowledge {
     explainer: Explainer,
     facts: system::Facts,
     changes: PolicyChanges,
-    check_suggestions: bool,
-    checked: HashMap<(String, String), (CheckStatus, Option<String>)>,
+    /// Compile checks of suggestions (`None`: suggestions go unchecked).
+    checker: Option<Checker>,
     /// A profile was loaded, replaced or removed since the tree was read: read it again before
     /// the next explanation (not at each status record: `apparmor.service` reloads replace
     /// every profile at once, and one re-read covers them all).
@@ -57,9 +56,11 @@ pub struct ProfileKnowledge {
 
 impl ProfileKnowledge {
     /// Index the profile tree at `root`. Syntax errors in single files are reported and skipped.
+    /// `check_wait`: compile-check suggestions, each alert waiting at most this long for its
+    /// check (see [`Checker`]); `None`: no checks.
     pub fn load(
         root: &Path,
-        check_suggestions: bool,
+        check_wait: Option<Duration>,
         mode: Mode,
     ) -> Result<ProfileKnowledge, String> {
         let (tree, report) = loader::load_tree(root).map_err(|e| e.to_string())?;
@@ -69,8 +70,7 @@ impl ProfileKnowledge {
             explainer: Explainer::new(Index::build(&tree), 512),
             facts: system::Facts::new(true),
             changes: PolicyChanges::default(),
-            check_suggestions,
-            checked: HashMap::new(),
+            checker: check_wait.map(|wait| Checker::start(root.to_path_buf(), wait)),
             stale: false,
             follow: mode == Mode::Follow,
         })
@@ -98,6 +98,9 @@ impl ProfileKnowledge {
         if let Ok((tree, _)) = loader::load_tree(&self.root) {
             self.explainer.replace_index(Index::build(&tree));
         }
+        if let Some(c) = &self.checker {
+            c.invalidate();
+        }
         self.facts.refresh_modes();
         self.stale = false;
     }
@@ -122,20 +125,8 @@ impl ProfileKnowledge {
         let mut ctx = self.facts.context(self.explainer.index(), event);
         ctx.after_profile_replace = self.changes.after_replace(event, 300);
         let mut exp = self.explainer.explain(event, &ctx);
-        if let Some(s) = exp.explanation.suggestion.as_mut() {
-            if self.check_suggestions {
-                let key = (s.file.clone(), s.rule.clone());
-                match self.checked.get(&key) {
-                    Some((status, message)) => {
-                        s.check = *status;
-                        s.check_message = message.clone();
-                    }
-                    None => {
-                        system::check_suggestion(&self.root, s);
-                        self.checked.insert(key, (s.check, s.check_message.clone()));
-                    }
-                }
-            }
+        if let (Some(s), Some(checker)) = (exp.explanation.suggestion.as_mut(), &self.checker) {
+            checker.check(s);
         }
         let (profile, explanation) = profiles::alert_values(&exp);
         alert.profile = Some(profile);
@@ -597,7 +588,8 @@ pub fn build_outputs_with(
         let profiles = if config.profiles.enabled {
             // Replay can open thousands of incidents in seconds; a compile check costs ~0.2 s each,
             // so replay leaves suggestions unchecked (`armorwatch explain` checks them).
-            let check = config.profiles.check_suggestions && mode == Mode::Follow;
+            let check = (config.profiles.check_suggestions && mode == Mode::Follow)
+                .then_some(config.profiles.check_wait);
             match ProfileKnowledge::load(&config.profiles.dir, check, mode) {
                 Ok(p) => Some(p),
                 Err(e) => {

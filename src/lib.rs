@@ -21,3 +21,11 @@ pub mod pipeline;
 pub mod profiles;
 pub mod sinks;
 pub mod sources;
+
+/// Lock `m`, also after a panic elsewhere poisoned it (the data stays usable).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

@@ -66,6 +66,8 @@ pub struct RawProfiles {
     /// Compile-check every suggested rule with `apparmor_parser` when it is installed
     /// (default true).
     pub check_suggestions: Option<bool>,
+    /// How long an alert waits for its suggestion's compile check (default 1000 ms).
+    pub check_wait_ms: Option<u64>,
     /// Explain alerts at all (default true).
     pub enabled: Option<bool>,
 }

@@ -68,6 +68,9 @@ pub struct ProfileSettings {
     pub dir: PathBuf,
     /// Compile-check suggestions.
     pub check_suggestions: bool,
+    /// How long an alert waits for its suggestion's compile check before it goes out with
+    /// the check `skipped` (still running); later alerts of the incident carry the result.
+    pub check_wait: Duration,
 }
 
 impl Default for ProfileSettings {
@@ -76,6 +79,7 @@ impl Default for ProfileSettings {
             enabled: true,
             dir: PathBuf::from("/etc/apparmor.d"),
             check_suggestions: true,
+            check_wait: Duration::from_millis(1000),
         }
     }
 }
@@ -247,6 +251,15 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(b) = p.check_suggestions {
             config.profiles.check_suggestions = b;
+        }
+        if let Some(ms) = p.check_wait_ms {
+            if ms > 600_000 {
+                return Err(invalid(
+                    "profiles.check_wait_ms",
+                    "must be at most 600000 (10 min)",
+                ));
+            }
+            config.profiles.check_wait = Duration::from_millis(ms);
         }
         if let Some(b) = p.enabled {
             config.profiles.enabled = b;

@@ -2,8 +2,10 @@
 //!
 //! Pure: everything here works on text handed to it. The only I/O lives in [`loader`] (read a
 //! profile tree from disk into memory) and [`system`] (optional `apparmor_parser` compile check,
-//! `dpkg -S`, the kernel's profile modes), which the CLI and the daemon call explicitly.
+//! `dpkg -S`, the kernel's profile modes), which the CLI and the daemon call explicitly, and
+//! [`check`] (the daemon's thread that runs those compile checks off the alert path).
 
+pub mod check;
 pub mod explain;
 pub mod glob;
 pub mod history;

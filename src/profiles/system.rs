@@ -119,6 +119,15 @@ fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
 /// Compile-check a suggestion: copy the tree at `root` to a temporary directory, make sure the
 /// profile compiles as it is, apply the edit, compile again. Sets `check` and `check_message`.
 pub fn check_suggestion(root: &Path, suggestion: &mut Suggestion) {
+    check_suggestion_with(root, suggestion, &mut Baselines::default());
+}
+
+/// Whether each top-level profile file compiles unchanged, per tree: the first half of a check,
+/// done once per file (it is as slow as the second half) until the tree changes.
+pub type Baselines = HashMap<String, Result<(), String>>;
+
+/// [`check_suggestion`], remembering in `baselines` whether the unchanged profile compiles.
+pub fn check_suggestion_with(root: &Path, suggestion: &mut Suggestion, baselines: &mut Baselines) {
     let Some(parser) = find_program("apparmor_parser") else {
         suggestion.check = CheckStatus::Skipped;
         suggestion.check_message = Some("apparmor_parser is not installed".into());
@@ -127,7 +136,15 @@ pub fn check_suggestion(root: &Path, suggestion: &mut Suggestion) {
     let result = (|| -> Result<Result<(), String>, String> {
         let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         copy_tree(root, tmp.path()).map_err(|e| format!("copying {}: {e}", root.display()))?;
-        if let Err(e) = compile(&parser, tmp.path(), &suggestion.profile_file) {
+        let baseline = match baselines.get(&suggestion.profile_file) {
+            Some(known) => known.clone(),
+            None => {
+                let r = compile(&parser, tmp.path(), &suggestion.profile_file);
+                baselines.insert(suggestion.profile_file.clone(), r.clone());
+                r
+            }
+        };
+        if let Err(e) = baseline {
             return Err(format!("the profile does not compile even unchanged: {e}"));
         }
         apply_edit(tmp.path(), &suggestion.edit, &suggestion.rule)

@@ -259,13 +259,7 @@ pub struct ShutdownReport {
     pub aborted: Vec<String>,
 }
 
-/// Lock `m`, also after a panic elsewhere poisoned it (the data stays usable).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+use crate::lock;
 
 enum LocalOut {
     File(file::FileWriter),
