@@ -14,7 +14,8 @@
 #    `grep -c apparmor=` and `aa-notify -f FILE -s 5000` (Debian apparmor-notify), with peak RSS.
 # 2. journald: bench/sources.sh (armorwatch replay of a journal vs journalctl -o json).
 # 3. append-to-alert latency p50/p99 in the file sink: audit.log and journald
-#    (bench/alert_latency.py); email delivery rate vs smtplib (bench/email_rate.py).
+#    (bench/alert_latency.py); email delivery rate vs smtplib (bench/email_rate.py); a burst
+#    of new suggestions with compile checks (bench/check_burst.py).
 # 4. a storm: 100k denials/s for 10 s (bench/storm.py) replayed: exact counts, peak RSS,
 #    alerts per incident (bench/storm_check.py).
 # 5. idle: CPU time of `armorwatch run` over IDLE_SECS with no input (/proc/PID/stat).
@@ -146,6 +147,15 @@ done
   echo
   echo '```'
   "$PY" bench/email_rate.py "$BIN" 500
+  echo '```'
+  echo
+  echo "### A burst of new suggestions (compile checks off the alert path)"
+  echo
+  echo "\`bench/check_burst.py BIN 30\` and \`… 300\`: that many msmtp denials of distinct paths (each a new incident with its own suggested rule) appended at once to a followed audit.log, fixture profiles, \`check_wait_ms\` default (1000); time to the last \`incident.opened\`; floor: N × one \`apparmor_parser -Q -K\` of the profile (what checking each inline costs at least)."
+  echo
+  echo '```'
+  "$PY" bench/check_burst.py "$BIN" 30
+  "$PY" bench/check_burst.py "$BIN" 300
   echo '```'
 } >> "$REPORT"
 
