@@ -39,12 +39,13 @@ use crate::sources::{self, SourceError};
 /// (SYSCALL, PROCTITLE …) of the events it holds. auditd writes an event's records back to back.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(2);
 
-/// Batches in flight between a source and its parser.
-const SOURCE_CHANNEL: usize = 8;
+/// Batches in flight between a source and its parser (4 and [`OUTPUT_CHANNEL`] 2 replay 1M
+/// records as fast as 8 and 4, in 2–3 MiB less).
+const SOURCE_CHANNEL: usize = 4;
 /// Batches in flight between the parsers and the output. The output is the slower stage; more
-/// batches only hold more events (a storm of 100k denials/s: 48 MiB peak with 16, 34 with 4,
-/// at the same speed).
-const OUTPUT_CHANNEL: usize = 4;
+/// batches only hold more events (a storm of 100k denials/s: 48 MiB peak with 16, 33–35 with 4,
+/// 28–31 with 2, at the same speed).
+const OUTPUT_CHANNEL: usize = 2;
 /// Lines remembered while the parser holds events; beyond this the parser is flushed.
 const MAX_TRACKED_LINES: usize = 4096;
 /// Window for duplicates of records without an audit stamp.

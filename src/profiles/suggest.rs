@@ -14,7 +14,8 @@ pub enum CheckStatus {
     Passed,
     /// apparmor_parser rejected the profile with the rule added.
     Failed,
-    /// Not checked (no apparmor_parser, or not asked to).
+    /// Not checked: no apparmor_parser, not asked to, or (in the daemon) not finished when the
+    /// alert went out; `check_message` says which.
     Skipped,
 }
 
