@@ -14,7 +14,9 @@ measured. The flood cap is off (`max_alerts_per_minute = 0`) so that no alert is
 usage: alert_latency.py ARMORWATCH_BINARY audit|journald [N] [PROFILES_DIR]
 Prints p50/p90/p99/max in milliseconds.
 """
-import json, os, shutil, signal, subprocess, sys, tempfile, time
+import os, shutil, signal, subprocess, sys, tempfile, time
+
+from benchlib import followed_audit_log
 
 binary, mode = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 500
@@ -28,12 +30,7 @@ if profiles:
     conf += f'[profiles]\ndir = "{profiles}"\n'
 writer = None
 if mode == "audit":
-    log = os.path.join(d, "audit.log")
-    open(log, "w").close()
-    st = os.stat(log)
-    with open(os.path.join(d, "state", "checkpoints.json"), "w") as f:
-        json.dump({"version": 1, "sources": {"audit_log": {"kind": "file", "path": log, "dev": st.st_dev,
-                                                            "ino": st.st_ino, "offset": 0, "line": 0}}}, f)
+    log = followed_audit_log(d)
     conf += f'[sources.audit_log]\npath = "{log}"\n'
 elif mode == "journald":
     jdir = os.path.join(d, "journal")

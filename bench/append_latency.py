@@ -7,18 +7,14 @@ output file. Prints p50/p90/p99/max in milliseconds.
 
 usage: append_latency.py ARMORWATCH_BINARY [N]
 """
-import json, os, signal, subprocess, sys, tempfile, time
+import os, signal, subprocess, sys, tempfile, time
+
+from benchlib import followed_audit_log
 
 binary = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 500
 d = tempfile.mkdtemp(prefix="aw-lat-")
-log, out = os.path.join(d, "audit.log"), os.path.join(d, "out.jsonl")
-open(log, "w").close()
-st = os.stat(log)
-os.makedirs(os.path.join(d, "state"))
-with open(os.path.join(d, "state", "checkpoints.json"), "w") as f:
-    json.dump({"version": 1, "sources": {"audit_log": {"kind": "file", "path": log, "dev": st.st_dev,
-                                                        "ino": st.st_ino, "offset": 0, "line": 0}}}, f)
+log, out = followed_audit_log(d), os.path.join(d, "out.jsonl")
 with open(os.path.join(d, "c.toml"), "w") as f:
     f.write(f'[state]\ndir = "{d}/state"\n[sources.audit_log]\npath = "{log}"\n'
             f'[sinks.out]\ntype = "file"\npath = "{out}"\ncontent = "events"\n')

@@ -12,19 +12,15 @@ usage: check_burst.py ARMORWATCH_BINARY [N]
 """
 import collections, json, os, shutil, signal, subprocess, sys, tempfile, time
 
+from benchlib import followed_audit_log
+
 binary = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 here = os.path.dirname(os.path.abspath(__file__))
 profiles = os.path.join(here, "..", "tests", "fixtures", "profiles", "etc", "apparmor.d")
 d = tempfile.mkdtemp(prefix="aw-check-")
-log = os.path.join(d, "audit.log")
+log = followed_audit_log(d)
 out = os.path.join(d, "alerts.jsonl")
-open(log, "w").close()
-st = os.stat(log)
-os.makedirs(os.path.join(d, "state"))
-with open(os.path.join(d, "state", "checkpoints.json"), "w") as f:
-    json.dump({"version": 1, "sources": {"audit_log": {"kind": "file", "path": log, "dev": st.st_dev,
-                                                        "ino": st.st_ino, "offset": 0, "line": 0}}}, f)
 with open(os.path.join(d, "c.toml"), "w") as f:
     f.write(f'''[state]
 dir = "{d}/state"

@@ -10,7 +10,9 @@ append to the N-th mail in the server's maildir.
 usage: email_rate.py ARMORWATCH_BINARY [N]
 Needs /usr/bin/python3 with python3-aiosmtpd (this script imports nothing from it itself).
 """
-import json, os, shutil, signal, smtplib, subprocess, sys, tempfile, time
+import os, shutil, signal, smtplib, subprocess, sys, tempfile, time
+
+from benchlib import followed_audit_log
 
 binary = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 500
@@ -51,13 +53,7 @@ fp.terminate()
 
 maildir = os.path.join(d, "mail")
 sp, port = server(maildir)
-log = os.path.join(d, "audit.log")
-open(log, "w").close()
-st = os.stat(log)
-os.makedirs(os.path.join(d, "state"))
-with open(os.path.join(d, "state", "checkpoints.json"), "w") as f:
-    json.dump({"version": 1, "sources": {"audit_log": {"kind": "file", "path": log, "dev": st.st_dev,
-                                                        "ino": st.st_ino, "offset": 0, "line": 0}}}, f)
+log = followed_audit_log(d)
 with open(os.path.join(d, "c.toml"), "w") as f:
     f.write(f'''[state]
 dir = "{d}/state"
