@@ -309,23 +309,30 @@ pub fn raw_object(event: &Event, class: &str) -> String {
 
 /// A stable 64-bit FNV-1a hash of the key (and host), with lengths so fields cannot run together.
 pub fn key_hash(host: Option<&str>, key: &IncidentKey) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |s: &str| {
-        for b in (s.len() as u64).to_le_bytes().iter().chain(s.as_bytes()) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    feed(host.unwrap_or(""));
-    for part in [
+    stable_hash(&[
+        host.unwrap_or(""),
         &key.profile,
         &key.kind,
         &key.class,
         &key.operation,
         &key.object,
         &key.permission,
-    ] {
-        feed(part);
+    ])
+}
+
+/// FNV-1a over the parts, each preceded by its length so that parts cannot run together; the
+/// same on every run and every build (ids made from it survive restarts).
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in (part.len() as u64)
+            .to_le_bytes()
+            .iter()
+            .chain(part.as_bytes())
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
     h
 }

@@ -489,7 +489,8 @@ impl Correlator {
         // The id names the record that opened the incident (its audit time and serial), so that
         // the same records handed over again after a crash (from the last checkpoint, with the
         // incidents saved for it) open the incident under the same id: a re-sent alert keeps its
-        // idempotency key. Records without a stamp fall back to the time and a counter.
+        // idempotency key. Records without a stamp are named by where they were read
+        // (`record_identity`).
         let (opened_at, serial) = self.record_identity(&event, now);
         let mut inc = Incident {
             id: format!(
@@ -832,16 +833,29 @@ impl Correlator {
         self.stats.status_alerts += 1;
     }
 
-    /// (audit time in ms, audit serial) of a stamped record; else (`now`, the next counter).
+    /// What names the record in ids: (audit time in ms, audit serial) of a stamped record. A
+    /// record without a stamp read from a place it will be read from again after a crash (a
+    /// file line, a journal entry, a kmsg record) is named by that place: (0, a hash of it and
+    /// the record's text). Anything else (stdin, netlink, text): (`now`, the next counter).
     fn record_identity(&mut self, event: &Event, now: u64) -> (u64, u64) {
-        match (&event.audit, event_time_ms(event)) {
-            (Some(stamp), Some(ms)) => (ms, stamp.serial),
-            _ => {
-                let serial = self.next_serial;
-                self.next_serial += 1;
-                (now, serial)
-            }
+        if let (Some(stamp), Some(ms)) = (&event.audit, event_time_ms(event)) {
+            return (ms, stamp.serial);
         }
+        let raw = event.raw.first().map_or("", String::as_str);
+        let place = match &event.source {
+            Source::File { path, line } => {
+                Some(key::stable_hash(&["file", path, &line.to_string(), raw]))
+            }
+            Source::Journald { cursor, .. } => Some(key::stable_hash(&["journald", cursor, raw])),
+            Source::Kmsg { seq } => Some(key::stable_hash(&["kmsg", &seq.to_string(), raw])),
+            Source::Stdin { .. } | Source::Text | Source::Netlink => None,
+        };
+        if let Some(h) = place {
+            return (0, h);
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        (now, serial)
     }
 
     fn alert_id(&mut self, prefix: &str, now: u64) -> String {

@@ -529,3 +529,38 @@ fn records_handed_over_again_after_a_restore_keep_their_incident_ids() {
         .collect();
     assert_eq!(first, second);
 }
+
+#[test]
+fn stampless_records_read_again_from_the_same_place_keep_their_ids() {
+    // dbus-daemon's syslog fallback has no audit stamp; after a crash the same file line is read
+    // again at another wall-clock time and must open the incident under the same id.
+    let line = "Nov 14 22:13:20 vm dbus-daemon[812]: apparmor=\"DENIED\" operation=\"dbus_method_call\" bus=\"system\" path=\"/org/freedesktop/DBus\" interface=\"org.freedesktop.DBus\" member=\"Hello\" mask=\"send\" name=\"org.freedesktop.DBus\" pid=4242 label=\"/usr/bin/x\" peer_label=\"unconfined\"";
+    let at = |line_no: u64| Source::File {
+        path: "/var/log/syslog".into(),
+        line: line_no,
+    };
+    let opened = |source: Source, now: u64| {
+        let mut outs = parse_text(line, &source);
+        let Some(Output::Event(e)) = outs.pop() else {
+            panic!("{line}: {outs:?}")
+        };
+        assert!(e.audit.is_none());
+        let mut c = Correlator::new(config());
+        let mut out = Vec::new();
+        c.push(e, now, &mut out);
+        assert_eq!(types(&out), ["incident.opened"]);
+        out.remove(0).id
+    };
+    let first = opened(at(7), T0);
+    assert_eq!(
+        first,
+        opened(at(7), T0 + 90_000),
+        "same line, later: same id"
+    );
+    assert_ne!(first, opened(at(8), T0), "another line: another record");
+    assert!(first.contains("-0-"), "{first}");
+    // Without a place to read it from again, the arrival time names it.
+    let a = opened(Source::Stdin { line: 7 }, T0);
+    let b = opened(Source::Stdin { line: 7 }, T0 + 1);
+    assert_ne!(a, b);
+}
