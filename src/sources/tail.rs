@@ -25,8 +25,7 @@ use notify::{RecursiveMode, Watcher};
 
 use super::{SourceError, SourceHandle};
 use crate::checkpoint::Position;
-use crate::event::Source;
-use crate::pipeline::{Batch, BatchSender, Mode, SourceItem, SourceLine, StopSignal};
+use crate::pipeline::{Batch, BatchSender, FileLine, FileLines, Mode, SourceItem, StopSignal};
 
 /// Lines per batch sent to the parser.
 const BATCH_LINES: usize = 512;
@@ -123,6 +122,8 @@ struct Reader {
     /// Lines consumed.
     line: u64,
     partial: Vec<u8>,
+    /// Lines read and not yet in `batch`.
+    chunk: FileLines,
     batch: Batch,
     tx: BatchSender,
     closed: bool,
@@ -143,6 +144,7 @@ impl Reader {
             offset: 0,
             line: 0,
             partial: Vec::new(),
+            chunk: FileLines::default(),
             batch: Vec::new(),
             tx,
             closed: false,
@@ -250,9 +252,12 @@ impl Reader {
         line: u64,
     ) -> io::Result<()> {
         f.seek(SeekFrom::Start(offset))?;
+        self.seal();
         self.file = Some(f);
         self.id = identity(m);
         self.shown = Arc::from(shown.unwrap_or(&self.path).display().to_string());
+        self.chunk.shown = self.shown.clone();
+        self.chunk.file = self.file_identity();
         self.offset = offset;
         self.line = line;
         self.partial.clear();
@@ -398,16 +403,15 @@ impl Reader {
             while let Some(nl) = memchr::memchr(b'\n', rest) {
                 let (head, tail) = rest.split_at(nl);
                 let consumed = self.partial.len() + head.len() + 1;
-                let text = if self.partial.is_empty() {
-                    String::from_utf8_lossy(head).into_owned()
+                if self.partial.is_empty() {
+                    self.push_line(head, consumed);
                 } else {
-                    self.partial.extend_from_slice(head);
-                    let t = String::from_utf8_lossy(&self.partial).into_owned();
-                    self.partial.clear();
-                    t
-                };
-                self.offset += consumed as u64;
-                self.push_line(text);
+                    let mut partial = std::mem::take(&mut self.partial);
+                    partial.extend_from_slice(head);
+                    self.push_line(&partial, consumed);
+                    partial.clear();
+                    self.partial = partial;
+                }
                 rest = &tail[1..];
             }
             if self.partial.len() < MAX_LINE {
@@ -415,7 +419,7 @@ impl Reader {
                 self.partial
                     .extend_from_slice(&rest[..rest.len().min(room)]);
             }
-            if self.batch.len() >= BATCH_LINES {
+            if self.chunk.lines.len() >= BATCH_LINES {
                 self.send();
                 if self.closed {
                     return Ok(());
@@ -424,36 +428,52 @@ impl Reader {
         }
     }
 
-    fn push_line(&mut self, text: String) {
+    /// A complete line (`consumed` bytes of the file with its newline) joins the lines to send.
+    fn push_line(&mut self, bytes: &[u8], consumed: usize) {
+        self.offset += consumed as u64;
         self.line += 1;
-        let position = self.checkpointed.then(|| Position::File {
-            path: self.path.clone(),
-            dev: self.id.0,
-            ino: self.id.1,
-            offset: self.offset,
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.chunk.text.push_str(text),
+            Err(_) => self.chunk.text.push_str(&String::from_utf8_lossy(bytes)),
+        }
+        self.chunk.lines.push(FileLine {
+            end: self.chunk.text.len(),
             line: self.line,
+            offset: self.offset,
         });
-        self.batch.push(SourceItem::Line(SourceLine {
-            text,
-            source: Source::File {
-                path: self.shown.clone(),
-                line: self.line,
-            },
-            position,
-        }));
     }
 
     /// The file is finished: a last line without newline is complete as it is.
     fn finish_partial(&mut self) {
         if !self.partial.is_empty() {
-            let text = String::from_utf8_lossy(&self.partial).into_owned();
-            self.offset += self.partial.len() as u64;
-            self.partial.clear();
-            self.push_line(text);
+            let partial = std::mem::take(&mut self.partial);
+            self.push_line(&partial, partial.len());
         }
     }
 
+    /// The lines read so far become the next item of the batch (before the file changes: the
+    /// lines of one item share its name and identity).
+    fn seal(&mut self) {
+        if self.chunk.lines.is_empty() {
+            return;
+        }
+        let next = FileLines {
+            text: String::with_capacity(self.chunk.text.capacity()),
+            lines: Vec::with_capacity(BATCH_LINES),
+            shown: self.shown.clone(),
+            file: self.file_identity(),
+        };
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        self.batch.push(SourceItem::FileLines(chunk));
+    }
+
+    fn file_identity(&self) -> Option<(Arc<Path>, u64, u64)> {
+        self.checkpointed
+            .then(|| (self.path.clone(), self.id.0, self.id.1))
+    }
+
     fn send(&mut self) {
+        self.seal();
         if self.batch.is_empty() {
             return;
         }
