@@ -2,12 +2,8 @@
 //! validation of every table; errors are fine, panics are not.
 #![no_main]
 
-use std::path::Path;
+#[path = "../harness.rs"]
+#[allow(dead_code)] // each target uses one of its functions
+mod harness;
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = armorwatch::config::parse(text, Path::new("/etc/armorwatch/armorwatch.toml"));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::config_loader(data));
