@@ -143,7 +143,7 @@ done
   echo
   echo "### Email delivery rate"
   echo
-  echo "\`bench/email_rate.py BIN 500\`: 500 new incidents appended at once to a followed audit.log, one mail each, to a local aiosmtpd (plain SMTP); floor: Python's smtplib sending 500 messages, one connection each, to the same kind of server in the same run."
+  echo "\`bench/email_rate.py BIN 500\`: 500 new incidents appended at once to a followed audit.log, one mail each, to a local aiosmtpd (plain SMTP); floors: Python's smtplib sending 500 messages to the same kind of server in the same run, on one session (as armorwatch keeps its session open between messages close together) and with a connection each."
   echo
   echo '```'
   "$PY" bench/email_rate.py "$BIN" 500

@@ -510,24 +510,41 @@ fn smtp_in_mode(dir: &Path, tls: &'static str) -> Smtp {
     let certs = make_certs(dir);
     let maildir = dir.join("mail");
     std::fs::create_dir_all(&maildir).unwrap();
+    let server = spawn_smtp(&maildir, &certs, tls, 0);
+    Smtp {
+        server,
+        maildir,
+        certs,
+        tls,
+    }
+}
+
+fn spawn_smtp(maildir: &Path, certs: &Certs, tls: &str, port: u16) -> Server {
     let mut cmd = Command::new(PY);
     cmd.arg(fixtures().join("smtp_server.py"))
         .arg("--dir")
-        .arg(&maildir)
+        .arg(maildir)
         .arg("--cert")
         .arg(&certs.server_cert)
         .arg("--key")
         .arg(&certs.server_key)
         .arg("--password")
-        .arg("s3cret pass");
+        .arg("s3cret pass")
+        .arg("--port")
+        .arg(port.to_string());
     if tls == "tls" {
         cmd.arg("--implicit");
     }
-    Smtp {
-        server: spawn_printing_port(cmd),
-        maildir,
-        certs,
-        tls,
+    spawn_printing_port(cmd)
+}
+
+impl Smtp {
+    /// Kill the server (its sessions die with it) and start a new one on the same port.
+    fn restart(&mut self) {
+        let port = self.server.port;
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        self.server = spawn_smtp(&self.maildir, &self.certs, self.tls, port);
     }
 }
 
@@ -647,6 +664,53 @@ async fn email_starttls_auth_recipients_and_digest() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("SMTP:") && e.contains("535"), "{e}");
+}
+
+/// Messages close together share one SMTP session (no connect, STARTTLS, EHLO, AUTH each); when
+/// the server has gone away with the session open, the next message opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_session_reused_and_renewed_when_the_server_closed_it() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = smtp(dir.path());
+    let pw = secret_file(dir.path(), "pw", "s3cret pass\n");
+    let s = specs(&email_cfg("mail", &m, &pw, ""));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    let send = |i: u32| {
+        let a = alert(
+            AlertType::IncidentOpened,
+            &format!("inc-{i}"),
+            1,
+            "web1",
+            &format!("/srv/{i}"),
+        );
+        let t = &t;
+        async move { t.send(&[entry_of(&a)], now_ms()).await }
+    };
+    for i in 1..=3 {
+        send(i).await.unwrap();
+    }
+    let peers = |m: &Smtp| -> Vec<Value> {
+        mails(&m.maildir)
+            .into_iter()
+            .map(|(_, env)| env["peer"].clone())
+            .collect()
+    };
+    let p = peers(&m);
+    assert_eq!(p.len(), 3);
+    assert!(p[0].is_array(), "{p:?}");
+    assert!(p.iter().all(|x| *x == p[0]), "three sessions: {p:?}");
+
+    m.restart();
+    send(4).await.unwrap();
+    send(5).await.unwrap();
+    let p = peers(&m);
+    assert_eq!(p.len(), 5);
+    assert_ne!(p[3], p[0], "the dead session was used again: {p:?}");
+    assert_eq!(p[4], p[3], "{p:?}");
+    let raw = &mails(&m.maildir)[3].0;
+    assert!(raw.contains("/srv/4"), "{raw}");
 }
 
 /// SMTPS (`tls = "tls"`): TLS from the first byte, then AUTH, on the sink's own socket.

@@ -198,7 +198,8 @@ pub enum EmailTransport {
     Sendmail(AsyncSendmailTransport<Tokio1Executor>, EmailSpec),
 }
 
-/// One SMTP session per message, on a socket of our own with `TCP_NODELAY`.
+/// SMTP on a socket of our own with `TCP_NODELAY`; a session stays open for the next message
+/// for [`REUSE_WITHIN`], then is closed with QUIT.
 ///
 /// lettre (0.11.23) leaves Nagle's algorithm on and writes a message's closing `\r\n.\r\n`
 /// apart from its body, so every message waited for the server's delayed ACK (40 ms on Linux):
@@ -213,6 +214,28 @@ pub struct Smtp {
     tls: SmtpTls,
     credentials: Option<Credentials>,
     hello: ClientId,
+    /// The session of the last message, while it may be reused; the lock also keeps one
+    /// message at a time on it.
+    idle: Arc<tokio::sync::Mutex<Option<Idle>>>,
+}
+
+/// How long a session is kept open after a message. A burst of alerts (or a backlog after an
+/// outage) goes through one session instead of paying connect, TLS, EHLO and AUTH per message;
+/// servers keep an idle session for minutes (RFC 5321 §4.5.3.2.7 asks for 5), so 10 s is well
+/// inside what they allow, and a quiet sink holds no connection.
+const REUSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// An open session between messages.
+struct Idle {
+    conn: AsyncSmtpConnection,
+    /// Counts the messages sent on the sink: the closer of an older message leaves it alone.
+    generation: u64,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Idle(generation {})", self.generation)
+    }
 }
 
 enum SmtpTls {
@@ -303,20 +326,70 @@ fn smtp_err(e: &(dyn std::error::Error + 'static)) -> SendError {
 }
 
 impl Smtp {
-    /// Send one message; `timeout` bounds the whole session.
+    /// Send one message: on the open session when there is one, else (or when that fails: the
+    /// server may have closed it) on a new one. `timeout` bounds each attempt.
     async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
-        match tokio::time::timeout(self.timeout, self.session(envelope, message)).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Timeout(format!(
-                "SMTP session with {}:{} not done after {} s",
-                self.host,
-                self.port,
-                self.timeout.as_secs()
-            ))),
+        let mut idle = self.idle.lock().await;
+        let generation = idle.as_ref().map_or(0, |i| i.generation) + 1;
+        if let Some(mut open) = idle.take().filter(|i| !i.conn.has_broken()) {
+            match tokio::time::timeout(self.timeout, open.conn.send(envelope, message)).await {
+                Ok(Ok(_)) => {
+                    *idle = Some(self.keep(open.conn, generation));
+                    return Ok(());
+                }
+                // The server refused this message: a new session would get the same answer.
+                Ok(Err(e)) if e.is_permanent() => return Err(smtp_err(&e)),
+                // The server may have closed the idle session (421, reset, EOF): try a new one.
+                Ok(Err(_)) => {}
+                // The message may have been accepted: the retry policy decides, as after any
+                // timeout; the session is dropped.
+                Err(_) => {
+                    return Err(SendError::Timeout(format!(
+                        "SMTP message to {}:{} not done after {} s",
+                        self.host,
+                        self.port,
+                        self.timeout.as_secs()
+                    )));
+                }
+            }
         }
+        let conn = match tokio::time::timeout(self.timeout, self.session(envelope, message)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SendError::Timeout(format!(
+                    "SMTP session with {}:{} not done after {} s",
+                    self.host,
+                    self.port,
+                    self.timeout.as_secs()
+                )));
+            }
+        };
+        *idle = Some(self.keep(conn, generation));
+        Ok(())
     }
 
-    async fn session(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
+    /// Keep a session open for the next message, and close it with QUIT when none comes
+    /// within [`REUSE_WITHIN`].
+    fn keep(&self, conn: AsyncSmtpConnection, generation: u64) -> Idle {
+        let idle = self.idle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REUSE_WITHIN).await;
+            let mut slot = idle.lock().await;
+            if slot.as_ref().is_some_and(|i| i.generation == generation) {
+                if let Some(mut open) = slot.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), open.conn.quit()).await;
+                }
+            }
+        });
+        Idle { conn, generation }
+    }
+
+    /// A new session that sends one message; the session is returned open.
+    async fn session(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<AsyncSmtpConnection, SendError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| SendError::Connect(format!("{}:{}: {e}", self.host, self.port)))?;
@@ -345,11 +418,7 @@ impl Smtp {
         }
         .await;
         match result {
-            Ok(_) => {
-                // The message is accepted: a failed QUIT changes nothing.
-                let _ = conn.quit().await;
-                Ok(())
-            }
+            Ok(_) => Ok(conn),
             Err(e) => {
                 conn.abort().await;
                 Err(smtp_err(&e))
@@ -399,6 +468,7 @@ impl EmailTransport {
                 tls,
                 credentials,
                 hello: ClientId::default(),
+                idle: Arc::default(),
             }),
             spec.clone(),
         ))
