@@ -713,6 +713,54 @@ async fn email_session_reused_and_renewed_when_the_server_closed_it() {
     assert!(raw.contains("/srv/4"), "{raw}");
 }
 
+/// A kept session is closed with QUIT once idle for `keep_session_secs`, and the next message
+/// opens a new one; `keep_session_secs = 0` sends QUIT after every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_idle_session_closed_with_quit() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let m = smtp(dir.path());
+    let pw = secret_file(dir.path(), "pw", "s3cret pass\n");
+    let quits = || -> Vec<Value> {
+        std::fs::read_to_string(m.maildir.join("quits"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let peer = |n: usize| mails(&m.maildir)[n].1["peer"].clone();
+    async fn send(t: &Transport, i: u32) -> Result<(), SendError> {
+        let a = alert(
+            AlertType::IncidentOpened,
+            &format!("inc-{i}"),
+            1,
+            "web1",
+            &format!("/srv/{i}"),
+        );
+        t.send(&[entry_of(&a)], now_ms()).await
+    }
+
+    let s = specs(&email_cfg("keep1", &m, &pw, "keep_session_secs = 1"));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    send(&t, 1).await.unwrap();
+    send(&t, 2).await.unwrap();
+    let first = peer(0);
+    assert_eq!(peer(1), first);
+    wait_for("QUIT of the idle session", 20, || quits().contains(&first)).await;
+    send(&t, 3).await.unwrap();
+    assert_ne!(peer(2), first, "a closed session was used again");
+
+    let s = specs(&email_cfg("keep0", &m, &pw, "keep_session_secs = 0"));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    send(&t, 4).await.unwrap();
+    send(&t, 5).await.unwrap();
+    let (a, b) = (peer(3), peer(4));
+    assert_ne!(a, b, "keep_session_secs = 0 reused a session");
+    let q = quits();
+    assert!(q.contains(&a) && q.contains(&b), "{q:?}");
+}
+
 /// SMTPS (`tls = "tls"`): TLS from the first byte, then AUTH, on the sink's own socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_implicit_tls_auth() {

@@ -166,6 +166,9 @@ pub struct EmailSpec {
     pub ca_file: Option<PathBuf>,
     /// Prefix of every subject (default `[armorwatch]`).
     pub subject_prefix: String,
+    /// How long an SMTP session stays open after a message for the next one (default 10 s;
+    /// 0: a session per message).
+    pub keep_session_secs: u64,
 }
 
 /// What kind of sink, with its settings.
@@ -394,6 +397,7 @@ struct EmailRaw {
     sendmail: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     subject_prefix: Option<String>,
+    keep_session_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -721,6 +725,7 @@ fn email_spec(
         sendmail: r.sendmail,
         ca_file: r.ca_file,
         subject_prefix: r.subject_prefix.unwrap_or_else(|| "[armorwatch]".into()),
+        keep_session_secs: r.keep_session_secs.unwrap_or(10),
     })
 }
 

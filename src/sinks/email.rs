@@ -1,9 +1,12 @@
-//! Email through SMTP (`lettre`, rustls: STARTTLS, implicit TLS or none; AUTH; several recipients)
-//! or a sendmail-compatible binary. A readable plain-text body with an HTML alternative (values escaped); the subject has no CR/LF and is
-//! RFC 2047-encoded by the builder when it is not ASCII; the Message-ID carries the idempotency key.
+//! Email through SMTP (`lettre`, rustls: STARTTLS, implicit TLS or none; AUTH; several
+//! recipients; a session kept open between messages close together) or a sendmail-compatible
+//! binary. A readable plain-text body with an HTML alternative (values escaped); the subject has
+//! no CR/LF and is RFC 2047-encoded by the builder when it is not ASCII; the Message-ID carries
+//! the idempotency key.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSendmailTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -199,7 +203,10 @@ pub enum EmailTransport {
 }
 
 /// SMTP on a socket of our own with `TCP_NODELAY`; a session stays open for the next message
-/// for [`REUSE_WITHIN`], then is closed with QUIT.
+/// for `keep_session_secs` (default 10 s), then is closed with QUIT. A burst of alerts (or a
+/// backlog after an outage) goes through one session instead of paying connect, TLS, EHLO and
+/// AUTH per message; servers keep an idle session for minutes (RFC 5321 §4.5.3.2.7 asks for 5),
+/// so 10 s is well inside what they allow, and a quiet sink holds no connection.
 ///
 /// lettre (0.11.23) leaves Nagle's algorithm on and writes a message's closing `\r\n.\r\n`
 /// apart from its body, so every message waited for the server's delayed ACK (40 ms on Linux):
@@ -217,24 +224,24 @@ pub struct Smtp {
     /// The session of the last message, while it may be reused; the lock also keeps one
     /// message at a time on it.
     idle: Arc<tokio::sync::Mutex<Option<Idle>>>,
+    /// Sessions opened so far.
+    sessions: AtomicU64,
+    /// How long a session stays open after a message; zero: QUIT after each.
+    keep_session: Duration,
 }
-
-/// How long a session is kept open after a message. A burst of alerts (or a backlog after an
-/// outage) goes through one session instead of paying connect, TLS, EHLO and AUTH per message;
-/// servers keep an idle session for minutes (RFC 5321 §4.5.3.2.7 asks for 5), so 10 s is well
-/// inside what they allow, and a quiet sink holds no connection.
-const REUSE_WITHIN: Duration = Duration::from_secs(10);
 
 /// An open session between messages.
 struct Idle {
     conn: AsyncSmtpConnection,
-    /// Counts the messages sent on the sink: the closer of an older message leaves it alone.
-    generation: u64,
+    /// Which session this is: its closer leaves a newer one alone.
+    session: u64,
+    /// When its last message was accepted.
+    last_used: Instant,
 }
 
 impl std::fmt::Debug for Idle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Idle(generation {})", self.generation)
+        write!(f, "Idle(session {})", self.session)
     }
 }
 
@@ -330,11 +337,11 @@ impl Smtp {
     /// server may have closed it) on a new one. `timeout` bounds each attempt.
     async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
         let mut idle = self.idle.lock().await;
-        let generation = idle.as_ref().map_or(0, |i| i.generation) + 1;
         if let Some(mut open) = idle.take().filter(|i| !i.conn.has_broken()) {
             match tokio::time::timeout(self.timeout, open.conn.send(envelope, message)).await {
                 Ok(Ok(_)) => {
-                    *idle = Some(self.keep(open.conn, generation));
+                    open.last_used = Instant::now();
+                    *idle = Some(open);
                     return Ok(());
                 }
                 // The server refused this message: a new session would get the same answer.
@@ -364,24 +371,49 @@ impl Smtp {
                 )));
             }
         };
-        *idle = Some(self.keep(conn, generation));
+        if self.keep_session.is_zero() {
+            let mut conn = conn;
+            // The message is accepted: a failed QUIT changes nothing.
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+            return Ok(());
+        }
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        *idle = Some(Idle {
+            conn,
+            session,
+            last_used: Instant::now(),
+        });
+        self.close_when_idle(session);
         Ok(())
     }
 
-    /// Keep a session open for the next message, and close it with QUIT when none comes
-    /// within [`REUSE_WITHIN`].
-    fn keep(&self, conn: AsyncSmtpConnection, generation: u64) -> Idle {
+    /// One task per session: it closes the session with QUIT once no message has used it for
+    /// `keep_session`, and ends early when the session is replaced or dropped. (`send` holds
+    /// the lock while a message is on the session, so the task never sees it in use.)
+    fn close_when_idle(&self, session: u64) {
         let idle = self.idle.clone();
+        let keep = self.keep_session;
         tokio::spawn(async move {
-            tokio::time::sleep(REUSE_WITHIN).await;
-            let mut slot = idle.lock().await;
-            if slot.as_ref().is_some_and(|i| i.generation == generation) {
-                if let Some(mut open) = slot.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), open.conn.quit()).await;
+            let mut deadline = Instant::now() + keep;
+            loop {
+                tokio::time::sleep_until(deadline).await;
+                let mut slot = idle.lock().await;
+                match slot.as_ref() {
+                    Some(open) if open.session == session => {
+                        let due = open.last_used + keep;
+                        if due > Instant::now() {
+                            deadline = due;
+                            continue;
+                        }
+                    }
+                    _ => return,
                 }
+                let Some(mut open) = slot.take() else { return };
+                drop(slot);
+                let _ = tokio::time::timeout(Duration::from_secs(5), open.conn.quit()).await;
+                return;
             }
         });
-        Idle { conn, generation }
     }
 
     /// A new session that sends one message; the session is returned open.
@@ -469,6 +501,8 @@ impl EmailTransport {
                 credentials,
                 hello: ClientId::default(),
                 idle: Arc::default(),
+                sessions: AtomicU64::new(0),
+                keep_session: Duration::from_secs(spec.keep_session_secs),
             }),
             spec.clone(),
         ))
