@@ -613,6 +613,14 @@ async fn email_starttls_auth_recipients_and_digest() {
     wait_for("mail", 20, || mails(&m.maildir).len() == 1).await;
     set.shutdown(Duration::from_secs(2)).await;
     let (raw, env) = &mails(&m.maildir)[0];
+    // The session kept open for the next mail is closed with QUIT when the sink stops.
+    let quits = std::fs::read_to_string(m.maildir.join("quits")).unwrap_or_default();
+    assert!(
+        quits
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).unwrap() == env["peer"]),
+        "no QUIT at shutdown: {quits:?}"
+    );
     assert_eq!(env["tls"], true);
     assert_eq!(env["to"], json!(["ops@example.org", "sec@example.org"]));
     assert!(raw.contains("Subject: [armorwatch] DENIED nginx open /etc/ssl/private/k.pem on web1"));

@@ -460,6 +460,17 @@ impl Smtp {
 }
 
 impl EmailTransport {
+    /// QUIT the kept SMTP session, if any (at most 1 s: a stopping daemon does not wait on a
+    /// slow server; the TCP close ends the session anyway).
+    pub async fn close(&self) {
+        if let EmailTransport::Smtp(t, _) = self {
+            let open = t.idle.lock().await.take();
+            if let Some(mut open) = open {
+                let _ = tokio::time::timeout(Duration::from_secs(1), open.conn.quit()).await;
+            }
+        }
+    }
+
     /// Build the transport (no connection yet).
     pub fn new(spec: &EmailSpec, timeout: Duration) -> Result<EmailTransport, SendError> {
         if let Some(bin) = &spec.sendmail {

@@ -226,6 +226,14 @@ impl Transport {
         }))
     }
 
+    /// Close what the transport keeps open between sends (the email sink's SMTP session, with
+    /// QUIT), when the sink stops.
+    pub async fn close(&self) {
+        if let Transport::Email(e) = self {
+            e.close().await;
+        }
+    }
+
     /// True for Alertmanager (whose open incidents are re-posted).
     pub fn alertmanager_spec(&self) -> Option<&AlertmanagerSpec> {
         match self {

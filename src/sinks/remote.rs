@@ -265,6 +265,7 @@ impl RemoteSink {
                 self.pass(&mut retry, &mut sink_until).await
             };
             if stopping {
+                self.transport.close().await;
                 return;
             }
             if let (Some(t), Some(every)) = (next_repost, repost_every) {
