@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const MSMTP: &str = "/usr/bin/msmtp";
 const PROFILE_FILE: &str = "/etc/apparmor.d/usr.bin.msmtp";
@@ -123,12 +125,10 @@ fn guest_tree(tree: &Path) {
     .status();
 }
 
+/// The JSON lines of a file the guest's armorwatch wrote (it must exist).
 fn read_lines(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-        .collect()
+    assert!(path.exists(), "{} was not written", path.display());
+    common::json_lines(path)
 }
 
 /// One `e2e-latency run=… check_suggestions=… denial_to_alert_ms=…` line of the guest.
