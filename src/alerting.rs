@@ -124,11 +124,15 @@ impl ProfileKnowledge {
         self.refresh();
         let mut ctx = self.facts.context(self.explainer.index(), event);
         ctx.after_profile_replace = self.changes.after_replace(event, 300);
-        let mut exp = self.explainer.explain(event, &ctx);
-        if let (Some(s), Some(checker)) = (exp.explanation.suggestion.as_mut(), &self.checker) {
-            checker.check(s);
-        }
-        let (profile, explanation) = profiles::alert_values(&exp);
+        // The compile check of the suggestion, per alert (cached explanations included).
+        let checker = self.checker.as_ref();
+        let check = |s: &mut profiles::Suggestion| {
+            if let Some(c) = checker {
+                c.check(s);
+            }
+        };
+        let check: Option<&dyn Fn(&mut profiles::Suggestion)> = checker.map(|_| &check as _);
+        let (profile, explanation) = self.explainer.alert_values(event, &ctx, check);
         alert.profile = Some(profile);
         alert.explanation = Some(explanation);
     }

@@ -17,7 +17,9 @@ use armorwatch::parse::{Output, parse_text};
 use armorwatch::profiles::explain::{Context, Explanation, Verdict};
 use armorwatch::profiles::glob::{Glob, Vars, expand};
 use armorwatch::profiles::suggest::CheckStatus;
-use armorwatch::profiles::{Index, alert_values, explain, loader, parser, render_text, system};
+use armorwatch::profiles::{
+    Explainer, Index, Suggestion, alert_values, explain, loader, parser, render_text, system,
+};
 
 fn fixture_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/profiles/etc/apparmor.d")
@@ -54,6 +56,43 @@ fn parser_bin() -> Option<PathBuf> {
 
 const MSMTP_MKNOD: &str = r#"audit: type=1400 audit(1795623414.456:3): apparmor="DENIED" operation="mknod" profile="msmtp" name="/var/log/msmtp.log" pid=103 comm="msmtp" requested_mask="c" denied_mask="c" fsuid=0 ouid=0"#;
 const MSMTP_OPEN: &str = r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="msmtp" name="/var/log/msmtp.log" pid=109 comm="msmtp" requested_mask="ac" denied_mask="ac" fsuid=0 ouid=0"#;
+
+/// What the explainer's alert cache gives is what a fresh explanation gives; the suggestion's
+/// compile check is applied per alert, cached entry or not; an entry in use survives the cache
+/// turning over (two generations of two here).
+#[test]
+fn cached_alert_values_equal_a_fresh_explanation_and_take_each_check() {
+    let (tree, _) = loader::load_tree(&fixture_root()).expect("fixture tree");
+    let mut ex = Explainer::new(Index::build(&tree), 2);
+    let ctx = Context::default();
+    let msmtp = event(MSMTP_OPEN);
+    let fresh = alert_values(&explain(fixture_index(), &msmtp, &ctx));
+    assert_eq!(fresh.1["suggestion"]["check"], "skipped");
+    assert_eq!(ex.alert_values(&msmtp, &ctx, None), fresh);
+    assert_eq!(ex.alert_values(&msmtp, &ctx, None), fresh);
+    assert_eq!(ex.stats(), (1, 1), "(hits, misses)");
+
+    let passed = |s: &mut Suggestion| s.check = CheckStatus::Passed;
+    let (profile, explanation) = ex.alert_values(&msmtp, &ctx, Some(&passed));
+    assert_eq!(profile, fresh.0);
+    assert_eq!(explanation["suggestion"]["check"], "passed");
+    assert_eq!(explanation["suggestion"]["rule"], "/var/log/msmtp.log wk,");
+    let mut without_check = explanation.clone();
+    without_check["suggestion"]["check"] = "skipped".into();
+    assert_eq!(without_check, fresh.1);
+    // The check belongs to the alert, not to the cache.
+    assert_eq!(ex.alert_values(&msmtp, &ctx, None), fresh);
+
+    for n in 0..6 {
+        let other = event(&MSMTP_OPEN.replace("/var/log/msmtp.log", &format!("/srv/{n}")));
+        let (_, e) = ex.alert_values(&other, &ctx, None);
+        assert_eq!(e["object"], format!("/srv/{n}"));
+        assert_eq!(ex.alert_values(&msmtp, &ctx, None), fresh);
+    }
+    let (hits, misses) = ex.stats();
+    assert_eq!(misses, 1 + 6, "the msmtp explanation was computed again");
+    assert_eq!(hits, 3 + 6);
+}
 
 #[test]
 fn msmtp_log_near_miss() {

@@ -228,23 +228,82 @@ pub fn alert_values(explanation: &Explanation) -> (serde_json::Value, serde_json
 }
 
 /// Explanations cached per incident-like key (profile, class, operation, object, mask,
-/// ownership), so a burst of identical denials costs one explanation. Dropped wholesale when the
-/// tree is replaced or the cache is full.
+/// ownership), so a burst of identical denials costs one explanation. Dropped when the tree is
+/// replaced.
+///
+/// Two caches: [`Explainer::explain`] keeps the structures (for `armorwatch explain`, which
+/// renders them); [`Explainer::alert_values`] keeps the alert's `profile` and `explanation`
+/// objects as JSON text, a quarter of the memory, so twice as many fit where alerts need them
+/// (an incident's update and close come a window after it opened, with hundreds of other
+/// incidents in between).
 #[derive(Debug)]
 pub struct Explainer {
     index: Index,
     cache: std::collections::HashMap<String, (ProfileInfo, Details)>,
+    for_alerts: Generations<ForAlert>,
     capacity: usize,
     hits: u64,
     misses: u64,
 }
 
+/// An explanation kept for alerts: the two objects as JSON text, and the suggestion, whose
+/// compile-check status is filled in per alert.
+#[derive(Debug)]
+struct ForAlert {
+    profile: Box<str>,
+    explanation: Box<str>,
+    suggestion: Option<Suggestion>,
+}
+
+/// A cache of two generations of at most `capacity` entries each: when the newer is full it
+/// becomes the older and the older is dropped; a hit in the older moves the entry to the
+/// newer. What is in use survives a turn-over, with no per-entry bookkeeping.
+#[derive(Debug)]
+struct Generations<V> {
+    newer: std::collections::HashMap<String, V>,
+    older: std::collections::HashMap<String, V>,
+    capacity: usize,
+}
+
+impl<V> Generations<V> {
+    fn new(capacity: usize) -> Self {
+        Generations {
+            newer: std::collections::HashMap::new(),
+            older: std::collections::HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Option<&V> {
+        if !self.newer.contains_key(key)
+            && let Some(v) = self.older.remove(key)
+        {
+            self.insert(key.to_owned(), v);
+        }
+        self.newer.get(key)
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        if self.newer.len() >= self.capacity {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(key, value);
+    }
+
+    fn clear(&mut self) {
+        self.newer.clear();
+        self.older.clear();
+    }
+}
+
 impl Explainer {
-    /// An explainer over `index` keeping at most `capacity` explanations.
+    /// An explainer over `index` keeping at most `capacity` explanations (and, for alerts, two
+    /// generations of `capacity`).
     pub fn new(index: Index, capacity: usize) -> Self {
         Explainer {
             index,
             cache: std::collections::HashMap::new(),
+            for_alerts: Generations::new(capacity),
             capacity: capacity.max(1),
             hits: 0,
             misses: 0,
@@ -260,6 +319,7 @@ impl Explainer {
     pub fn replace_index(&mut self, index: Index) {
         self.index = index;
         self.cache.clear();
+        self.for_alerts.clear();
     }
 
     /// (hits, misses) so far.
@@ -290,13 +350,46 @@ impl Explainer {
         exp
     }
 
-    /// The `profile` and `explanation` values for an alert about `event`.
+    /// The `profile` and `explanation` values for an alert about `event`: what
+    /// [`alert_values`] makes of [`explain`], with the suggestion (if any) passed through `check`
+    /// first.
     pub fn alert_values(
         &mut self,
         event: &Event,
         ctx: &Context,
+        check: Option<&dyn Fn(&mut Suggestion)>,
     ) -> (serde_json::Value, serde_json::Value) {
-        alert_values(&self.explain(event, ctx))
+        let key = cache_key(event, ctx);
+        if self.for_alerts.get(&key).is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+            let exp = explain(&self.index, event, ctx);
+            let (profile, explanation) = alert_values(&exp);
+            let entry = ForAlert {
+                profile: profile.to_string().into(),
+                explanation: explanation.to_string().into(),
+                suggestion: exp.explanation.suggestion,
+            };
+            self.for_alerts.insert(key.clone(), entry);
+        }
+        let Some(entry) = self.for_alerts.get(&key) else {
+            return (serde_json::Value::Null, serde_json::Value::Null);
+        };
+        let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
+        let profile = parse(&entry.profile);
+        let mut explanation = parse(&entry.explanation);
+        if let (Some(check), Some(s)) = (check, &entry.suggestion) {
+            let mut s = s.clone();
+            check(&mut s);
+            if let Some(obj) = explanation.as_object_mut() {
+                obj.insert(
+                    "suggestion".into(),
+                    serde_json::to_value(&s).unwrap_or(serde_json::Value::Null),
+                );
+            }
+        }
+        (profile, explanation)
     }
 }
 

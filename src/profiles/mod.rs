@@ -21,3 +21,4 @@ pub mod system;
 pub use explain::{Context, Explainer, Explanation, Verdict, alert_values, explain};
 pub use index::{Index, ProfileTree};
 pub use render::render_text;
+pub use suggest::Suggestion;
