@@ -39,6 +39,10 @@ use crate::sources::{self, SourceError};
 /// (SYSCALL, PROCTITLE …) of the events it holds. auditd writes an event's records back to back.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(2);
 
+/// How long the parser waits for the next batch after one that ended with
+/// [`SourceItem::MoreFollows`] before it stops waiting for companions all the same.
+pub const MORE_FOLLOWS_WAIT: Duration = Duration::from_secs(1);
+
 /// Batches in flight between a source and its parser (4 and [`OUTPUT_CHANNEL`] 2 replay 1M
 /// records as fast as 8 and 4, in 2–3 MiB less).
 const SOURCE_CHANNEL: usize = 4;
@@ -136,6 +140,12 @@ pub enum SourceItem {
     Loss(LossEvent),
     /// The source moved past input that holds nothing to parse (skipped journal entries).
     Position(Position),
+    /// Ends a batch the source cut short because it was full: more input is already there. The
+    /// parser then waits for the next batch (up to [`MORE_FOLLOWS_WAIT`]) instead of giving up
+    /// on its events' companions after [`IDLE_FLUSH`]: a reader delayed a few milliseconds while
+    /// catching up (a replay, a backlog) would otherwise split an AVC record from its SYSCALL
+    /// and PROCTITLE, and the event would go out without its process.
+    MoreFollows,
 }
 
 /// A batch of items; sources batch to keep channel overhead low.
@@ -650,9 +660,15 @@ async fn parse_stage(
     let mut last_position: Option<Position> = None;
     let mut produced = Vec::new();
     let mut cap = UnparsedCap::default();
+    let mut more_follows = false;
     loop {
         let next = if parser.has_pending() {
-            tokio::time::timeout(IDLE_FLUSH, rx.recv()).await.ok()
+            let wait = if more_follows {
+                MORE_FOLLOWS_WAIT
+            } else {
+                IDLE_FLUSH
+            };
+            tokio::time::timeout(wait, rx.recv()).await.ok()
         } else {
             Some(rx.recv().await)
         };
@@ -675,8 +691,10 @@ async fn parse_stage(
                 return;
             }
             Some(Some(batch)) => {
+                more_follows = false;
                 for item in batch {
                     match item {
+                        SourceItem::MoreFollows => more_follows = true,
                         SourceItem::Loss(loss) => {
                             collect(&name, &mut produced, &mut tracked, &mut deliveries);
                             deliveries.push(Delivery {
@@ -1018,6 +1036,65 @@ mod tests {
             Some(Output::Event(e)) => e,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// An AVC record at the end of a batch the reader cut short waits for its SYSCALL in the
+    /// next batch however late that comes (within [`MORE_FOLLOWS_WAIT`]); at the end of what
+    /// the reader could read, it waits only [`IDLE_FLUSH`]. Time is tokio's paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_cut_short_keeps_its_event_waiting_for_companions() {
+        const AVC: &str = r#"type=AVC msg=audit(1700000000.123:45): apparmor="DENIED" operation="open" profile="p" name="/x" pid=7 comm="c" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
+        const SYSCALL: &str = r#"type=SYSCALL msg=audit(1700000000.123:45): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=7 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" subj=p key=(null)"#;
+        let line = |text: &str| {
+            SourceItem::Line(SourceLine {
+                text: text.into(),
+                source: Source::Text,
+                position: None,
+            })
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (out_tx, mut out_rx) = mpsc::channel(4);
+        let stage = tokio::spawn(parse_stage("t".into(), rx, out_tx));
+        let process_of = |batch: Vec<Delivery>| {
+            let events: Vec<Arc<Event>> = batch
+                .into_iter()
+                .filter_map(|d| match d.item {
+                    Some(Item::Event(e)) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(events.len(), 1, "{events:?}");
+            events[0].process.clone()
+        };
+
+        // Cut short: 100 ms (50 x IDLE_FLUSH) without the next batch, and the event still waits.
+        tx.send(vec![line(AVC), SourceItem::MoreFollows])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            out_rx.try_recv().is_err(),
+            "flushed while more input was coming"
+        );
+        tx.send(vec![line(SYSCALL)]).await.unwrap();
+        let process = process_of(out_rx.recv().await.unwrap());
+        assert_eq!(
+            process.and_then(|p| p.exe).as_deref(),
+            Some("/usr/bin/c"),
+            "the SYSCALL record was not merged"
+        );
+
+        // Not cut short: after IDLE_FLUSH the event goes out without its process.
+        let t0 = tokio::time::Instant::now();
+        tx.send(vec![line(&AVC.replace(":45)", ":46)"))])
+            .await
+            .unwrap();
+        let process = process_of(out_rx.recv().await.unwrap());
+        assert!(process.is_none(), "{process:?}");
+        assert!(t0.elapsed() < MORE_FOLLOWS_WAIT, "{:?}", t0.elapsed());
+
+        drop(tx);
+        stage.await.unwrap();
     }
 
     #[test]

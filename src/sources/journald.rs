@@ -166,8 +166,11 @@ fn follow(
                 skipped = 0;
             }
         }
-        if batch.len() >= BATCH_ENTRIES && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
-            return Ok(());
+        if batch.len() >= BATCH_ENTRIES {
+            batch.push(SourceItem::MoreFollows);
+            if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return Ok(());
+            }
         }
     }
     if !batch.is_empty() {

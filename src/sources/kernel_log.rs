@@ -155,6 +155,7 @@ async fn read_kmsg(
                 if batch.len() < 256 {
                     continue;
                 }
+                batch.push(SourceItem::MoreFollows);
             }
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
                 // Records were overwritten under us; the next read returns the oldest one left

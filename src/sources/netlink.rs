@@ -137,6 +137,7 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
                 Err(_would_block) => break,
             }
             if batch.len() >= 256 {
+                batch.push(SourceItem::MoreFollows);
                 break;
             }
         }

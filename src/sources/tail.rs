@@ -420,6 +420,8 @@ impl Reader {
                     .extend_from_slice(&rest[..rest.len().min(room)]);
             }
             if self.chunk.lines.len() >= BATCH_LINES {
+                self.seal();
+                self.batch.push(SourceItem::MoreFollows);
                 self.send();
                 if self.closed {
                     return Ok(());
