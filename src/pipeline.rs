@@ -1084,6 +1084,20 @@ mod tests {
             "the SYSCALL record was not merged"
         );
 
+        // Cut short, then an empty batch (the reader caught up): the event goes out after
+        // IDLE_FLUSH, not MORE_FOLLOWS_WAIT.
+        let t0 = tokio::time::Instant::now();
+        tx.send(vec![
+            line(&AVC.replace(":45)", ":47)")),
+            SourceItem::MoreFollows,
+        ])
+        .await
+        .unwrap();
+        tx.send(Vec::new()).await.unwrap();
+        let process = process_of(out_rx.recv().await.unwrap());
+        assert!(process.is_none(), "{process:?}");
+        assert!(t0.elapsed() < MORE_FOLLOWS_WAIT, "{:?}", t0.elapsed());
+
         // Not cut short: after IDLE_FLUSH the event goes out without its process.
         let t0 = tokio::time::Instant::now();
         tx.send(vec![line(&AVC.replace(":45)", ":46)"))])

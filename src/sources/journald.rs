@@ -134,6 +134,9 @@ fn follow(
     // Entries passed over since the last position handed on; their cursor is fetched lazily
     // (formatting a cursor costs more than reading most entries).
     let mut skipped: usize = 0;
+    // The last batch ended with `MoreFollows`: at the end of the journal an empty batch says
+    // the reader has caught up.
+    let mut cut = false;
     loop {
         if *stop.borrow() {
             break;
@@ -146,9 +149,10 @@ fn follow(
                 }));
                 skipped = 0;
             }
-            if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+            if (!batch.is_empty() || cut) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
+            cut = false;
             if mode == Mode::Replay {
                 break;
             }
@@ -168,6 +172,7 @@ fn follow(
         }
         if batch.len() >= BATCH_ENTRIES {
             batch.push(SourceItem::MoreFollows);
+            cut = true;
             if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }

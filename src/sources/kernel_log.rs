@@ -92,6 +92,8 @@ async fn read_kmsg(
     let mut buf = vec![0u8; 8192];
     let mut last: Option<u64> = resume;
     let mut batch = Vec::new();
+    // The last batch ended with `MoreFollows`.
+    let mut cut = false;
     let mut overwritten = false;
     loop {
         let read = {
@@ -174,7 +176,12 @@ async fn read_kmsg(
                 break;
             }
         }
-        if !batch.is_empty() && tx.send(std::mem::take(&mut batch)).await.is_err() {
+        // After a batch cut short, an empty one says the reader has caught up.
+        if batch.is_empty() && !cut {
+            continue;
+        }
+        cut = matches!(batch.last(), Some(SourceItem::MoreFollows));
+        if tx.send(std::mem::take(&mut batch)).await.is_err() {
             return;
         }
     }

@@ -85,6 +85,7 @@ fn serial_of(text: &str) -> Option<u64> {
 
 async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
     let mut max_serial: Option<u64> = None;
+    let mut cut = false;
     loop {
         let mut guard = tokio::select! {
             g = fd.readable() => match g { Ok(g) => g, Err(_) => return },
@@ -141,7 +142,12 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
                 break;
             }
         }
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
+        // After a batch cut short, an empty one says the reader has caught up.
+        if batch.is_empty() && !cut {
+            continue;
+        }
+        cut = matches!(batch.last(), Some(SourceItem::MoreFollows));
+        if tx.send(batch).await.is_err() {
             return;
         }
     }

@@ -127,6 +127,9 @@ struct Reader {
     batch: Batch,
     tx: BatchSender,
     closed: bool,
+    /// The last batch sent ended with [`SourceItem::MoreFollows`]: the next send goes out even
+    /// when empty, to tell the parser the reader has caught up.
+    cut: bool,
 }
 
 fn identity(m: &std::fs::Metadata) -> (u64, u64) {
@@ -148,6 +151,7 @@ impl Reader {
             batch: Vec::new(),
             tx,
             closed: false,
+            cut: false,
         }
     }
 
@@ -476,9 +480,10 @@ impl Reader {
 
     fn send(&mut self) {
         self.seal();
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && !self.cut {
             return;
         }
+        self.cut = matches!(self.batch.last(), Some(SourceItem::MoreFollows));
         let batch = std::mem::take(&mut self.batch);
         if self.tx.blocking_send(batch).is_err() {
             self.closed = true;
@@ -573,4 +578,39 @@ fn find_copy(path: &Path, len: u64) -> Option<(File, std::fs::Metadata, PathBuf)
         let m = f.metadata().ok()?;
         (m.len() >= len).then_some((f, m, p))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::{mpsc, watch};
+
+    /// A batch cut short at the end of what there is to read is followed by an empty one, so
+    /// the parser stops waiting for the rest (a follower would otherwise hold the last events
+    /// of a burst of exactly 512 lines for `MORE_FOLLOWS_WAIT`).
+    #[test]
+    fn a_batch_cut_short_at_the_end_of_the_input_is_followed_by_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, "line\n".repeat(BATCH_LINES)).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_stop_tx, stop) = watch::channel(false);
+        let handle = start(TailSpec::whole(path), Mode::Replay, tx, stop).unwrap();
+        let mut batches = Vec::new();
+        while let Some(b) = rx.blocking_recv() {
+            batches.push(b);
+        }
+        if let SourceHandle::Thread(t) = handle {
+            t.join().unwrap();
+        }
+        let shape: Vec<(usize, bool)> = batches
+            .iter()
+            .map(|b| (b.len(), matches!(b.last(), Some(SourceItem::MoreFollows))))
+            .collect();
+        assert_eq!(
+            shape,
+            [(2, true), (0, false)],
+            "(items, cut short) per batch"
+        );
+    }
 }
