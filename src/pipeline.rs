@@ -151,6 +151,24 @@ pub enum SourceItem {
 /// A batch of items; sources batch to keep channel overhead low.
 pub type Batch = Vec<SourceItem>;
 
+/// A source's side of [`SourceItem::MoreFollows`]: after a batch that ended with it, the next
+/// batch goes out even when empty, to tell the parser the reader has caught up (else a follower
+/// would leave the parser waiting [`MORE_FOLLOWS_WAIT`] for companions that are not coming).
+#[derive(Debug, Default)]
+pub struct CutShort {
+    last_was_cut: bool,
+}
+
+impl CutShort {
+    /// Whether `batch` is to be sent (it holds something, or it is the empty one that follows a
+    /// cut batch); remembers whether it ends with [`SourceItem::MoreFollows`].
+    pub fn should_send(&mut self, batch: &Batch) -> bool {
+        let send = !batch.is_empty() || self.last_was_cut;
+        self.last_was_cut = matches!(batch.last(), Some(SourceItem::MoreFollows));
+        send
+    }
+}
+
 /// Sender half given to a source.
 pub type BatchSender = mpsc::Sender<Batch>;
 

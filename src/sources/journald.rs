@@ -20,7 +20,7 @@ use systemd::journal::{self, Journal, JournalRef};
 use super::{SourceError, SourceHandle};
 use crate::checkpoint::Position;
 use crate::event::Source;
-use crate::pipeline::{Batch, BatchSender, Mode, SourceItem, SourceLine, StopSignal};
+use crate::pipeline::{Batch, BatchSender, CutShort, Mode, SourceItem, SourceLine, StopSignal};
 
 /// Entries per batch.
 const BATCH_ENTRIES: usize = 512;
@@ -134,9 +134,7 @@ fn follow(
     // Entries passed over since the last position handed on; their cursor is fetched lazily
     // (formatting a cursor costs more than reading most entries).
     let mut skipped: usize = 0;
-    // The last batch ended with `MoreFollows`: at the end of the journal an empty batch says
-    // the reader has caught up.
-    let mut cut = false;
+    let mut cut = CutShort::default();
     loop {
         if *stop.borrow() {
             break;
@@ -149,10 +147,9 @@ fn follow(
                 }));
                 skipped = 0;
             }
-            if (!batch.is_empty() || cut) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+            if cut.should_send(&batch) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
-            cut = false;
             if mode == Mode::Replay {
                 break;
             }
@@ -172,8 +169,7 @@ fn follow(
         }
         if batch.len() >= BATCH_ENTRIES {
             batch.push(SourceItem::MoreFollows);
-            cut = true;
-            if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+            if cut.should_send(&batch) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
         }

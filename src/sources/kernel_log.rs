@@ -14,7 +14,7 @@ use super::{SourceError, SourceHandle, boot_id};
 use crate::checkpoint::Position;
 use crate::event::Source;
 use crate::pipeline::{
-    BatchSender, LossEvent, LossReason, Mode, SourceItem, SourceLine, StopSignal,
+    BatchSender, CutShort, LossEvent, LossReason, Mode, SourceItem, SourceLine, StopSignal,
 };
 
 /// Start reading the kernel log at `path`.
@@ -92,8 +92,7 @@ async fn read_kmsg(
     let mut buf = vec![0u8; 8192];
     let mut last: Option<u64> = resume;
     let mut batch = Vec::new();
-    // The last batch ended with `MoreFollows`.
-    let mut cut = false;
+    let mut cut = CutShort::default();
     let mut overwritten = false;
     loop {
         let read = {
@@ -176,12 +175,7 @@ async fn read_kmsg(
                 break;
             }
         }
-        // After a batch cut short, an empty one says the reader has caught up.
-        if batch.is_empty() && !cut {
-            continue;
-        }
-        cut = matches!(batch.last(), Some(SourceItem::MoreFollows));
-        if tx.send(std::mem::take(&mut batch)).await.is_err() {
+        if cut.should_send(&batch) && tx.send(std::mem::take(&mut batch)).await.is_err() {
             return;
         }
     }

@@ -11,7 +11,9 @@ use tokio::io::unix::AsyncFd;
 
 use super::{SourceError, SourceHandle};
 use crate::event::Source;
-use crate::pipeline::{BatchSender, LossEvent, LossReason, SourceItem, SourceLine, StopSignal};
+use crate::pipeline::{
+    BatchSender, CutShort, LossEvent, LossReason, SourceItem, SourceLine, StopSignal,
+};
 
 /// `AUDIT_NLGRP_READLOG` from linux/audit.h.
 pub const AUDIT_NLGRP_READLOG: u32 = 1;
@@ -85,7 +87,7 @@ fn serial_of(text: &str) -> Option<u64> {
 
 async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
     let mut max_serial: Option<u64> = None;
-    let mut cut = false;
+    let mut cut = CutShort::default();
     loop {
         let mut guard = tokio::select! {
             g = fd.readable() => match g { Ok(g) => g, Err(_) => return },
@@ -142,12 +144,7 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
                 break;
             }
         }
-        // After a batch cut short, an empty one says the reader has caught up.
-        if batch.is_empty() && !cut {
-            continue;
-        }
-        cut = matches!(batch.last(), Some(SourceItem::MoreFollows));
-        if tx.send(batch).await.is_err() {
+        if cut.should_send(&batch) && tx.send(batch).await.is_err() {
             return;
         }
     }

@@ -25,7 +25,9 @@ use notify::{RecursiveMode, Watcher};
 
 use super::{SourceError, SourceHandle};
 use crate::checkpoint::Position;
-use crate::pipeline::{Batch, BatchSender, FileLine, FileLines, Mode, SourceItem, StopSignal};
+use crate::pipeline::{
+    Batch, BatchSender, CutShort, FileLine, FileLines, Mode, SourceItem, StopSignal,
+};
 
 /// Lines per batch sent to the parser.
 const BATCH_LINES: usize = 512;
@@ -127,9 +129,7 @@ struct Reader {
     batch: Batch,
     tx: BatchSender,
     closed: bool,
-    /// The last batch sent ended with [`SourceItem::MoreFollows`]: the next send goes out even
-    /// when empty, to tell the parser the reader has caught up.
-    cut: bool,
+    cut: CutShort,
 }
 
 fn identity(m: &std::fs::Metadata) -> (u64, u64) {
@@ -151,7 +151,7 @@ impl Reader {
             batch: Vec::new(),
             tx,
             closed: false,
-            cut: false,
+            cut: CutShort::default(),
         }
     }
 
@@ -480,10 +480,9 @@ impl Reader {
 
     fn send(&mut self) {
         self.seal();
-        if self.batch.is_empty() && !self.cut {
+        if !self.cut.should_send(&self.batch) {
             return;
         }
-        self.cut = matches!(self.batch.last(), Some(SourceItem::MoreFollows));
         let batch = std::mem::take(&mut self.batch);
         if self.tx.blocking_send(batch).is_err() {
             self.closed = true;
