@@ -125,13 +125,13 @@ impl ProfileKnowledge {
         let mut ctx = self.facts.context(self.explainer.index(), event);
         ctx.after_profile_replace = self.changes.after_replace(event, 300);
         // The compile check of the suggestion, per alert (cached explanations included).
-        let checker = self.checker.as_ref();
-        let check = |s: &mut profiles::Suggestion| {
-            if let Some(c) = checker {
-                c.check(s);
-            }
-        };
-        let check: Option<&dyn Fn(&mut profiles::Suggestion)> = checker.map(|_| &check as _);
+        let check = self
+            .checker
+            .as_ref()
+            .map(|c| move |s: &mut profiles::Suggestion| c.check(s));
+        let check = check
+            .as_ref()
+            .map(|f| f as &dyn Fn(&mut profiles::Suggestion));
         let (profile, explanation) = self.explainer.alert_values(event, &ctx, check);
         alert.profile = Some(profile);
         alert.explanation = Some(explanation);

@@ -274,20 +274,22 @@ impl<V> Generations<V> {
         }
     }
 
-    fn get(&mut self, key: &str) -> Option<&V> {
-        if !self.newer.contains_key(key)
-            && let Some(v) = self.older.remove(key)
-        {
-            self.insert(key.to_owned(), v);
+    /// The entry for `key` (moved up from the older generation, or made by `make`), and
+    /// whether it was there already.
+    fn get_or_insert_with(&mut self, key: String, make: impl FnOnce() -> V) -> (&V, bool) {
+        if self.newer.contains_key(&key) {
+            return (&self.newer[&key], true);
         }
-        self.newer.get(key)
-    }
-
-    fn insert(&mut self, key: String, value: V) {
+        let kept = self.older.remove(&key);
+        let hit = kept.is_some();
         if self.newer.len() >= self.capacity {
             self.older = std::mem::take(&mut self.newer);
         }
-        self.newer.insert(key, value);
+        let value = self
+            .newer
+            .entry(key)
+            .or_insert_with(|| kept.unwrap_or_else(make));
+        (value, hit)
     }
 
     fn clear(&mut self) {
@@ -359,23 +361,23 @@ impl Explainer {
         ctx: &Context,
         check: Option<&dyn Fn(&mut Suggestion)>,
     ) -> (serde_json::Value, serde_json::Value) {
-        let key = cache_key(event, ctx);
-        if self.for_alerts.get(&key).is_some() {
+        let index = &self.index;
+        let (entry, hit) = self
+            .for_alerts
+            .get_or_insert_with(cache_key(event, ctx), || {
+                let exp = explain(index, event, ctx);
+                let (profile, explanation) = alert_values(&exp);
+                ForAlert {
+                    profile: profile.to_string().into(),
+                    explanation: explanation.to_string().into(),
+                    suggestion: exp.explanation.suggestion,
+                }
+            });
+        if hit {
             self.hits += 1;
         } else {
             self.misses += 1;
-            let exp = explain(&self.index, event, ctx);
-            let (profile, explanation) = alert_values(&exp);
-            let entry = ForAlert {
-                profile: profile.to_string().into(),
-                explanation: explanation.to_string().into(),
-                suggestion: exp.explanation.suggestion,
-            };
-            self.for_alerts.insert(key.clone(), entry);
         }
-        let Some(entry) = self.for_alerts.get(&key) else {
-            return (serde_json::Value::Null, serde_json::Value::Null);
-        };
         let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
         let profile = parse(&entry.profile);
         let mut explanation = parse(&entry.explanation);
