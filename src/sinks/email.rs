@@ -328,6 +328,12 @@ impl AsyncWrite for Smtps {
     }
 }
 
+/// End a session with QUIT, waiting at most `within` for the server; the outcome changes
+/// nothing (the message was accepted, or nobody is left to tell).
+async fn quit(conn: &mut AsyncSmtpConnection, within: Duration) {
+    let _ = tokio::time::timeout(within, conn.quit()).await;
+}
+
 fn smtp_err(e: &(dyn std::error::Error + 'static)) -> SendError {
     SendError::Smtp(super::http::error_chain(e))
 }
@@ -350,31 +356,17 @@ impl Smtp {
                 Ok(Err(_)) => {}
                 // The message may have been accepted: the retry policy decides, as after any
                 // timeout; the session is dropped.
-                Err(_) => {
-                    return Err(SendError::Timeout(format!(
-                        "SMTP message to {}:{} not done after {} s",
-                        self.host,
-                        self.port,
-                        self.timeout.as_secs()
-                    )));
-                }
+                Err(_) => return Err(self.timed_out("message to")),
             }
         }
-        let conn = match tokio::time::timeout(self.timeout, self.session(envelope, message)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(SendError::Timeout(format!(
-                    "SMTP session with {}:{} not done after {} s",
-                    self.host,
-                    self.port,
-                    self.timeout.as_secs()
-                )));
-            }
-        };
+        let mut conn =
+            match tokio::time::timeout(self.timeout, self.session(envelope, message)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(self.timed_out("session with")),
+            };
         if self.keep_session.is_zero() {
-            let mut conn = conn;
             // The message is accepted: a failed QUIT changes nothing.
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+            quit(&mut conn, Duration::from_secs(5)).await;
             return Ok(());
         }
         let session = self.sessions.fetch_add(1, Ordering::Relaxed);
@@ -410,10 +402,19 @@ impl Smtp {
                 }
                 let Some(mut open) = slot.take() else { return };
                 drop(slot);
-                let _ = tokio::time::timeout(Duration::from_secs(5), open.conn.quit()).await;
+                quit(&mut open.conn, Duration::from_secs(5)).await;
                 return;
             }
         });
+    }
+
+    fn timed_out(&self, what: &str) -> SendError {
+        SendError::Timeout(format!(
+            "SMTP {what} {}:{} not done after {} s",
+            self.host,
+            self.port,
+            self.timeout.as_secs()
+        ))
     }
 
     /// A new session that sends one message; the session is returned open.
@@ -466,7 +467,7 @@ impl EmailTransport {
         if let EmailTransport::Smtp(t, _) = self {
             let open = t.idle.lock().await.take();
             if let Some(mut open) = open {
-                let _ = tokio::time::timeout(Duration::from_secs(1), open.conn.quit()).await;
+                quit(&mut open.conn, Duration::from_secs(1)).await;
             }
         }
     }
