@@ -46,15 +46,18 @@ def wait_mails(maildir, want, limit_s):
 def smtplib_run(sub, one_session):
     fdir = os.path.join(d, sub)
     fp, fport = server(fdir)
+    def send(s, i):
+        s.sendmail("a@example.org", ["ops@example.org"], f"Subject: {i}\r\n\r\nbody {i}\r\n")
+
     t0 = time.monotonic()
     if one_session:
         with smtplib.SMTP("127.0.0.1", fport) as s:
             for i in range(n):
-                s.sendmail("a@example.org", ["ops@example.org"], f"Subject: {i}\r\n\r\nbody {i}\r\n")
+                send(s, i)
     else:
         for i in range(n):
             with smtplib.SMTP("127.0.0.1", fport) as s:
-                s.sendmail("a@example.org", ["ops@example.org"], f"Subject: {i}\r\n\r\nbody {i}\r\n")
+                send(s, i)
     wait_mails(fdir, n, 60)
     took = time.monotonic() - t0
     fp.terminate()

@@ -570,6 +570,11 @@ fn mails(dir: &Path) -> Vec<(String, Value)> {
     v.into_iter().map(|(_, r, e)| (r, e)).collect()
 }
 
+/// The client address and port of each QUIT the server received (smtp_server.py's `quits`).
+fn quits(maildir: &Path) -> Vec<Value> {
+    common::json_lines(&maildir.join("quits"))
+}
+
 fn email_cfg(name: &str, m: &Smtp, pw: &Path, extra: &str) -> String {
     format!(
         r#"[sinks.{name}]
@@ -614,13 +619,8 @@ async fn email_starttls_auth_recipients_and_digest() {
     set.shutdown(Duration::from_secs(2)).await;
     let (raw, env) = &mails(&m.maildir)[0];
     // The session kept open for the next mail is closed with QUIT when the sink stops.
-    let quits = std::fs::read_to_string(m.maildir.join("quits")).unwrap_or_default();
-    assert!(
-        quits
-            .lines()
-            .any(|l| serde_json::from_str::<Value>(l).unwrap() == env["peer"]),
-        "no QUIT at shutdown: {quits:?}"
-    );
+    let q = quits(&m.maildir);
+    assert!(q.contains(&env["peer"]), "no QUIT at shutdown: {q:?}");
     assert_eq!(env["tls"], true);
     assert_eq!(env["to"], json!(["ops@example.org", "sec@example.org"]));
     assert!(raw.contains("Subject: [armorwatch] DENIED nginx open /etc/ssl/private/k.pem on web1"));
@@ -730,13 +730,6 @@ async fn email_idle_session_closed_with_quit() {
     let dir = tempfile::tempdir().unwrap();
     let m = smtp(dir.path());
     let pw = secret_file(dir.path(), "pw", "s3cret pass\n");
-    let quits = || -> Vec<Value> {
-        std::fs::read_to_string(m.maildir.join("quits"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
     let peer = |n: usize| mails(&m.maildir)[n].1["peer"].clone();
     async fn send(t: &Transport, i: u32) -> Result<(), SendError> {
         let a = alert(
@@ -755,7 +748,10 @@ async fn email_idle_session_closed_with_quit() {
     send(&t, 2).await.unwrap();
     let first = peer(0);
     assert_eq!(peer(1), first);
-    wait_for("QUIT of the idle session", 20, || quits().contains(&first)).await;
+    wait_for("QUIT of the idle session", 20, || {
+        quits(&m.maildir).contains(&first)
+    })
+    .await;
     send(&t, 3).await.unwrap();
     assert_ne!(peer(2), first, "a closed session was used again");
 
@@ -765,7 +761,7 @@ async fn email_idle_session_closed_with_quit() {
     send(&t, 5).await.unwrap();
     let (a, b) = (peer(3), peer(4));
     assert_ne!(a, b, "keep_session_secs = 0 reused a session");
-    let q = quits();
+    let q = quits(&m.maildir);
     assert!(q.contains(&a) && q.contains(&b), "{q:?}");
 }
 
