@@ -63,10 +63,16 @@ struct Server {
     port: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -542,8 +548,7 @@ impl Smtp {
     /// Kill the server (its sessions die with it) and start a new one on the same port.
     fn restart(&mut self) {
         let port = self.server.port;
-        let _ = self.server.child.kill();
-        let _ = self.server.child.wait();
+        self.server.stop();
         self.server = spawn_smtp(&self.maildir, &self.certs, self.tls, port);
     }
 }
