@@ -104,6 +104,8 @@ pub struct FileLine {
     pub line: u64,
     /// Bytes of the file consumed after this line.
     pub offset: u64,
+    /// The line's fingerprint, for the position after it.
+    pub print: crate::checkpoint::LinePrint,
 }
 
 impl FileLines {
@@ -123,6 +125,7 @@ impl FileLines {
                 ino: *ino,
                 offset: l.offset,
                 line: l.line,
+                last_line: Some(l.print),
             });
             (text, source, position)
         })

@@ -7,9 +7,18 @@
 //!   the new file from its start. A reader more than one rotation behind (its file is now
 //!   `PATH.3`) reads `PATH.2` and `PATH.1` in between.
 //! - Rotation by copytruncate: the file shrinks below what was read; the rest is read from the
-//!   copy (`PATH.1`) when it is there, then the truncated file from its start.
-//! - Resume: the position is (device, inode, offset). If the file at the path is another one, the
-//!   rotated file with that identity is looked up beside it and finished first.
+//!   copy (`PATH.1`) when it is there, then the truncated file from its start. A sibling counts
+//!   as the copy only when it holds the last line read at the same offset: a file emptied by
+//!   hand is read from its start, and older rotated files are not read again.
+//! - Resume: the position is (device, inode, offset) and the print of the line before the offset
+//!   ([`LinePrint`]). If the file at the path is another one, the rotated file with that identity
+//!   is looked up beside it (`PATH.N`, `PATH-DATE`) and finished first. If it is the same file
+//!   but no longer holds that line there (copytruncate while armorwatch was stopped, or the file
+//!   written anew under a reused inode), the copy is finished first when there is one, then the
+//!   file is read from its start.
+//! - First start (follow, no position): at the end of the file, and that position is handed over
+//!   at once, so what is written while armorwatch is stopped before it read anything is read
+//!   after its next start. A checkpoint saved for another path counts as none.
 //! - A last line without its newline is held until the newline arrives (or, for a rotated file,
 //!   until the writer has moved on).
 
@@ -24,7 +33,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::{SourceError, SourceHandle};
-use crate::checkpoint::Position;
+use crate::checkpoint::{LinePrint, Position};
 use crate::pipeline::{
     Batch, BatchSender, CutShort, FileLine, FileLines, Mode, SourceItem, StopSignal,
 };
@@ -123,7 +132,12 @@ struct Reader {
     offset: u64,
     /// Lines consumed.
     line: u64,
+    /// The print of the line ending at `offset`.
+    last_print: Option<LinePrint>,
+    /// The start of the line being read (at most [`MAX_LINE`] bytes of it) …
     partial: Vec<u8>,
+    /// … and the bytes of it beyond those.
+    partial_cut: u64,
     /// Lines read and not yet in `batch`.
     chunk: FileLines,
     batch: Batch,
@@ -146,7 +160,9 @@ impl Reader {
             shown: Arc::from(spec.path.display().to_string()),
             offset: 0,
             line: 0,
+            last_print: None,
             partial: Vec::new(),
+            partial_cut: 0,
             chunk: FileLines::default(),
             batch: Vec::new(),
             tx,
@@ -163,8 +179,8 @@ impl Reader {
         }
     }
 
-    /// Open the file at the saved position (finishing a rotated file first when the saved one was
-    /// rotated away), at the end (follow, no position) or at the start.
+    /// Open the file at the saved position (finishing a rotated file, or the copy of a file
+    /// truncated since, first), at the end (follow, no position) or at the start.
     fn open_initial(&mut self, spec: &TailSpec, mode: Mode) -> Result<(), SourceError> {
         let current = match File::open(&self.path) {
             Ok(f) => Some(f),
@@ -178,71 +194,124 @@ impl Reader {
             }
             Err(e) => return Err(self.open_err(spec, &self.path, e)),
         };
-        let current_meta = match &current {
-            Some(f) => Some(
-                f.metadata()
-                    .map_err(|e| self.open_err(spec, &self.path, e))?,
-            ),
+        let current = match current {
+            Some(f) => {
+                let m = f
+                    .metadata()
+                    .map_err(|e| self.open_err(spec, &self.path, e))?;
+                Some((f, m))
+            }
             None => None,
         };
-        if let Some(Position::File {
+        let position = match spec.position.clone() {
+            Some(Position::File { path, .. }) if *path != *self.path => {
+                eprintln!(
+                    "armorwatch: {}: the checkpoint is for {}, not {}; starting as on a first start",
+                    spec.name,
+                    path.display(),
+                    self.path.display()
+                );
+                None
+            }
+            p => p,
+        };
+        let Some(Position::File {
             dev,
             ino,
             offset,
             line,
+            last_line,
             ..
-        }) = spec.position.clone()
-        {
-            if let (Some(f), Some(m)) = (&current, &current_meta) {
-                if identity(m) == (dev, ino) {
-                    if m.len() >= offset {
-                        self.attach(
-                            f.try_clone()
-                                .map_err(|e| self.open_err(spec, &self.path, e))?,
-                            m,
-                            None,
-                            offset,
-                            line,
-                        )
-                        .map_err(|e| self.open_err(spec, &self.path, e))?;
-                    } else {
-                        // Truncated while we were away.
-                        self.attach(
-                            f.try_clone()
-                                .map_err(|e| self.open_err(spec, &self.path, e))?,
-                            m,
-                            None,
-                            0,
-                            0,
-                        )
-                        .map_err(|e| self.open_err(spec, &self.path, e))?;
-                    }
-                    return Ok(());
-                }
-            }
-            if let Some((rotated, meta, p)) = find_by_identity(&self.path, (dev, ino)) {
-                if meta.len() >= offset {
-                    self.attach(rotated, &meta, Some(&p), offset, line)
-                        .map_err(|e| self.open_err(spec, &p, e))?;
-                    // Read it now; `run` then switches to the current file (another identity).
-                    return Ok(());
-                }
-            }
-            // The saved file is gone: the current one is new since, read it from the start.
-            if let (Some(f), Some(m)) = (current, current_meta) {
-                self.attach(f, &m, None, 0, 0)
+        }) = position
+        else {
+            if let Some((f, m)) = current {
+                self.attach_first(spec, f, &m, mode)
                     .map_err(|e| self.open_err(spec, &self.path, e))?;
             }
             return Ok(());
+        };
+        let holds_line = |f: &File| last_line.is_none_or(|p| p.matches(f, offset));
+        if let Some((f, m)) = &current {
+            if identity(m) == (dev, ino) {
+                if m.len() >= offset && holds_line(f) {
+                    let f = f
+                        .try_clone()
+                        .map_err(|e| self.open_err(spec, &self.path, e))?;
+                    self.attach(f, m, None, offset, line)
+                        .map_err(|e| self.open_err(spec, &self.path, e))?;
+                    self.last_print = last_line;
+                    return Ok(());
+                }
+                // Truncated, or written anew, while we were away: what we had not read is in
+                // the copy, if copytruncate made one. `run` goes on with this file (another
+                // identity) from its start.
+                if let Some((copy, copy_meta, p)) =
+                    find_copy(&self.path, offset, offset, last_line, &[])
+                {
+                    self.attach(copy, &copy_meta, Some(&p), offset, line)
+                        .map_err(|e| self.open_err(spec, &p, e))?;
+                    self.last_print = last_line;
+                    return Ok(());
+                }
+                eprintln!(
+                    "armorwatch: {}: {} no longer holds the checkpoint's line at byte {offset} (truncated or written anew) and no copy of it is beside it; reading it from its start",
+                    spec.name,
+                    self.path.display()
+                );
+                let f = f
+                    .try_clone()
+                    .map_err(|e| self.open_err(spec, &self.path, e))?;
+                self.attach(f, m, None, 0, 0)
+                    .map_err(|e| self.open_err(spec, &self.path, e))?;
+                return Ok(());
+            }
         }
-        if let (Some(f), Some(m)) = (current, current_meta) {
-            let start = if mode == Mode::Follow && !spec.whole {
-                m.len()
-            } else {
-                0
-            };
-            self.attach(f, &m, None, start, 0)
+        if let Some((rotated, meta, p)) = find_by_identity(&self.path, (dev, ino)) {
+            if meta.len() >= offset && holds_line(&rotated) {
+                self.attach(rotated, &meta, Some(&p), offset, line)
+                    .map_err(|e| self.open_err(spec, &p, e))?;
+                self.last_print = last_line;
+                // Read it now; `run` then switches to the current file (another identity).
+                return Ok(());
+            }
+        }
+        eprintln!(
+            "armorwatch: {}: the file of the checkpoint is no longer beside {} (deleted, or compressed by the rotation); what was written to it after the checkpoint is not read",
+            spec.name,
+            self.path.display()
+        );
+        // The current file is new since: read it from the start.
+        if let Some((f, m)) = current {
+            self.attach(f, &m, None, 0, 0)
                 .map_err(|e| self.open_err(spec, &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// No position: follow from the end of the file (after its last complete line), handing
+    /// that position over at once; read from the start otherwise.
+    fn attach_first(
+        &mut self,
+        spec: &TailSpec,
+        f: File,
+        m: &std::fs::Metadata,
+        mode: Mode,
+    ) -> io::Result<()> {
+        if mode != Mode::Follow || spec.whole {
+            return self.attach(f, m, None, 0, 0);
+        }
+        let (start, print) = end_of_last_line(&f, m.len())?;
+        self.attach(f, m, None, start, 0)?;
+        self.last_print = print;
+        if let Some((path, dev, ino)) = self.file_identity() {
+            self.batch.push(SourceItem::Position(Position::File {
+                path,
+                dev,
+                ino,
+                offset: start,
+                line: 0,
+                last_line: print,
+            }));
         }
         Ok(())
     }
@@ -264,7 +333,9 @@ impl Reader {
         self.chunk.file = self.file_identity();
         self.offset = offset;
         self.line = line;
+        self.last_print = None;
         self.partial.clear();
+        self.partial_cut = 0;
         Ok(())
     }
 
@@ -350,18 +421,32 @@ impl Reader {
                 }
             }
         }
-        let read_pos = self.offset + self.partial.len() as u64;
+        let read_pos = self.offset + self.partial.len() as u64 + self.partial_cut;
         if meta.len() < read_pos {
             // copytruncate: what we have not read yet is in the copy.
-            if let Some((copy, copy_meta, p)) = find_copy(&self.path, read_pos) {
+            let copy = find_copy(
+                &self.path,
+                self.offset,
+                read_pos,
+                self.last_print,
+                if self.partial_cut == 0 {
+                    &self.partial
+                } else {
+                    &[]
+                },
+            );
+            if let Some((copy, copy_meta, p)) = copy {
                 let partial = std::mem::take(&mut self.partial);
-                let (offset, line) = (self.offset, self.line);
+                let (offset, line, cut, print) =
+                    (self.offset, self.line, self.partial_cut, self.last_print);
                 if self
                     .attach(copy, &copy_meta, Some(&p), read_pos, line)
                     .is_ok()
                 {
                     self.offset = offset;
                     self.partial = partial;
+                    self.partial_cut = cut;
+                    self.last_print = print;
                     if let Err(e) = self.read_available() {
                         eprintln!("armorwatch: reading {}: {e}", p.display());
                     }
@@ -406,23 +491,24 @@ impl Reader {
             let mut rest = &buf[..n];
             while let Some(nl) = memchr::memchr(b'\n', rest) {
                 let (head, tail) = rest.split_at(nl);
-                let consumed = self.partial.len() + head.len() + 1;
+                // What is cut off a long line still counts in the offset.
+                let consumed = (self.partial.len() + head.len() + 1) as u64 + self.partial_cut;
                 if self.partial.is_empty() {
                     self.push_line(head, consumed);
                 } else {
                     let mut partial = std::mem::take(&mut self.partial);
-                    partial.extend_from_slice(head);
+                    let room = MAX_LINE.saturating_sub(partial.len());
+                    partial.extend_from_slice(&head[..head.len().min(room)]);
                     self.push_line(&partial, consumed);
                     partial.clear();
                     self.partial = partial;
                 }
+                self.partial_cut = 0;
                 rest = &tail[1..];
             }
-            if self.partial.len() < MAX_LINE {
-                let room = MAX_LINE - self.partial.len();
-                self.partial
-                    .extend_from_slice(&rest[..rest.len().min(room)]);
-            }
+            let keep = rest.len().min(MAX_LINE.saturating_sub(self.partial.len()));
+            self.partial.extend_from_slice(&rest[..keep]);
+            self.partial_cut += (rest.len() - keep) as u64;
             if self.chunk.lines.len() >= BATCH_LINES {
                 self.seal();
                 self.batch.push(SourceItem::MoreFollows);
@@ -435,9 +521,11 @@ impl Reader {
     }
 
     /// A complete line (`consumed` bytes of the file with its newline) joins the lines to send.
-    fn push_line(&mut self, bytes: &[u8], consumed: usize) {
-        self.offset += consumed as u64;
+    fn push_line(&mut self, bytes: &[u8], consumed: u64) {
+        self.offset += consumed;
         self.line += 1;
+        let print = LinePrint::of(bytes, consumed);
+        self.last_print = Some(print);
         match std::str::from_utf8(bytes) {
             Ok(text) => self.chunk.text.push_str(text),
             Err(_) => self.chunk.text.push_str(&String::from_utf8_lossy(bytes)),
@@ -446,6 +534,7 @@ impl Reader {
             end: self.chunk.text.len(),
             line: self.line,
             offset: self.offset,
+            print,
         });
     }
 
@@ -453,7 +542,9 @@ impl Reader {
     fn finish_partial(&mut self) {
         if !self.partial.is_empty() {
             let partial = std::mem::take(&mut self.partial);
-            self.push_line(&partial, partial.len());
+            let consumed = partial.len() as u64 + self.partial_cut;
+            self.partial_cut = 0;
+            self.push_line(&partial, consumed);
         }
     }
 
@@ -490,8 +581,8 @@ impl Reader {
     }
 }
 
-/// Rotated siblings of `path` (`audit.log.1`, `kern.log.1`, `audit.log.2` …), compressed ones
-/// excluded.
+/// Rotated siblings of `path` (`audit.log.1`, `kern.log.1`, `audit.log.2` …, and logrotate's
+/// `dateext` names `kern.log-20261202`), compressed ones excluded.
 fn siblings(path: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
@@ -501,14 +592,14 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
     } else {
         dir
     };
-    let prefix = format!("{name}.");
+    let (dot, dash) = (format!("{name}."), format!("{name}-"));
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let n = e.file_name().to_str()?.to_string();
-            (n.starts_with(&prefix)
+            ((n.starts_with(&dot) || n.starts_with(&dash))
                 && !n.ends_with(".gz")
                 && !n.ends_with(".xz")
                 && !n.ends_with(".zst"))
@@ -570,19 +661,312 @@ fn find_by_identity(path: &Path, id: (u64, u64)) -> Option<(File, std::fs::Metad
     })
 }
 
-/// The copy made by copytruncate: the first sibling at least `len` bytes long.
-fn find_copy(path: &Path, len: u64) -> Option<(File, std::fs::Metadata, PathBuf)> {
+/// The copy made by copytruncate of the file read to `offset` (complete lines; `partial` more
+/// bytes of the next one): a sibling at least `len` bytes long that holds the line with `print`
+/// ending at `offset` (or, before the first line ended, starts with `partial`). None when no
+/// sibling does: the file was emptied by other means, and the rotated files beside it are older.
+fn find_copy(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    print: Option<LinePrint>,
+    partial: &[u8],
+) -> Option<(File, std::fs::Metadata, PathBuf)> {
+    use std::os::unix::fs::FileExt;
     siblings(path).into_iter().find_map(|p| {
         let f = File::open(&p).ok()?;
         let m = f.metadata().ok()?;
-        (m.len() >= len).then_some((f, m, p))
+        let same = match print {
+            Some(print) => print.matches(&f, offset),
+            None if offset == 0 && !partial.is_empty() => {
+                let mut start = vec![0u8; partial.len()];
+                f.read_exact_at(&mut start, 0).is_ok() && start == partial
+            }
+            None => false,
+        };
+        (m.len() >= len && same).then_some((f, m, p))
     })
+}
+
+/// Where following a file of `len` bytes starts: after its last complete line (an incomplete one
+/// is being written, and is read whole when it is done), with that line's print when it is
+/// shorter than the 64 KiB looked at.
+fn end_of_last_line(f: &File, len: u64) -> io::Result<(u64, Option<LinePrint>)> {
+    use std::os::unix::fs::FileExt;
+    let base = len.saturating_sub(1 << 16);
+    let mut tail = vec![0u8; (len - base) as usize];
+    f.read_exact_at(&mut tail, base)?;
+    let Some(nl) = memchr::memrchr(b'\n', &tail) else {
+        return Ok((len, None));
+    };
+    let start = match memchr::memrchr(b'\n', &tail[..nl]) {
+        Some(prev) => prev + 1,
+        None if base == 0 => 0,
+        None => return Ok((base + nl as u64 + 1, None)),
+    };
+    let print = LinePrint::of(&tail[start..nl], (nl + 1 - start) as u64);
+    Ok((base + nl as u64 + 1, Some(print)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use tokio::sync::{mpsc, watch};
+
+    /// A reader driven by hand: each `step` is one turn of `run`'s loop.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        rx: mpsc::Receiver<Batch>,
+        reader: Reader,
+        mode: Mode,
+        /// The last position handed over.
+        position: Option<Position>,
+    }
+
+    impl Rig {
+        /// `audit.log` holding `content`, followed (or replayed) from `position`.
+        fn new(content: &str, position: Option<Position>, mode: Mode) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.log");
+            std::fs::write(&path, content).unwrap();
+            Rig::open(dir, path, position, mode)
+        }
+
+        fn open(
+            dir: tempfile::TempDir,
+            path: PathBuf,
+            position: Option<Position>,
+            mode: Mode,
+        ) -> Rig {
+            let spec = TailSpec {
+                name: "audit_log",
+                path: path.clone(),
+                position,
+                checkpointed: true,
+                whole: false,
+            };
+            let (tx, rx) = mpsc::channel(1024);
+            let mut reader = Reader::new(&spec, tx);
+            reader.open_initial(&spec, mode).unwrap();
+            Rig {
+                _dir: dir,
+                path,
+                rx,
+                reader,
+                mode,
+                position: None,
+            }
+        }
+
+        /// The reader stopped and started again from its last position, in the same directory.
+        fn restart(self, mode: Mode) -> Rig {
+            let position = self.position.clone();
+            Rig::open(self._dir, self.path, position, mode)
+        }
+
+        fn sibling(&self, name: &str) -> PathBuf {
+            self.path.with_file_name(name)
+        }
+
+        fn append(&self, text: &str) {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        }
+
+        /// Read what there is, follow rotations, hand it over; the lines handed over.
+        fn step(&mut self) -> Vec<String> {
+            loop {
+                self.reader.read_available().unwrap();
+                let switched = self.reader.check_rotation(self.mode);
+                self.reader.send();
+                if !switched {
+                    break;
+                }
+            }
+            let mut lines = Vec::new();
+            while let Ok(batch) = self.rx.try_recv() {
+                for item in batch {
+                    match item {
+                        SourceItem::FileLines(chunk) => {
+                            for (text, _, position) in chunk.iter() {
+                                lines.push(text.to_string());
+                                self.position = position;
+                            }
+                        }
+                        SourceItem::Position(p) => self.position = Some(p),
+                        _ => {}
+                    }
+                }
+            }
+            lines
+        }
+    }
+
+    fn numbered(tag: &str, range: std::ops::Range<u32>) -> String {
+        range.map(|i| format!("{tag} {i}\n")).collect()
+    }
+
+    fn lines(tag: &str, range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(|i| format!("{tag} {i}")).collect()
+    }
+
+    #[test]
+    fn a_file_emptied_by_hand_is_read_from_its_start_not_from_an_older_rotated_file() {
+        let mut rig = Rig::new(&numbered("new", 0..5), None, Mode::Follow);
+        assert!(rig.step().is_empty(), "a first start begins at the end");
+        rig.append(&numbered("new", 5..10));
+        assert_eq!(rig.step(), lines("new", 5..10));
+        // An older rotated file, long enough to pass for a copy of what was read.
+        std::fs::write(rig.sibling("audit.log.1"), numbered("old", 0..40)).unwrap();
+        std::fs::write(&rig.path, "").unwrap();
+        assert!(rig.step().is_empty(), "old lines read again");
+        rig.append(&numbered("after", 0..2));
+        assert_eq!(rig.step(), lines("after", 0..2));
+    }
+
+    #[test]
+    fn copytruncate_reads_the_rest_from_the_copy_then_the_file_from_its_start() {
+        let mut rig = Rig::new("", None, Mode::Follow);
+        rig.append(&numbered("a", 0..5));
+        assert_eq!(rig.step(), lines("a", 0..5));
+        // Written, then copied and truncated before the reader saw it; a partial line too.
+        rig.append(&numbered("a", 5..8));
+        rig.append("a 8 with");
+        std::fs::copy(&rig.path, rig.sibling("audit.log.1")).unwrap();
+        std::fs::write(rig.sibling("audit.log.2"), numbered("older", 0..50)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&rig.path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        rig.append(&numbered("b", 0..2));
+        let mut want = lines("a", 5..8);
+        want.push("a 8 with".into());
+        want.extend(lines("b", 0..2));
+        assert_eq!(rig.step(), want);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_cut_and_counted_whole_in_the_offset() {
+        let long = format!("long {}\n", "x".repeat(MAX_LINE + 300_000));
+        let text = format!("{}{long}{}", numbered("a", 0..2), numbered("b", 0..2));
+        let mut rig = Rig::new(&text, None, Mode::Replay);
+        let got = rig.step();
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[2].len(), MAX_LINE);
+        assert_eq!(got[3..], lines("b", 0..2));
+        let Some(Position::File { offset, line, .. }) = rig.position.clone() else {
+            panic!("no position: {:?}", rig.position);
+        };
+        assert_eq!((offset, line), (text.len() as u64, 5));
+        // Resumed there, nothing is read twice.
+        let mut rig = rig.restart(Mode::Replay);
+        rig.append(&numbered("c", 0..1));
+        assert_eq!(rig.step(), lines("c", 0..1));
+    }
+
+    #[test]
+    fn a_file_written_anew_under_the_same_inode_is_not_resumed_mid_way() {
+        let mut rig = Rig::new(&numbered("first", 0..10), None, Mode::Replay);
+        assert_eq!(rig.step().len(), 10);
+        // Emptied and written again past the saved offset while armorwatch was stopped.
+        let text = numbered("second", 0..30);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&rig.path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        rig.append(&text);
+        let mut rig = rig.restart(Mode::Replay);
+        assert_eq!(rig.step(), lines("second", 0..30));
+    }
+
+    #[test]
+    fn copytruncate_while_stopped_finishes_the_copy_first() {
+        let mut rig = Rig::new(&numbered("a", 0..5), None, Mode::Replay);
+        assert_eq!(rig.step().len(), 5);
+        rig.append(&numbered("a", 5..8));
+        std::fs::copy(&rig.path, rig.sibling("audit.log.1")).unwrap();
+        std::fs::write(&rig.path, "").unwrap();
+        rig.append(&numbered("b", 0..2));
+        let mut rig = rig.restart(Mode::Replay);
+        let mut want = lines("a", 5..8);
+        want.extend(lines("b", 0..2));
+        assert_eq!(rig.step(), want);
+    }
+
+    #[test]
+    fn a_file_rotated_to_a_dated_name_while_stopped_is_finished_first() {
+        let mut rig = Rig::new(&numbered("a", 0..5), None, Mode::Replay);
+        assert_eq!(rig.step().len(), 5);
+        rig.append(&numbered("a", 5..7));
+        std::fs::rename(&rig.path, rig.sibling("audit.log-20261202")).unwrap();
+        std::fs::write(&rig.path, numbered("b", 0..2)).unwrap();
+        let mut rig = rig.restart(Mode::Replay);
+        let mut want = lines("a", 5..7);
+        want.extend(lines("b", 0..2));
+        assert_eq!(rig.step(), want);
+    }
+
+    #[test]
+    fn a_first_start_hands_over_its_position_so_the_next_start_reads_what_came_between() {
+        let mut rig = Rig::new(&numbered("old", 0..5), None, Mode::Follow);
+        assert!(rig.step().is_empty());
+        assert!(rig.position.is_some(), "no position handed over");
+        // Written while stopped, before the first run read anything.
+        rig.append(&numbered("between", 0..3));
+        let mut rig = rig.restart(Mode::Follow);
+        assert_eq!(rig.step(), lines("between", 0..3));
+    }
+
+    #[test]
+    fn a_first_start_waits_for_the_end_of_an_incomplete_last_line() {
+        let mut rig = Rig::new(
+            &format!("{}half", numbered("old", 0..2)),
+            None,
+            Mode::Follow,
+        );
+        assert!(rig.step().is_empty());
+        rig.append(" done\n");
+        assert_eq!(rig.step(), ["half done"]);
+    }
+
+    #[test]
+    fn a_checkpoint_for_another_path_counts_as_none() {
+        let mut rig = Rig::new(&numbered("a", 0..3), None, Mode::Replay);
+        assert_eq!(rig.step().len(), 3);
+        let Some(Position::File {
+            dev,
+            ino,
+            offset,
+            line,
+            last_line,
+            ..
+        }) = rig.position.clone()
+        else {
+            panic!("no position");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("audit.log");
+        std::fs::write(&other, numbered("other", 0..4)).unwrap();
+        let saved = Position::File {
+            path: Arc::from(rig.path.as_path()),
+            dev,
+            ino,
+            offset,
+            line,
+            last_line,
+        };
+        let mut follow = Rig::open(dir, other, Some(saved), Mode::Follow);
+        assert!(follow.step().is_empty(), "history of the new path read");
+    }
 
     /// A batch cut short at the end of what there is to read is followed by an empty one, so
     /// the parser stops waiting for the rest (a follower would otherwise hold the last events
