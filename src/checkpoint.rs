@@ -145,6 +145,18 @@ pub enum CheckpointError {
         /// The error.
         source: io::Error,
     },
+    /// Another process holds the state directory.
+    #[error(
+        "{dir}: the state directory is in use by another armorwatch (pid {holder}); stop it first, or give this one another `state.dir`"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid as it wrote it.
+        holder: String,
+        /// The error of flock(2).
+        source: io::Error,
+    },
     /// The state file is from a newer armorwatch.
     #[error(
         "{path}: state version {found} is newer than this armorwatch understands ({STATE_VERSION})"
@@ -284,6 +296,63 @@ impl Checkpoints {
     }
 }
 
+/// The name of the lock file inside the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// The state directory held by this process (an exclusive `flock(2)` on `DIR/lock`, released
+/// when dropped or when the process ends, however it ends). Two armorwatch processes on one
+/// state directory — a `replay` next to the daemon, a second `run` — would each save positions,
+/// incidents and outbox journals the other overwrites.
+#[derive(Debug)]
+pub struct StateLock {
+    dir: PathBuf,
+    _file: File,
+}
+
+impl StateLock {
+    /// Take the lock, creating the directory if needed; fails at once if another process
+    /// holds it, naming that process.
+    pub fn acquire(dir: &Path) -> Result<StateLock, CheckpointError> {
+        use rustix::fs::{FlockOperation, flock};
+        let io_err = |source| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io_err)?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| CheckpointError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            return Err(CheckpointError::Locked {
+                dir: dir.to_path_buf(),
+                holder: holder.trim().to_string(),
+                source: e.into(),
+            });
+        }
+        // Who holds it, for the message another process gives.
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(StateLock {
+            dir: dir.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// The directory held.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 /// The generation of the checkpoints saved in `dir` as [`Checkpoints::open`] will find them (a
 /// complete leftover temp file counts, it is newer); 0 when there are none.
 pub fn saved_generation(dir: &Path) -> u64 {
@@ -340,6 +409,21 @@ mod tests {
             boot_id: "b".into(),
             seq: n,
         }
+    }
+
+    #[test]
+    fn a_state_directory_is_held_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = StateLock::acquire(&state).unwrap();
+        let err = StateLock::acquire(&state).unwrap_err().to_string();
+        assert!(
+            err.contains("in use by another armorwatch")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        StateLock::acquire(&state).unwrap();
     }
 
     #[test]

@@ -243,6 +243,46 @@ fn first_start_begins_at_the_end() {
 }
 
 #[test]
+fn a_second_process_on_the_same_state_directory_is_refused() {
+    let s = Setup::new();
+    let log = s.path("audit.log");
+    fs::write(&log, records(1..3)).unwrap();
+    s.checkpoint_at_start(&log);
+    let config = s.config(
+        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
+        0,
+    );
+    let child = s.spawn("run", &config);
+    // The daemon holds the directory once it delivers.
+    wait_serials(&s.out(), 1..3);
+    let replay = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another armorwatch")
+            && stderr.contains(&format!("pid {}", child.id())),
+        "{stderr}"
+    );
+    let second = s.spawn("run", &config).wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    terminate(child);
+    // Nothing was delivered twice by the refused ones.
+    let c = serial_counts(&json_lines(&s.out()));
+    assert!(c.values().all(|&n| n == 1), "{c:?}");
+    // Once the daemon is gone, replay takes the directory.
+    let st = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
 fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let s = Setup::new();
     let log = s.path("audit.log");

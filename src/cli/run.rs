@@ -24,6 +24,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use super::EXIT_CONFIG;
+use crate::checkpoint::StateLock;
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, MetricsOutput};
 use crate::notify;
@@ -110,6 +111,18 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let _lock = match plan
+        .state_dir
+        .as_deref()
+        .map(StateLock::acquire)
+        .transpose()
+    {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("armorwatch: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let metrics = Metrics::new();
     metrics.set_state_dir(plan.state_dir.as_deref());
     let outputs = {
@@ -379,6 +392,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Signals::new().context("installing signal handlers")?
     };
     let mut previous: Option<Config> = None;
+    let mut lock: Option<StateLock> = None;
     loop {
         let sources = if config.sources.is_empty() {
             let selection = sources::select(&sources::probe());
@@ -395,6 +409,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         let state = state_dir(&config, args.config.is_some());
+        if let Some(dir) = state
+            .as_deref()
+            .filter(|d| lock.as_ref().is_none_or(|l| l.dir() != *d))
+        {
+            match StateLock::acquire(dir) {
+                Ok(l) => lock = Some(l),
+                Err(e) => match previous.take() {
+                    None => {
+                        tracing::error!("{e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Some(old) => {
+                        metrics.reloaded(false);
+                        tracing::error!(
+                            "reload failed, going back to the previous configuration: {e}"
+                        );
+                        config = old;
+                        continue;
+                    }
+                },
+            }
+        }
         metrics.set_state_dir(state.as_deref());
         let plan = Plan {
             mode: Mode::Follow,
