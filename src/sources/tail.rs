@@ -4,8 +4,11 @@
 //! - Appends are noticed through inotify on the directory (`notify`), with a slow timer as a
 //!   safety net; no polling loop in the normal path.
 //! - Rotation by rename + create: the old file (same device and inode) is read to its end, then
-//!   the new file from its start. A reader more than one rotation behind (its file is now
-//!   `PATH.3`) reads `PATH.2` and `PATH.1` in between.
+//!   the new file from its start. A writer may go on appending to the renamed file for a while
+//!   (rsyslog does, until logrotate's postrotate HUPs it), so its handle stays open and what is
+//!   appended to it is read too, until it has been quiet for [`ROTATED_QUIET`]; only then is a
+//!   last line without newline taken as it is. A reader more than one rotation behind (its file
+//!   is now `PATH.3`) reads `PATH.2` and `PATH.1` in between.
 //! - Rotation by copytruncate: the file shrinks below what was read; the rest is read from the
 //!   copy (`PATH.1`) when it is there, then the truncated file from its start. A sibling counts
 //!   as the copy only when it holds the last line read at the same offset: a file emptied by
@@ -42,6 +45,8 @@ use crate::pipeline::{
 const BATCH_LINES: usize = 512;
 /// Safety-net wake-up when inotify stays silent (e.g. on filesystems without inotify).
 const SAFETY_POLL: Duration = Duration::from_millis(500);
+/// How long a renamed file is still read after rotation when nothing is appended to it.
+const ROTATED_QUIET: Duration = Duration::from_secs(10);
 /// A line longer than this is cut (the parser never needs more; memory stays bounded).
 const MAX_LINE: usize = 1 << 20;
 
@@ -144,6 +149,24 @@ struct Reader {
     tx: BatchSender,
     closed: bool,
     cut: CutShort,
+    /// The file renamed away by the last rotation, still read while its writer may append.
+    rotated: Option<Rotated>,
+    /// [`ROTATED_QUIET`] (shorter in tests).
+    rotated_quiet: Duration,
+}
+
+/// A file renamed away, still open: where it is read up to, and since when nothing came.
+#[derive(Debug)]
+struct Rotated {
+    file: Option<File>,
+    id: (u64, u64),
+    shown: Arc<str>,
+    offset: u64,
+    line: u64,
+    last_print: Option<LinePrint>,
+    partial: Vec<u8>,
+    partial_cut: u64,
+    quiet_since: std::time::Instant,
 }
 
 fn identity(m: &std::fs::Metadata) -> (u64, u64) {
@@ -168,6 +191,8 @@ impl Reader {
             tx,
             closed: false,
             cut: CutShort::default(),
+            rotated: None,
+            rotated_quiet: ROTATED_QUIET,
         }
     }
 
@@ -348,6 +373,7 @@ impl Reader {
                 eprintln!("armorwatch: reading {}: {e}", self.shown);
             }
             let switched = self.check_rotation(mode);
+            self.read_rotated(false);
             self.send();
             if switched {
                 continue;
@@ -363,6 +389,8 @@ impl Reader {
         if whole {
             self.finish_partial();
         }
+        // Its writer has had the time of a rotation to move on.
+        self.finish_rotated();
         self.send();
     }
 
@@ -396,8 +424,14 @@ impl Reader {
                 if let Err(e) = self.read_available() {
                     eprintln!("armorwatch: reading {}: {e}", self.shown);
                 }
-                self.finish_partial();
-                for (f, m, p) in rotated_after(&self.path, self.id, identity(&next_meta)) {
+                let newer = rotated_after(&self.path, self.id, identity(&next_meta));
+                if mode == Mode::Follow && newer.is_empty() {
+                    // Renamed by this rotation: its writer may still append to it.
+                    self.keep_rotated();
+                } else {
+                    self.finish_partial();
+                }
+                for (f, m, p) in newer {
                     if let Err(e) = self.attach(f, &m, Some(&p), 0, 0) {
                         eprintln!("armorwatch: reading {}: {e}", p.display());
                         continue;
@@ -465,6 +499,74 @@ impl Reader {
             }
         }
         false
+    }
+
+    /// The open file was renamed away: keep reading it beside the new one (see
+    /// [`Reader::read_rotated`]). A file kept from the rotation before is finished now.
+    fn keep_rotated(&mut self) {
+        self.finish_rotated();
+        self.seal();
+        let shown = find_by_identity(&self.path, self.id).map_or_else(
+            || self.shown.clone(),
+            |(_, _, p)| Arc::from(p.display().to_string()),
+        );
+        self.rotated = Some(Rotated {
+            file: self.file.take(),
+            id: self.id,
+            shown,
+            offset: self.offset,
+            line: self.line,
+            last_print: self.last_print,
+            partial: std::mem::take(&mut self.partial),
+            partial_cut: std::mem::take(&mut self.partial_cut),
+            quiet_since: std::time::Instant::now(),
+        });
+    }
+
+    /// Read what was appended to the renamed file; once it has been quiet for
+    /// `rotated_quiet`, its last line without newline is complete as it is and it is closed.
+    fn read_rotated(&mut self, finish: bool) {
+        let Some(mut old) = self.rotated.take() else {
+            return;
+        };
+        self.swap_rotated(&mut old);
+        let before = self.offset + self.partial.len() as u64 + self.partial_cut;
+        if let Err(e) = self.read_available() {
+            eprintln!("armorwatch: reading {}: {e}", self.shown);
+        }
+        if self.offset + self.partial.len() as u64 + self.partial_cut != before {
+            old.quiet_since = std::time::Instant::now();
+        }
+        let done = finish || old.quiet_since.elapsed() >= self.rotated_quiet;
+        if done {
+            self.finish_partial();
+        }
+        self.swap_rotated(&mut old);
+        if !done {
+            self.rotated = Some(old);
+        }
+    }
+
+    /// Finish the renamed file kept from the last rotation now.
+    fn finish_rotated(&mut self) {
+        self.read_rotated(true);
+    }
+
+    /// Exchange the file being read with the renamed one (the lines read so far are sealed
+    /// first: a batch item's lines share their file).
+    fn swap_rotated(&mut self, old: &mut Rotated) {
+        use std::mem::swap;
+        self.seal();
+        swap(&mut self.file, &mut old.file);
+        swap(&mut self.id, &mut old.id);
+        swap(&mut self.shown, &mut old.shown);
+        swap(&mut self.offset, &mut old.offset);
+        swap(&mut self.line, &mut old.line);
+        swap(&mut self.last_print, &mut old.last_print);
+        swap(&mut self.partial, &mut old.partial);
+        swap(&mut self.partial_cut, &mut old.partial_cut);
+        self.chunk.shown = self.shown.clone();
+        self.chunk.file = self.file_identity();
     }
 
     fn reading_rotated(&self) -> bool {
@@ -723,6 +825,8 @@ mod tests {
         mode: Mode,
         /// The last position handed over.
         position: Option<Position>,
+        /// The file names lines were shown with.
+        shown: std::collections::BTreeSet<String>,
     }
 
     impl Rig {
@@ -757,6 +861,7 @@ mod tests {
                 reader,
                 mode,
                 position: None,
+                shown: Default::default(),
             }
         }
 
@@ -783,6 +888,7 @@ mod tests {
             loop {
                 self.reader.read_available().unwrap();
                 let switched = self.reader.check_rotation(self.mode);
+                self.reader.read_rotated(false);
                 self.reader.send();
                 if !switched {
                     break;
@@ -793,6 +899,7 @@ mod tests {
                 for item in batch {
                     match item {
                         SourceItem::FileLines(chunk) => {
+                            self.shown.insert(chunk.shown.to_string());
                             for (text, _, position) in chunk.iter() {
                                 lines.push(text.to_string());
                                 self.position = position;
@@ -813,6 +920,42 @@ mod tests {
 
     fn lines(tag: &str, range: std::ops::Range<u32>) -> Vec<String> {
         range.map(|i| format!("{tag} {i}")).collect()
+    }
+
+    #[test]
+    fn lines_appended_to_the_renamed_file_after_rotation_are_read_until_it_is_quiet() {
+        let mut rig = Rig::new("", None, Mode::Follow);
+        rig.append(&numbered("a", 0..2));
+        rig.append("a 2 half");
+        assert_eq!(rig.step(), lines("a", 0..2));
+        // Renamed; the writer (rsyslog before its HUP) goes on with the old file.
+        let old = rig.sibling("audit.log.1");
+        std::fs::rename(&rig.path, &old).unwrap();
+        std::fs::write(&rig.path, numbered("b", 0..1)).unwrap();
+        assert_eq!(rig.step(), lines("b", 0..1), "the held line was cut short");
+        let append_old = |text: &str| {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&old).unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        append_old(" done\n");
+        append_old(&numbered("a", 3..5));
+        let mut want = vec!["a 2 half done".to_string()];
+        want.extend(lines("a", 3..5));
+        assert_eq!(rig.step(), want);
+        // Once quiet, a last line without newline is taken as it is, and the file let go.
+        append_old("a 5 torn");
+        rig.reader.rotated_quiet = Duration::ZERO;
+        let mut got = rig.step();
+        assert!(rig.reader.rotated.is_none());
+        rig.append(&numbered("b", 1..2));
+        got.extend(rig.step());
+        assert_eq!(got, ["a 5 torn", "b 1"]);
+        // Events name the file each line came from.
+        assert!(
+            rig.shown.iter().any(|s| s.ends_with("audit.log.1")),
+            "{:?}",
+            rig.shown
+        );
     }
 
     #[test]
