@@ -282,6 +282,60 @@ fn a_second_process_on_the_same_state_directory_is_refused() {
     assert!(st.success());
 }
 
+/// The sequence number of the last record /dev/kmsg holds now; None when it cannot be read.
+fn kmsg_last_seq() -> Option<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    let mut buf = vec![0u8; 8192];
+    let mut last = None;
+    loop {
+        match f.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                let head = String::from_utf8_lossy(&buf[..n]);
+                last = head.split(',').nth(1).and_then(|s| s.parse().ok()).or(last);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            _ => return last,
+        }
+    }
+}
+
+#[test]
+fn kmsg_first_start_saves_its_position_before_reading_anything() {
+    let Some(before) = kmsg_last_seq() else {
+        eprintln!("SKIPPED: /dev/kmsg is not readable here");
+        return;
+    };
+    let s = Setup::new();
+    let config = s.config("[sources.kernel_log]\npath = \"/dev/kmsg\"", 0);
+    let child = s.spawn("run", &config);
+    let state = s.path("state/checkpoints.json");
+    let start = Instant::now();
+    let seq = loop {
+        let saved: Option<Value> = fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(seq) = saved
+            .as_ref()
+            .and_then(|v| v["sources"]["kernel_log"]["seq"].as_u64())
+        {
+            break seq;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no kmsg position saved: {saved:?}"
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    };
+    terminate(child);
+    assert!(seq >= before, "saved {seq}, the ring held up to {before}");
+}
+
 #[test]
 fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let s = Setup::new();

@@ -3,7 +3,7 @@
 //! [`super::tail`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 
@@ -53,15 +53,43 @@ pub fn start(
         Some(Position::Kmsg { boot_id: b, seq }) if b == boot => Some(seq),
         _ => None,
     };
-    if resume.is_none() && mode == Mode::Follow {
-        file.seek(SeekFrom::End(0)).map_err(open_err)?;
-    }
+    let (resume, first) = match resume {
+        // A first start skips what the ring holds and hands over the last sequence number at
+        // once, so that a restart before anything new was read resumes there instead of at the
+        // end again (what came in between would be skipped).
+        None if mode == Mode::Follow => {
+            let last = skip_to_end(&mut file).map_err(open_err)?;
+            let first = last.map(|seq| Position::Kmsg {
+                boot_id: boot.clone(),
+                seq,
+            });
+            (last, first)
+        }
+        resume => (resume, None),
+    };
     // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor could close it
     // while registered; this `T` owns it (and `register`, the replacement, is `unsafe`).
     #[allow(deprecated)]
     let fd = AsyncFd::new(file).map_err(open_err)?;
-    let task = tokio::spawn(read_kmsg(fd, boot, resume, mode, tx, stop));
+    let task = tokio::spawn(read_kmsg(fd, boot, resume, first, mode, tx, stop));
     Ok(SourceHandle::Task(task))
+}
+
+/// Read past every record `/dev/kmsg` holds (opened non-blocking); the last one's sequence number.
+fn skip_to_end(file: &mut File) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 8192];
+    let mut last = None;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(last),
+            Ok(n) => last = record_seq(&buf[..n]).or(last),
+            // Overwritten while read: the next read returns the oldest record left.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(last),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The sequence number of a `/dev/kmsg` record: `PRIO,SEQ,USEC,FLAGS[,…];MESSAGE` then
@@ -85,10 +113,16 @@ async fn read_kmsg(
     fd: AsyncFd<File>,
     boot: String,
     resume: Option<u64>,
+    first: Option<Position>,
     mode: Mode,
     tx: BatchSender,
     mut stop: StopSignal,
 ) {
+    if let Some(position) = first {
+        if tx.send(vec![SourceItem::Position(position)]).await.is_err() {
+            return;
+        }
+    }
     let mut buf = vec![0u8; 8192];
     let mut last: Option<u64> = resume;
     let mut batch = Vec::new();
