@@ -27,6 +27,7 @@ pub fn record_parser(data: &[u8]) {
         }
     }
     parser.flush_pending(&mut out);
+    parser.flush_idle(&mut out);
     parser.finish(&mut out);
     check(&out);
     check(&parse::parse_text(&text, &source));

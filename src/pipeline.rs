@@ -695,7 +695,7 @@ async fn parse_stage(
         };
         let mut deliveries = Vec::new();
         match next {
-            None => parser.flush_pending(&mut produced),
+            None => parser.flush_idle(&mut produced),
             Some(None) => {
                 parser.finish(&mut produced);
                 collect(&name, &mut produced, &mut tracked, &mut deliveries);
@@ -944,13 +944,21 @@ fn truncate_utf8(s: &mut String, max: usize) {
 
 /// Cross-source duplicate detection: the same record read through two channels (journald's
 /// kernel and audit transports, audit.log and netlink) yields one event. Stamped records are
-/// keyed by (node, stamp, serial, type, content); stamp-less ones by content within
+/// keyed by (stamp, serial, type, content) and their node; stamp-less ones by content within
 /// [`STAMPLESS_DEDUP_WINDOW`]. Two different AppArmor records of one audit event share the stamp,
-/// hence the content in the key. The last [`DEDUP_KEYS_SAVED`] stamped keys are saved with the
-/// checkpoints, so a record delivered through a fast channel (netlink, kmsg) just before a
-/// restart is not delivered again when journald brings it after the restart. The keys are
-/// `DefaultHasher` values (fixed keys): stable for one build; after an upgrade to a Rust with
-/// another hasher, at most those records would be delivered twice.
+/// hence the content in the key.
+///
+/// The node: auditd with `name_format` set writes `node=HOST` into audit.log, netlink and
+/// journald text has none, so a copy without a node matches a copy with any node. An aggregating
+/// server's audit.log holds several nodes, whose serials are independent: copies with two
+/// different nodes are two records, and a copy without a node (the local host's, from netlink)
+/// stands for one node only: the first with a node that matches it claims it.
+///
+/// The last [`DEDUP_KEYS_SAVED`] stamped keys are saved with the checkpoints, so a record
+/// delivered through a fast channel (netlink, kmsg) just before a restart is not delivered again
+/// when journald brings it after the restart. The keys are `DefaultHasher` values (fixed keys):
+/// stable for one build; after an upgrade to a Rust with another hasher (or to a build that
+/// keys otherwise), at most those records would be delivered twice.
 #[derive(Debug, Default)]
 pub struct Dedup {
     stamped: HashSet<u64, foldhash::fast::RandomState>,
@@ -958,6 +966,13 @@ pub struct Dedup {
     stampless: HashMap<u64, Instant, foldhash::fast::RandomState>,
     stampless_order: VecDeque<(u64, Instant)>,
 }
+
+/// Derived from a stamped record's key (XOR with these, so the output thread hashes nothing):
+/// "delivered from a copy without a node", "delivered from a copy with a node", "the copy
+/// without a node was claimed by one with a node".
+const SEEN_WITHOUT_NODE: u64 = 0x9e37_79b9_7f4a_7c15;
+const SEEN_WITH_NODE: u64 = 0xc2b2_ae3d_27d4_eb4f;
+const CLAIMED_BY_NODE: u64 = 0x1656_67b1_9e37_79f9;
 
 impl Dedup {
     /// The keys of the last `n` stamped events, oldest first (saved across restarts).
@@ -982,18 +997,13 @@ impl Dedup {
 
     /// [`Dedup::is_duplicate`] with the key already computed.
     pub fn check(&mut self, key: DedupKey, now: Instant) -> bool {
-        let DedupKey { hash: key, stamped } = key;
+        let DedupKey {
+            hash: key,
+            node,
+            stamped,
+        } = key;
         if stamped {
-            if !self.stamped.insert(key) {
-                return true;
-            }
-            self.stamped_order.push_back(key);
-            if self.stamped_order.len() > DEDUP_KEYS {
-                if let Some(old) = self.stamped_order.pop_front() {
-                    self.stamped.remove(&old);
-                }
-            }
-            return false;
+            return self.check_stamped(key, node);
         }
         while let Some(&(k, t)) = self.stampless_order.front() {
             if now.duration_since(t) <= STAMPLESS_DEDUP_WINDOW
@@ -1015,12 +1025,50 @@ impl Dedup {
         self.stampless_order.push_back((key, now));
         false
     }
+
+    /// `key` without the node, `node` the key with it (see [`Dedup`] for the rules).
+    fn check_stamped(&mut self, key: u64, node: Option<u64>) -> bool {
+        let without_node = key ^ SEEN_WITHOUT_NODE;
+        let with_node = key ^ SEEN_WITH_NODE;
+        let Some(node) = node else {
+            if self.stamped.contains(&without_node) || self.stamped.contains(&with_node) {
+                return true;
+            }
+            self.remember(without_node);
+            return false;
+        };
+        if self.stamped.contains(&node) {
+            return true;
+        }
+        let claimed = key ^ CLAIMED_BY_NODE;
+        let duplicate = self.stamped.contains(&without_node) && !self.stamped.contains(&claimed);
+        if duplicate {
+            self.remember(claimed);
+        }
+        self.remember(node);
+        self.remember(with_node);
+        duplicate
+    }
+
+    fn remember(&mut self, key: u64) {
+        if !self.stamped.insert(key) {
+            return;
+        }
+        self.stamped_order.push_back(key);
+        if self.stamped_order.len() > DEDUP_KEYS {
+            if let Some(old) = self.stamped_order.pop_front() {
+                self.stamped.remove(&old);
+            }
+        }
+    }
 }
 
-/// The duplicate filter's key of an event: a hash of its content, its stamp when it has one.
+/// The duplicate filter's key of an event: a hash of its content, its stamp when it has one, and
+/// for a stamped record with a node, that hash with the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupKey {
     hash: u64,
+    node: Option<u64>,
     stamped: bool,
 }
 
@@ -1033,14 +1081,22 @@ impl DedupKey {
         event.outer.as_ref().hash(&mut h);
         match &event.audit {
             Some(stamp) if !stamp.is_zero() => {
-                (stamp.epoch, stamp.millis, stamp.serial, &stamp.node).hash(&mut h);
+                (stamp.epoch, stamp.millis, stamp.serial).hash(&mut h);
+                let hash = h.finish();
+                let node = stamp.node.as_ref().map(|node| {
+                    let mut h = DefaultHasher::new();
+                    (hash, node).hash(&mut h);
+                    h.finish()
+                });
                 DedupKey {
-                    hash: h.finish(),
+                    hash,
+                    node,
                     stamped: true,
                 }
             }
             _ => DedupKey {
                 hash: h.finish(),
+                node: None,
                 stamped: false,
             },
         }
@@ -1160,6 +1216,140 @@ mod tests {
             !d.is_duplicate(&z, t0 + Duration::from_secs(10)),
             "outside the window it is a new event"
         );
+    }
+
+    /// A USER_AVC first line whose continuation never comes (libapparmor's testcase_dbus_10)
+    /// goes out once the source has been quiet past the companion wait, not when some unrelated
+    /// line happens to arrive.
+    #[tokio::test(start_paused = true)]
+    async fn a_user_avc_without_its_continuation_is_not_held_forever() {
+        const USER_AVC: &str = r#"Jun 20 17:57:06 ns1 kernel: [4835959.046111] audit: type=1107 audit(1561053426.749:186): pid=640 uid=103 auid=4294967295 ses=4294967295 msg='apparmor="ALLOWED" operation="dbus_method_call"  bus="system" path="/org/freedesktop/systemd1" interface="org.freedesktop.systemd1.Manager" member="LookupDynamicUserByName" mask="send" name="org.freedesktop.systemd1" pid=20596 label="/tmp/apparmor-2.8.0/tests/regression/apparmor/dbus_service" peer_pid=1 peer_label="unconfined""#;
+        let (tx, rx) = mpsc::channel(4);
+        let (out_tx, mut out_rx) = mpsc::channel(4);
+        let stage = tokio::spawn(parse_stage("t".into(), rx, out_tx));
+        let t0 = tokio::time::Instant::now();
+        tx.send(vec![SourceItem::Line(SourceLine {
+            text: USER_AVC.into(),
+            source: Source::Text,
+            position: None,
+        })])
+        .await
+        .unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(60), out_rx.recv())
+            .await
+            .expect("the held line was never released")
+            .unwrap();
+        let events: Vec<&Arc<Event>> = batch
+            .iter()
+            .filter_map(|d| match &d.item {
+                Some(Item::Event(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(events.len(), 1, "{batch:?}");
+        assert_eq!(events[0].field("member"), Some("LookupDynamicUserByName"));
+        assert!(t0.elapsed() >= IDLE_FLUSH, "{:?}", t0.elapsed());
+        assert!(t0.elapsed() < MORE_FOLLOWS_WAIT, "{:?}", t0.elapsed());
+        drop(tx);
+        stage.await.unwrap();
+    }
+
+    /// journald with both transports: the copy that goes out (the kernel one, first) has the
+    /// process, which the SYSCALL records brought after both copies.
+    #[test]
+    fn dedup_delivers_a_journald_copy_with_its_process() {
+        let input = "\
+audit: type=1400 audit(1700000001.100:600): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=10 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0
+type=1400 msg=audit(1700000001.100:600): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=10 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0
+audit: type=1300 audit(1700000001.100:600): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=10 auid=0 uid=0 ses=1 comm=\"x\" exe=\"/usr/bin/x\" subj=p key=(null)
+type=1300 msg=audit(1700000001.100:600): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=10 auid=0 uid=0 ses=1 comm=\"x\" exe=\"/usr/bin/x\" subj=p key=(null)
+";
+        let mut parser = Parser::new();
+        let mut out = Vec::new();
+        for l in input.lines() {
+            parser.push_line(l, &Source::Text, &mut out);
+        }
+        parser.finish(&mut out);
+        let mut d = Dedup::default();
+        let t0 = Instant::now();
+        let delivered: Vec<Box<Event>> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e),
+                _ => None,
+            })
+            .filter(|e| !d.is_duplicate(e, t0))
+            .collect();
+        assert_eq!(delivered.len(), 1);
+        let exe = delivered[0].process.as_ref().and_then(|p| p.exe.as_deref());
+        assert_eq!(exe, Some("/usr/bin/x"), "{:?}", delivered[0].raw);
+    }
+
+    /// auditd with `name_format` set writes `node=HOST`; netlink and journald text has no node.
+    /// A copy without a node is the same record as one with any node.
+    #[test]
+    fn dedup_a_missing_node_matches_any_node() {
+        const BODY: &str = "msg=audit(1700000000.001:1): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"p\" name=\"/etc/x\" pid=10 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0";
+        let with_node = event(&format!("node=web1 type=AVC {BODY}"));
+        let without = event(&format!("type=1400 {BODY}"));
+        let t0 = Instant::now();
+        for (first, second) in [(&with_node, &without), (&without, &with_node)] {
+            let mut d = Dedup::default();
+            assert!(!d.is_duplicate(first, t0));
+            assert!(d.is_duplicate(second, t0), "{:?}", second.raw);
+            assert!(d.is_duplicate(first, t0));
+            assert!(d.is_duplicate(second, t0));
+        }
+    }
+
+    /// An aggregating server's audit.log holds records of several nodes; the same serial and
+    /// text from two hosts are two records, with or without a node-less copy of one of them
+    /// (the local host's, from netlink) before or after.
+    #[test]
+    fn dedup_keeps_the_same_record_from_two_nodes() {
+        const BODY: &str = "type=AVC msg=audit(1700000000.001:1): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"p\" name=\"/etc/x\" pid=10 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0";
+        let a = event(&format!("node=a {BODY}"));
+        let b = event(&format!("node=b {BODY}"));
+        let local = event(BODY);
+        let t0 = Instant::now();
+
+        let mut d = Dedup::default();
+        assert!(!d.is_duplicate(&a, t0));
+        assert!(!d.is_duplicate(&b, t0), "another node's record");
+        assert!(d.is_duplicate(&a, t0));
+        assert!(d.is_duplicate(&b, t0));
+        assert!(d.is_duplicate(&local, t0), "the local copy of one of them");
+
+        let mut d = Dedup::default();
+        assert!(!d.is_duplicate(&local, t0));
+        assert!(
+            d.is_duplicate(&a, t0),
+            "audit.log's copy of the netlink record"
+        );
+        assert!(!d.is_duplicate(&b, t0), "the node-less copy was a's");
+        assert!(d.is_duplicate(&b, t0));
+        assert!(d.is_duplicate(&local, t0));
+
+        let mut d = Dedup::default();
+        assert!(!d.is_duplicate(&a, t0));
+        assert!(d.is_duplicate(&local, t0));
+        assert!(!d.is_duplicate(&b, t0));
+    }
+
+    /// /dev/kmsg writes `\` as `\x5c`; netlink as it is. One record, one event.
+    #[test]
+    fn dedup_kmsg_and_netlink_copies_after_decoding() {
+        let body = |bs: &str| {
+            format!(
+                "audit(1561053426.749:186): pid=640 uid=103 auid=4294967295 ses=4294967295 msg='apparmor=\"DENIED\" operation=\"dbus_method_call\"  bus=\"system\" path=\"/org/x\" interface=\"org.x\" member=\"A{bs}B\" mask=\"send\" name=\"org.x\" pid=20596 label=\"/x\" peer_pid=1 peer_label=\"unconfined\" exe=\"/usr/bin/dbus-daemon\" sauid=103 hostname=? addr=? terminal=?'"
+            )
+        };
+        let kmsg = event(&format!("6,1234,5678,-;audit: type=1107 {}", body("\\x5c")));
+        let netlink = event(&format!("type=1107 msg={}", body("\\")));
+        let mut d = Dedup::default();
+        let t0 = Instant::now();
+        assert!(!d.is_duplicate(&kmsg, t0));
+        assert!(d.is_duplicate(&netlink, t0), "{:?}", kmsg.fields);
     }
 
     #[test]

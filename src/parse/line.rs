@@ -358,6 +358,56 @@ fn parse_u64(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// A raw /dev/kmsg record (`PRIO,SEQ,USEC,FLAGS;…`, read live or from a saved dump) that holds
+/// escapes: the kernel writes control bytes, bytes >= 0x7f and `\` itself as `\xHH` there (a dbus
+/// USER_AVC's newline before ` exe=` comes as `\x0a`). Lines of other forms are turned away by
+/// their first byte or by having no `\`, so the check costs nothing on an audit.log.
+pub fn is_escaped_kmsg(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_digit)
+        && memchr::memchr(b'\\', bytes).is_some()
+        && kmsg_prefix(line).is_some()
+}
+
+/// Undo /dev/kmsg's `\xHH` escapes: the bytes go to `bytes`, the text (invalid UTF-8 replaced)
+/// to `text`; both are cleared first, so a caller reuses them. A `\` not followed by `x` and two
+/// hex digits, which the kernel does not write, stays as it is.
+pub fn unescape_kmsg(line: &str, bytes: &mut Vec<u8>, text: &mut String) {
+    bytes.clear();
+    text.clear();
+    let src = line.as_bytes();
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\\', &src[from..]) {
+        let at = from + p;
+        bytes.extend_from_slice(&src[from..at]);
+        let escape = match src.get(at + 1..at + 4) {
+            Some([b'x', hi, lo]) => hex_digit(*hi).zip(hex_digit(*lo)),
+            _ => None,
+        };
+        match escape {
+            Some((hi, lo)) => {
+                bytes.push((hi << 4) | lo);
+                from = at + 4;
+            }
+            None => {
+                bytes.push(b'\\');
+                from = at + 1;
+            }
+        }
+    }
+    bytes.extend_from_slice(&src[from..]);
+    text.push_str(&String::from_utf8_lossy(bytes));
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// `PRIO,SEQ,USEC,FLAGS;` at the start of a raw /dev/kmsg record.
 fn kmsg_prefix(prefix: &str) -> Option<(u64, &str)> {
     let semi = prefix.find(';')?;
@@ -544,6 +594,24 @@ mod tests {
             classify("[    0.000000] Command line: console=ttyS0 apparmor=1 security=apparmor"),
             Line::Other
         );
+    }
+
+    #[test]
+    fn kmsg_unescape() {
+        let (mut bytes, mut text) = (Vec::new(), String::new());
+        let mut un = |line: &str| {
+            unescape_kmsg(line, &mut bytes, &mut text);
+            text.clone()
+        };
+        assert_eq!(un(r"6,1,2,-;a\x0ab\x5cc\x5Cd"), "6,1,2,-;a\nb\\c\\d");
+        assert_eq!(un(r"\x\x4\xzz\y\"), r"\x\x4\xzz\y\");
+        assert_eq!(un(r"\xc3\xa9\xff"), "\u{e9}\u{fffd}");
+        assert!(is_escaped_kmsg(r"6,1,2,-;audit: a\x0ab"));
+        assert!(!is_escaped_kmsg("6,1,2,-;audit: plain"));
+        assert!(!is_escaped_kmsg(
+            r"2026-05-26T19:47:43.396634-04:00 host kernel: a\x0a;b"
+        ));
+        assert!(!is_escaped_kmsg(r"type=USER_AVC msg=audit(1.000:1): a\x0a"));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! [`Parser`] is fed physical lines in input order and hands back events in the same order. It
 //! joins the two physical lines of a dbus `USER_AVC` (the message contains a newline before
-//! ` exe=`), and attaches the SYSCALL, PROCTITLE, CWD and PATH records that share an AppArmor
-//! record's `(node, serial)` — in whatever order they come — until EOE, until a bounded number of
-//! later records has gone by, or until [`Parser::finish`]. Its memory is bounded by that window,
-//! whatever the input size.
+//! ` exe=`), decodes the `\xHH` escapes of raw /dev/kmsg records, and attaches the SYSCALL,
+//! PROCTITLE, CWD and PATH records that share an AppArmor record's `(node, serial)` — to every
+//! AppArmor record of that serial, in whatever order they come — until EOE, until a bounded number
+//! of later records has gone by, or until [`Parser::finish`] (or [`Parser::flush_idle`]). Its
+//! memory is bounded by that window, whatever the input size.
 
 pub mod fields;
 pub mod line;
@@ -22,7 +23,8 @@ use record::Built;
 /// room for interleaving from many CPUs.
 pub const DEFAULT_GRACE_RECORDS: u64 = 64;
 
-/// How many companion records seen *before* their AppArmor record are remembered.
+/// How many companion records are remembered for AppArmor records of their serial still to come
+/// (companions written first, a second denial of one syscall, the other transport's copy).
 const EARLY_COMPANIONS: usize = 32;
 
 /// Something the parser produced.
@@ -99,6 +101,9 @@ pub struct Parser {
     pending: VecDeque<Pending>,
     early: VecDeque<Early>,
     held: Option<Held>,
+    /// Buffers for decoding /dev/kmsg escapes, kept to be reused.
+    kmsg_bytes: Vec<u8>,
+    kmsg_text: String,
     records: u64,
     grace_records: u64,
     stats: Stats,
@@ -122,6 +127,8 @@ impl Parser {
             pending: VecDeque::new(),
             early: VecDeque::with_capacity(EARLY_COMPANIONS),
             held: None,
+            kmsg_bytes: Vec::new(),
+            kmsg_text: String::new(),
             records: 0,
             grace_records,
             stats: Stats::default(),
@@ -137,6 +144,19 @@ impl Parser {
     pub fn push_line(&mut self, line: &str, source: &Source, out: &mut Vec<Output>) {
         self.stats.lines += 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
+        if line::is_escaped_kmsg(line) {
+            // Decoded once, here, for /dev/kmsg read live and saved dumps alike; the buffers are
+            // the parser's, so only lines with escapes pay, and without an allocation.
+            let mut text = std::mem::take(&mut self.kmsg_text);
+            line::unescape_kmsg(line, &mut self.kmsg_bytes, &mut text);
+            self.push_text(&text, source, out);
+            self.kmsg_text = text;
+            return;
+        }
+        self.push_text(line, source, out);
+    }
+
+    fn push_text(&mut self, line: &str, source: &Source, out: &mut Vec<Output>) {
         if let Some(held) = self.held.take() {
             if let Some(cont) = continuation(line) {
                 let mut joined = held.line;
@@ -170,8 +190,18 @@ impl Parser {
         self.emit_ready(out);
     }
 
-    /// Stop waiting for companions (a live source calls this when its input has been quiet):
-    /// every pending event is emitted. A held USER_AVC first line stays held.
+    /// The input has been quiet past the companion wait (a live source calls this): a held
+    /// USER_AVC first line is taken as it is (its continuation is not coming: libapparmor's
+    /// testcase_dbus_10), then every pending event is emitted.
+    pub fn flush_idle(&mut self, out: &mut Vec<Output>) {
+        if let Some(held) = self.held.take() {
+            self.process(&held.line, &held.source, out);
+        }
+        self.flush_pending(out);
+    }
+
+    /// Stop waiting for companions (the caller tracks too many lines): every pending event is
+    /// emitted. A held USER_AVC first line stays held, its continuation may be the next line.
     pub fn flush_pending(&mut self, out: &mut Vec<Output>) {
         for p in &mut self.pending {
             p.done = true;
@@ -241,16 +271,12 @@ impl Parser {
                     return;
                 };
                 let node = env.node.map(str::to_string);
-                // Companions that arrived first.
+                // Companions that arrived first. They stay: another record of the same serial
+                // (a second denial of the syscall, the other journald transport's copy) may follow.
                 let mut done = false;
-                let mut i = 0;
-                while i < self.early.len() {
-                    if self.early[i].serial == stamp.serial && self.early[i].node == node {
-                        if let Some(e) = self.early.remove(i) {
-                            done |= attach(&mut event, &e.line);
-                        }
-                    } else {
-                        i += 1;
+                for e in &self.early {
+                    if e.serial == stamp.serial && e.node == node {
+                        done |= attach(&mut event, &e.line);
                     }
                 }
                 self.pending.push_back(Pending {
@@ -268,14 +294,14 @@ impl Parser {
     }
 
     fn companion(&mut self, env: &Envelope<'_>, t: RecordType, text: &str) {
-        // `text` is kept only for companions that arrive before their AppArmor record.
         let Some(stamp) = env.stamp else { return };
         let records = self.records;
-        if let Some(p) = self
+        // Every record of the serial: one syscall can cause several denials, and with both of
+        // journald's transports on, each record comes twice.
+        for p in self
             .pending
             .iter_mut()
-            .rev()
-            .find(|p| p.serial == stamp.serial && p.node.as_deref() == env.node && !p.done)
+            .filter(|p| p.serial == stamp.serial && !p.done && p.node.as_deref() == env.node)
         {
             p.last_touch = records;
             if t == RecordType::Eoe {
@@ -283,12 +309,9 @@ impl Parser {
             } else {
                 merge(&mut p.event, env);
             }
-            return;
         }
-        if t == RecordType::Eoe {
-            return;
-        }
-        // Possibly ahead of its AppArmor record: remember it, reusing the oldest slot's buffer.
+        // Remembered for records of the serial still to come (or whose companions come first),
+        // reusing the oldest slot's buffer.
         let mut slot = if self.early.len() >= EARLY_COMPANIONS {
             self.early.pop_front().unwrap_or_default()
         } else {
@@ -297,7 +320,13 @@ impl Parser {
         slot.line.clear();
         slot.line.push_str(text);
         slot.serial = stamp.serial;
-        slot.node = env.node.map(str::to_string);
+        match (env.node, &mut slot.node) {
+            (Some(node), Some(buf)) => {
+                buf.clear();
+                buf.push_str(node);
+            }
+            (node, slot_node) => *slot_node = node.map(str::to_string),
+        }
         self.early.push_back(slot);
     }
 
@@ -346,14 +375,16 @@ fn opens_unterminated_msg(line: &str) -> bool {
 }
 
 /// The text of a USER_AVC continuation line (` exe="/usr/bin/dbus-daemon" sauid=… terminal=?'`),
-/// possibly behind a syslog or kernel-log prefix.
+/// possibly behind a syslog or kernel-log prefix. auditd's ENRICHED format appends `\x1d` and
+/// the interpreted fields after the closing quote; they stay with the text returned.
 fn continuation(line: &str) -> Option<&str> {
-    let p = line
+    let own = memchr::memchr(0x1d, line.as_bytes()).map_or(line, |gs| &line[..gs]);
+    let p = own
         .find(" exe=")
-        .or_else(|| line.strip_prefix("exe=").map(|_| 0))?;
-    let cont = line[p..].trim_start();
-    if cont.ends_with('\'') && !cont.contains("msg=audit(") && !cont.contains("audit(") {
-        Some(cont)
+        .or_else(|| own.strip_prefix("exe=").map(|_| 0))?;
+    // A record of its own (it has a stamp) is no continuation, even with ` exe=` in it.
+    if own.ends_with('\'') && !own.contains("audit(") {
+        Some(line[p..].trim_start())
     } else {
         None
     }
@@ -509,6 +540,164 @@ type=EOE msg=audit(1.000:2):
         assert_eq!(outer.get("subj"), Some("unconfined"));
         assert_eq!(e.raw.len(), 1);
         assert!(e.raw[0].contains('\n'));
+    }
+
+    /// Every AppArmor record of an audit event gets its companions: one syscall can cause several
+    /// denials, all with the same serial.
+    #[test]
+    fn every_record_of_a_serial_gets_its_companions() {
+        let avcs = "\
+type=AVC msg=audit(1700000001.100:500): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=10 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0
+type=AVC msg=audit(1700000001.100:500): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/b\" pid=10 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0
+";
+        let companions = "\
+type=SYSCALL msg=audit(1700000001.100:500): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=10 auid=0 uid=0 ses=1 tty=pts0 comm=\"x\" exe=\"/usr/bin/x\" subj=p key=(null)
+type=CWD msg=audit(1700000001.100:500): cwd=\"/root\"
+type=PATH msg=audit(1700000001.100:500): item=0 name=\"/a\" inode=5 mode=0100644 ouid=0 nametype=NORMAL
+type=PROCTITLE msg=audit(1700000001.100:500): proctitle=78002D61
+";
+        // Companions after the records (auditd's order), and before them.
+        for input in [
+            format!("{avcs}{companions}type=EOE msg=audit(1700000001.100:500): \n"),
+            format!("{companions}{avcs}"),
+        ] {
+            let ev = events(&input);
+            assert_eq!(ev.len(), 2, "{input}");
+            for e in &ev {
+                let p = e
+                    .process
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{:?}", e.name()));
+                assert_eq!(p.exe.as_deref(), Some("/usr/bin/x"), "{:?}", e.name());
+                assert_eq!(p.cwd.as_deref(), Some("/root"));
+                assert_eq!(p.paths.len(), 1);
+                assert_eq!(p.cmdline.as_ref().map(Vec::len), Some(2));
+            }
+        }
+    }
+
+    /// EOE completes every record of its serial: nothing waits for the grace window.
+    #[test]
+    fn eoe_completes_every_record_of_its_serial() {
+        let input = "\
+type=AVC msg=audit(1.000:7): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\"
+type=AVC msg=audit(1.000:7): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/y\" pid=1 comm=\"c\"
+type=EOE msg=audit(1.000:7):
+";
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        for l in input.lines() {
+            p.push_line(l, &Source::Text, &mut out);
+        }
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(!p.has_pending());
+    }
+
+    /// journald with both transports on: the kernel copy, the audit copy, then the companions
+    /// through each. Both copies get the process (the duplicate filter keeps whichever comes
+    /// first), and a PATH record seen twice is one path.
+    #[test]
+    fn journald_both_transports_both_copies_get_the_process() {
+        let input = "\
+audit: type=1400 audit(1700000001.100:600): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=10 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0
+type=1400 msg=audit(1700000001.100:600): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=10 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0
+audit: type=1300 audit(1700000001.100:600): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=10 auid=0 uid=0 ses=1 comm=\"x\" exe=\"/usr/bin/x\" subj=p key=(null)
+type=1300 msg=audit(1700000001.100:600): arch=c000003e syscall=257 success=no exit=-13 ppid=1 pid=10 auid=0 uid=0 ses=1 comm=\"x\" exe=\"/usr/bin/x\" subj=p key=(null)
+audit: type=1302 audit(1700000001.100:600): item=0 name=\"/a\" inode=5 mode=0100644 ouid=0 nametype=NORMAL
+type=1302 msg=audit(1700000001.100:600): item=0 name=\"/a\" inode=5 mode=0100644 ouid=0 nametype=NORMAL
+type=1320 msg=audit(1700000001.100:600):
+";
+        let ev = events(input);
+        assert_eq!(ev.len(), 2);
+        for e in &ev {
+            let p = e.process.as_ref().unwrap_or_else(|| panic!("{:?}", e.raw));
+            assert_eq!(p.exe.as_deref(), Some("/usr/bin/x"), "{:?}", e.raw);
+            assert_eq!(p.paths.len(), 1, "{:?}", p.paths);
+        }
+        assert_eq!(ev[0].fields, ev[1].fields);
+    }
+
+    /// /dev/kmsg writes control bytes, bytes >= 0x7f and `\` as `\xHH`; a dbus USER_AVC's newline
+    /// before ` exe=` is `\x0a` there. Decoded, the record equals the netlink copy.
+    #[test]
+    fn kmsg_escapes_are_decoded() {
+        let body = |nl: &str, bs: &str| {
+            format!(
+                "audit(1561053426.749:186): pid=640 uid=103 auid=4294967295 ses=4294967295 msg='apparmor=\"ALLOWED\" operation=\"dbus_method_call\"  bus=\"system\" path=\"/org/freedesktop/systemd1\" interface=\"org.freedesktop.systemd1.Manager\" member=\"A{bs}B\" mask=\"send\" name=\"org.freedesktop.systemd1\" pid=20596 label=\"/x\" peer_pid=1 peer_label=\"unconfined\"{nl}                  exe=\"/usr/bin/dbus-daemon\" sauid=103 hostname=? addr=? terminal=?'"
+            )
+        };
+        let kmsg = format!("6,1234,5678,-;audit: type=1107 {}", body("\\x0a", "\\x5c"));
+        let netlink = format!("type=1107 msg={}", body("\n", "\\"));
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        p.push_line(&kmsg, &Source::Kmsg { seq: 1234 }, &mut out);
+        p.push_line(&netlink, &Source::Netlink, &mut out);
+        p.finish(&mut out);
+        let ev: Vec<&Event> = out
+            .iter()
+            .map(|o| match o {
+                Output::Event(e) => &**e,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].field("member"), Some("A\\B"));
+        assert_eq!(ev[0].field("exe"), Some("/usr/bin/dbus-daemon"));
+        assert_eq!(ev[0].fields, ev[1].fields);
+        assert_eq!(ev[0].outer, ev[1].outer);
+        assert_eq!(ev[0].raw[0].matches('\n').count(), 1, "{:?}", ev[0].raw);
+    }
+
+    /// Escapes the kernel would not write stay as they are; bytes that are not UTF-8 after
+    /// decoding are replaced. Nothing splits the record.
+    #[test]
+    fn kmsg_escapes_hostile_input() {
+        let line = "6,1,2,-;audit: type=1400 audit(1.000:5): apparmor=\"DENIED\" operation=\"open\" profile=\"p\\xff\\xc3\" name=\"/a\\x\\x4\\xZZ\\x0a type=1400 audit(1.000:6):\" pid=1 comm=\"c\" tail=\\";
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        p.push_line(line, &Source::Kmsg { seq: 1 }, &mut out);
+        p.finish(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Output::Event(e) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(e.profile(), Some("p\u{fffd}\u{fffd}"));
+        assert_eq!(e.name(), Some("/a\\x\\x4\\xZZ\n type=1400 audit(1.000:6):"));
+        assert_eq!(e.field("tail"), Some("\\"));
+        assert_eq!(e.audit.as_ref().map(|a| a.serial), Some(5));
+    }
+
+    /// ENRICHED appends `\x1d` and the interpreted fields to the continuation line of a dbus
+    /// USER_AVC.
+    #[test]
+    fn enriched_user_avc_continuation_is_joined() {
+        let input = "type=USER_AVC msg=audit(1375323372.644:157): pid=363 uid=102 auid=4294967295 ses=4294967295 subj=unconfined msg='apparmor=\"DENIED\" operation=\"dbus_method_call\"  bus=\"system\" path=\"/org/freedesktop/DBus\" interface=\"org.freedesktop.DBus\" member=\"Hello\" mask=\"send\" name=\"org.freedesktop.DBus\" pid=2833 label=\"/usr/bin/x\" peer_label=\"unconfined\"\n exe=\"/usr/bin/dbus-daemon\" sauid=102 hostname=? addr=? terminal=?'\x1dUID=\"messagebus\" AUID=\"unset\" SAUID=\"messagebus\"\n";
+        let ev = events(input);
+        assert_eq!(ev.len(), 1);
+        let e = &ev[0];
+        assert_eq!(e.field("exe"), Some("/usr/bin/dbus-daemon"));
+        assert_eq!(e.field("sauid"), Some("102"));
+        let interpreted = e.interpreted.as_ref().expect("interpreted fields");
+        assert_eq!(interpreted.get("SAUID"), Some("messagebus"));
+        assert_eq!(e.raw.len(), 1);
+    }
+
+    /// A USER_AVC first line whose continuation never comes is released by the idle flush (a
+    /// live source calls it once its input has been quiet past the companion wait).
+    #[test]
+    fn idle_flush_releases_a_held_user_avc() {
+        let line = "Jun 20 17:57:06 ns1 kernel: [4835959.046111] audit: type=1107 audit(1561053426.749:186): pid=640 uid=103 auid=4294967295 ses=4294967295 msg='apparmor=\"ALLOWED\" operation=\"dbus_method_call\"  bus=\"system\" path=\"/org/freedesktop/systemd1\" interface=\"org.freedesktop.systemd1.Manager\" member=\"LookupDynamicUserByName\" mask=\"send\" name=\"org.freedesktop.systemd1\" pid=20596 label=\"/x\" peer_pid=1 peer_label=\"unconfined\"";
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        p.push_line(line, &Source::Text, &mut out);
+        assert!(out.is_empty(), "held for its continuation");
+        assert!(p.has_pending());
+        p.flush_idle(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            matches!(&out[0], Output::Event(e) if e.field("member") == Some("LookupDynamicUserByName"))
+        );
+        assert!(!p.has_pending());
     }
 
     #[test]

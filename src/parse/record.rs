@@ -228,6 +228,15 @@ pub fn merge_companion(process: &mut Process, env: &Envelope<'_>) {
                 ouid: num("ouid"),
                 nametype: text("nametype"),
             };
+            // The same PATH record twice (journald's kernel and audit transports) is one path.
+            if let Some(same) = process
+                .paths
+                .iter_mut()
+                .find(|p| item.item.is_some() && p.item == item.item)
+            {
+                *same = item;
+                return;
+            }
             let at = process
                 .paths
                 .iter()

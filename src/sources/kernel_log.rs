@@ -179,6 +179,9 @@ async fn read_kmsg(
                     // Not from the kernel: only the position is kept.
                     _ => 0,
                 };
+                // The record goes on with its `PRIO,SEQ,USEC,FLAGS;` header and its `\xHH`
+                // escapes (control bytes, bytes >= 0x7f, `\`; so the text is ASCII): the parser
+                // decodes them behind that header, the same way for a saved kmsg dump, and once.
                 batch.push(SourceItem::Line(SourceLine {
                     text: String::from_utf8_lossy(&record[..end]).into_owned(),
                     source: Source::Kmsg { seq },
