@@ -121,13 +121,26 @@ impl Receiver {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.server.port)
     }
-    async fn fail_next(&self, n: u32, status: u16) {
+    async fn control(&self, body: Value) {
         reqwest::Client::new()
             .post(self.url("/_control"))
-            .body(json!({"fail": n, "status": status}).to_string())
+            .body(body.to_string())
             .send()
             .await
             .unwrap();
+    }
+    async fn fail_next(&self, n: u32, status: u16) {
+        self.control(json!({"fail": n, "status": status})).await;
+    }
+    /// Like `fail_next`, the answers carrying `headers` (e.g. `Retry-After`).
+    async fn fail_next_with(&self, n: u32, status: u16, headers: Value) {
+        self.control(json!({"fail": n, "status": status, "headers": headers}))
+            .await;
+    }
+    /// From now on, answer `status` to every request whose body contains `text`.
+    async fn refuse(&self, text: &str, status: u16) {
+        self.control(json!({"refuse": {"contains": text, "status": status}}))
+            .await;
     }
 }
 
@@ -144,6 +157,22 @@ fn accepted(log: &Path) -> Vec<Value> {
         .into_iter()
         .filter(|r| r["accepted"] == true)
         .collect()
+}
+
+/// The `loss` alerts in a JSON-lines file sink.
+fn losses(out: &Path) -> Vec<Value> {
+    common::json_lines(out)
+        .into_iter()
+        .filter(|v| v["type"] == "loss")
+        .collect()
+}
+
+/// The alerts lost, summed over the `loss` alerts in a JSON-lines file sink.
+fn lost(out: &Path) -> u64 {
+    losses(out)
+        .iter()
+        .map(|l| l["loss"]["count"].as_u64().unwrap())
+        .sum()
 }
 
 async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -473,22 +502,8 @@ path = "{}"
     set.deliver_alert(&alert(AlertType::IncidentOpened, "x", 1, "web1", "/x"));
     set.deliver_alert(&alert(AlertType::IncidentUpdate, "x", 2, "web1", "/x"));
     // Alerts expire one by one (each at its own age), so the loss may come as several alerts.
-    let losses = || -> Vec<Value> {
-        std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|v| v["type"] == "loss")
-            .collect()
-    };
-    let lost = || -> u64 {
-        losses()
-            .iter()
-            .map(|l| l["loss"]["count"].as_u64().unwrap())
-            .sum()
-    };
-    wait_for("loss alerts", 15, || lost() == 2).await;
-    for l in losses() {
+    wait_for("loss alerts", 15, || lost(&out) == 2).await;
+    for l in losses(&out) {
         assert_eq!(l["loss"]["origin"], "sink:hook");
         assert!(l["loss"]["what"].as_str().unwrap().contains("expired"));
         assert_eq!(l["host"], "web1");
@@ -498,12 +513,267 @@ path = "{}"
     set.shutdown(Duration::from_secs(2)).await;
 }
 
+/// The `id:seq` of every alert the receiver accepted, alone or in a webhook digest.
+fn accepted_keys(log: &Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    for r in accepted(log) {
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        let alerts = if body["type"] == "digest" {
+            body["alerts"].as_array().unwrap().clone()
+        } else {
+            vec![body]
+        };
+        for a in alerts {
+            keys.push(format!("{}:{}", a["id"].as_str().unwrap(), a["seq"]));
+        }
+    }
+    keys
+}
+
+/// Requests whose body contains `text`.
+fn requests_with(log: &Path, text: &str) -> usize {
+    requests(log)
+        .iter()
+        .filter(|r| r["body"].as_str().unwrap().contains(text))
+        .count()
+}
+
+/// Regression: a permanent 4xx (400, 404, 410, 413, 422) was retried every ≤ 300 s until
+/// `max_age_secs`, and held up the later alerts of its incident all that time. Now the alert is
+/// dropped at once, reported in a `loss` alert with the status and body excerpt, and its
+/// incident goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_4xx_drops_that_alert_with_a_loss_and_its_incident_goes_on() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let statuses = [400u16, 404, 410, 413, 422];
+    for s in statuses {
+        rx.refuse(&format!("/reject-{s}"), s).await;
+    }
+    let out = dir.path().join("alerts.jsonl");
+    let s = specs(&format!(
+        r#"[sinks.hook]
+type = "webhook"
+url = "{}"
+retry_initial_ms = 5
+retry_max_ms = 50
+[sinks.log]
+type = "file"
+path = "{}"
+"#,
+        rx.url("/in"),
+        out.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    for s in statuses {
+        let inc = format!("i{s}");
+        let first = alert(
+            AlertType::IncidentOpened,
+            &inc,
+            1,
+            "web1",
+            &format!("/reject-{s}"),
+        );
+        set.deliver_alert(&first);
+        let next = alert(
+            AlertType::IncidentUpdate,
+            &inc,
+            2,
+            "web1",
+            &format!("/ok-{s}"),
+        );
+        set.deliver_alert(&next);
+    }
+    wait_for("the alerts behind the refused ones", 20, || {
+        accepted(&rx.log).len() == statuses.len()
+    })
+    .await;
+    wait_for("outbox empty", 5, || set.pending("hook") == Some(0)).await;
+    wait_for("loss alerts", 10, || lost(&out) == statuses.len() as u64).await;
+    let mut keys = accepted_keys(&rx.log);
+    keys.sort();
+    let mut want: Vec<String> = statuses.iter().map(|s| format!("i{s}:2")).collect();
+    want.sort();
+    assert_eq!(keys, want);
+    let whats: Vec<String> = losses(&out)
+        .iter()
+        .map(|l| {
+            assert_eq!(l["loss"]["origin"], "sink:hook");
+            l["loss"]["what"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for s in statuses {
+        assert_eq!(
+            requests_with(&rx.log, &format!("/reject-{s}")),
+            1,
+            "retried"
+        );
+        assert!(
+            whats
+                .iter()
+                .any(|w| w.contains(&format!("HTTP {s}: receiver refuses this alert"))),
+            "{whats:?}"
+        );
+    }
+    let stats = &set.stats()[0];
+    assert_eq!(stats.dropped, statuses.len() as u64);
+    assert_eq!(stats.delivered, statuses.len() as u64);
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
+/// 401 and 403 say the credentials are wrong (for every alert, and the admin may fix them): the
+/// sink backs off and retries, nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_401_and_403_are_retried_not_dropped() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nretry_initial_ms = 5\nretry_max_ms = 50\n",
+        rx.url("/in")
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    for (n, status) in [(1u64, 401u16), (2, 403)] {
+        rx.fail_next(2, status).await;
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("a{n}"),
+            1,
+            "web1",
+            "/x",
+        ));
+        wait_for("delivery after the refusals", 20, || {
+            accepted(&rx.log).len() == n as usize
+        })
+        .await;
+    }
+    let stats = &set.stats()[0];
+    assert_eq!((stats.failed_attempts, stats.dropped), (4, 0));
+    assert!(stats.last_error.as_deref().unwrap().contains("HTTP 403"));
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Regression: a digest the receiver refused with a 4xx was sent again, the same, until its
+/// alerts expired. Now it is split until the refused alert is alone; that one is dropped (with a
+/// `loss` alert) and the others are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_refused_with_4xx_is_split_until_the_refused_alert_is_dropped() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    rx.refuse("/reject", 400).await;
+    let out = dir.path().join("alerts.jsonl");
+    let s = specs(&format!(
+        r#"[sinks.hook]
+type = "webhook"
+url = "{}"
+mode = "digest"
+digest_interval_secs = 1
+retry_initial_ms = 5
+retry_max_ms = 50
+[sinks.log]
+type = "file"
+path = "{}"
+"#,
+        rx.url("/in"),
+        out.display()
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    for i in 1..=7 {
+        let object = if i == 5 {
+            "/reject".to_string()
+        } else {
+            format!("/d/{i}")
+        };
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("d{i}"),
+            1,
+            "web1",
+            &object,
+        ));
+    }
+    wait_for("outbox empty", 20, || set.pending("hook") == Some(0)).await;
+    wait_for("loss alert", 10, || lost(&out) == 1).await;
+    let mut keys = accepted_keys(&rx.log);
+    keys.sort();
+    assert_eq!(keys, ["d1:1", "d2:1", "d3:1", "d4:1", "d6:1", "d7:1"]);
+    let what = losses(&out)[0]["loss"]["what"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(what.contains("HTTP 400"), "{what}");
+    // 7 refused, 3 accepted, 3 refused, 1 accepted, the refused alert alone, the 2 left: a few
+    // requests, not a retry loop.
+    assert!(requests(&rx.log).len() <= 8, "{:#?}", requests(&rx.log));
+    assert_eq!(set.stats()[0].dropped, 1);
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Regression: `Retry-After` on 429 and 503 was ignored (the next attempt came after the
+/// retry policy's delay, here milliseconds). Now the whole sink waits at least that long, given
+/// in seconds or as an HTTP-date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_and_503_holds_the_whole_sink() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nretry_initial_ms = 5\nretry_max_ms = 50\n",
+        rx.url("/in")
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let t = |r: &Value| r["t"].as_f64().unwrap();
+
+    rx.fail_next_with(1, 429, json!({"Retry-After": "2"})).await;
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "a", 1, "web1", "/a"));
+    wait_for("the 429", 10, || !requests(&rx.log).is_empty()).await;
+    // Another incident during the wait: held too (the whole sink waits).
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "b", 1, "web1", "/b"));
+    wait_for("both delivered", 20, || accepted(&rx.log).len() == 2).await;
+    let all = requests(&rx.log);
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let refused_at = t(&all[0]);
+    for r in &all[1..] {
+        let gap = t(r) - refused_at;
+        assert!(gap >= 1.95, "sent {gap:.3} s after Retry-After: 2");
+    }
+
+    // An HTTP-date (whole seconds: 3 s ahead is more than 2 s ahead): nothing before it.
+    let before = std::time::SystemTime::now();
+    let date = httpdate::fmt_http_date(before + Duration::from_secs(3));
+    rx.fail_next_with(1, 503, json!({ "Retry-After": date }))
+        .await;
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "c", 1, "web1", "/c"));
+    wait_for("delivered after the 503", 20, || {
+        accepted(&rx.log).len() == 3
+    })
+    .await;
+    let all = requests(&rx.log);
+    assert_eq!(all.len(), 5, "{all:#?}");
+    let before = before
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let early = t(&all[4]) - (before + 2.0);
+    assert!(
+        early >= -0.05,
+        "sent {early:.3} s before Retry-After: {date}"
+    );
+    let stats = &set.stats()[0];
+    assert_eq!((stats.failed_attempts, stats.dropped), (2, 0));
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
 struct Smtp {
     server: Server,
     maildir: PathBuf,
     certs: Certs,
     /// The sink's `tls` mode that this server speaks.
     tls: &'static str,
+    /// More options of smtp_server.py, kept for a restart.
+    extra: Vec<String>,
 }
 
 /// The SMTP server with STARTTLS required.
@@ -513,19 +783,26 @@ fn smtp(dir: &Path) -> Smtp {
 
 /// The SMTP server speaking `tls` ("starttls", or "tls": TLS from the first byte).
 fn smtp_in_mode(dir: &Path, tls: &'static str) -> Smtp {
+    smtp_with(dir, tls, &[])
+}
+
+/// The SMTP server speaking `tls`, with more options of smtp_server.py (`--refuse TEXT`).
+fn smtp_with(dir: &Path, tls: &'static str, extra: &[&str]) -> Smtp {
     let certs = make_certs(dir);
     let maildir = dir.join("mail");
     std::fs::create_dir_all(&maildir).unwrap();
-    let server = spawn_smtp(&maildir, &certs, tls, 0);
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    let server = spawn_smtp(&maildir, &certs, tls, &extra, 0);
     Smtp {
         server,
         maildir,
         certs,
         tls,
+        extra,
     }
 }
 
-fn spawn_smtp(maildir: &Path, certs: &Certs, tls: &str, port: u16) -> Server {
+fn spawn_smtp(maildir: &Path, certs: &Certs, tls: &str, extra: &[String], port: u16) -> Server {
     let mut cmd = Command::new(PY);
     cmd.arg(fixtures().join("smtp_server.py"))
         .arg("--dir")
@@ -541,6 +818,7 @@ fn spawn_smtp(maildir: &Path, certs: &Certs, tls: &str, port: u16) -> Server {
     if tls == "tls" {
         cmd.arg("--implicit");
     }
+    cmd.args(extra);
     spawn_printing_port(cmd)
 }
 
@@ -549,7 +827,7 @@ impl Smtp {
     fn restart(&mut self) {
         let port = self.server.port;
         self.server.stop();
-        self.server = spawn_smtp(&self.maildir, &self.certs, self.tls, port);
+        self.server = spawn_smtp(&self.maildir, &self.certs, self.tls, &self.extra, port);
     }
 }
 
@@ -802,6 +1080,66 @@ async fn email_implicit_tls_auth() {
     let e = t.send(&[entry_of(&a)], now_ms()).await.unwrap_err();
     assert!(matches!(e, SendError::Tls(_)), "{e}");
     assert_eq!(mails(&m.maildir).len(), 1);
+}
+
+/// Regression: one message the SMTP server refused for good (554 after DATA) held up the whole
+/// email sink: it was retried, and nothing behind it was sent, until it expired after
+/// `max_age_secs`. Now that message is dropped, reported in a `loss` alert with the server's
+/// reply, and the messages behind it are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_5xx_refusal_drops_that_message_with_a_loss_and_sends_the_rest() {
+    require!(python_has("aiosmtpd"), "python3-aiosmtpd");
+    require!(have("/usr/bin/openssl"), "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let m = smtp_with(dir.path(), "starttls", &["--refuse", "/refuse-me"]);
+    let pw = secret_file(dir.path(), "pw", "s3cret pass\n");
+    let out = dir.path().join("alerts.jsonl");
+    let mut cfg = email_cfg("mail", &m, &pw, "");
+    cfg.push_str(&format!(
+        "[sinks.log]\ntype = \"file\"\npath = \"{}\"\n",
+        out.display()
+    ));
+    let set = SinkSet::start(&specs(&cfg), opts(&dir.path().join("state"), "web1")).unwrap();
+    set.deliver_alert(&alert(
+        AlertType::IncidentOpened,
+        "a",
+        1,
+        "web1",
+        "/refuse-me",
+    ));
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "b", 1, "web1", "/srv/b"));
+    set.deliver_alert(&alert(AlertType::IncidentUpdate, "a", 2, "web1", "/srv/a"));
+    wait_for("the mails behind the refused one", 20, || {
+        mails(&m.maildir).len() == 2
+    })
+    .await;
+    wait_for("outbox empty", 5, || set.pending("mail") == Some(0)).await;
+    wait_for("loss alert", 10, || lost(&out) == 1).await;
+    let subjects: Vec<String> = mails(&m.maildir)
+        .into_iter()
+        .map(|(raw, _)| {
+            raw.lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        subjects[0].contains("/srv/b") && subjects[1].contains("/srv/a"),
+        "{subjects:?}"
+    );
+    assert_eq!(
+        common::json_lines(&m.maildir.join("refused")).len(),
+        1,
+        "the refused message was sent again"
+    );
+    let l = &losses(&out)[0];
+    assert_eq!(l["loss"]["origin"], "sink:mail");
+    let what = l["loss"]["what"].as_str().unwrap();
+    assert!(what.contains("554") && what.contains("refused"), "{what}");
+    let stats = set.stats().into_iter().find(|s| s.name == "mail").unwrap();
+    assert_eq!((stats.delivered, stats.dropped), (2, 1));
+    set.shutdown(Duration::from_secs(2)).await;
 }
 
 fn entry_of(a: &Alert) -> Arc<Entry> {

@@ -338,6 +338,18 @@ fn smtp_err(e: &(dyn std::error::Error + 'static)) -> SendError {
     SendError::Smtp(super::http::error_chain(e))
 }
 
+/// A failure while sending the message itself (MAIL FROM, RCPT TO, DATA). A permanent (5xx)
+/// reply refuses this message only: [`SendError::SmtpRefused`], dropped by the sender, where
+/// anything else holds up the sink and is retried. 530 (authentication required, RFC 4954) is
+/// about the session, not the message.
+fn message_err(e: &lettre::transport::smtp::Error) -> SendError {
+    if e.is_permanent() && e.status().map(u16::from) != Some(530) {
+        SendError::SmtpRefused(super::http::error_chain(e))
+    } else {
+        smtp_err(e)
+    }
+}
+
 impl Smtp {
     /// Send one message: on the open session when there is one, else (or when that fails: the
     /// server may have closed it) on a new one. `timeout` bounds each attempt.
@@ -351,7 +363,7 @@ impl Smtp {
                     return Ok(());
                 }
                 // The server refused this message: a new session would get the same answer.
-                Ok(Err(e)) if e.is_permanent() => return Err(smtp_err(&e)),
+                Ok(Err(e)) if e.is_permanent() => return Err(message_err(&e)),
                 // The server may have closed the idle session (421, reset, EOF): try a new one.
                 Ok(Err(_)) => {}
                 // The message may have been accepted: the retry policy decides, as after any
@@ -440,21 +452,30 @@ impl Smtp {
         let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
             .await
             .map_err(|e| smtp_err(&e))?;
-        let result = async {
+        let setup = async {
             if let SmtpTls::Starttls(params) = &self.tls {
                 conn.starttls(params.clone(), &self.hello).await?;
             }
             if let Some(c) = &self.credentials {
                 conn.auth(DEFAULT_MECHANISMS, c).await?;
             }
-            conn.send(envelope, message).await
+            Ok::<(), lettre::transport::smtp::Error>(())
         }
         .await;
+        // Up to here a failure is the session's (STARTTLS, AUTH: 535 is permanent but concerns
+        // every message); from here on, it may be this message's.
+        let result = match setup {
+            Ok(()) => conn
+                .send(envelope, message)
+                .await
+                .map_err(|e| message_err(&e)),
+            Err(e) => Err(smtp_err(&e)),
+        };
         match result {
             Ok(_) => Ok(conn),
             Err(e) => {
                 conn.abort().await;
-                Err(smtp_err(&e))
+                Err(e)
             }
         }
     }

@@ -1,11 +1,12 @@
 //! Sending: the HTTP client (reqwest, rustls), the per-kind transports, and [`SendError`], which
 //! says precisely why a delivery failed (DNS, connection, TLS certificate, HTTP status and body
-//! excerpt, SMTP reply).
+//! excerpt, SMTP reply) and what that means for retrying: the whole sink, this alert later, or
+//! never (the receiver refused this alert for good).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::config::{AlertmanagerSpec, HttpSpec, SinkKind, SinkSpec};
 use super::email::{self, EmailTransport};
@@ -36,10 +37,18 @@ pub enum SendError {
         status: u16,
         /// The start of the response body, control characters made visible.
         body: String,
+        /// How long the receiver asked to be left alone (`Retry-After`), at most
+        /// [`RETRY_AFTER_MAX`].
+        retry_after: Option<Duration>,
     },
-    /// The SMTP server refused (with its reply) or the session failed.
+    /// The SMTP session failed (connect, greeting, STARTTLS, AUTH, a 4xx reply, the connection
+    /// lost), with the server's reply: other messages would fail too.
     #[error("SMTP: {0}")]
     Smtp(String),
+    /// The SMTP server refused this message for good (a 5xx reply to MAIL FROM, RCPT TO or the
+    /// content), with its reply: sending it again gets the same answer, other messages may pass.
+    #[error("SMTP: {0}")]
+    SmtpRefused(String),
     /// The sendmail binary failed.
     #[error("sendmail: {0}")]
     Sendmail(String),
@@ -48,16 +57,62 @@ pub enum SendError {
     Other(String),
 }
 
+/// The HTTP statuses that concern the receiver as a whole although they are 4xx: bad or missing
+/// credentials (401, 403, 407: every alert would get them, and the admin may fix them, so they
+/// are retried, not dropped), a request timeout (408) and too many requests (429).
+fn sink_wide_4xx(status: u16) -> bool {
+    matches!(status, 401 | 403 | 407 | 408 | 429)
+}
+
 impl SendError {
     /// True when the failure concerns the receiver as a whole (so other alerts would fail too):
     /// the sender backs off the whole sink instead of trying the next incident.
     pub fn is_sink_wide(&self) -> bool {
         match self {
-            SendError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-            SendError::Other(_) => false,
+            SendError::Status { status, .. } => *status >= 500 || sink_wide_4xx(*status),
+            SendError::SmtpRefused(_) | SendError::Other(_) => false,
             _ => true,
         }
     }
+
+    /// True when the receiver refused this alert for good (another HTTP 4xx, such as 400, 404,
+    /// 410, 413 or 422; an SMTP 5xx to the message): the same request would get the same answer,
+    /// so the sender drops the alert (reporting the loss) and goes on with the next.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            SendError::Status { status, .. } => {
+                (400..500).contains(status) && !sink_wide_4xx(*status)
+            }
+            SendError::SmtpRefused(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The wait the receiver asked for with `Retry-After` (on a 429 or 503), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The longest `Retry-After` honoured: a receiver asking for more is tried again after an hour
+/// (a date far ahead may come from a wrong clock; the alerts still expire after `max_age_secs`).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, as the wait from
+/// `now` (none for a date already past), at most [`RETRY_AFTER_MAX`]; `None` when unreadable.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a long time".
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
 }
 
 /// `outer: inner: innermost`, de-duplicated.
@@ -399,10 +454,70 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), SendError> {
         let _ = resp.bytes().await;
         return Ok(());
     }
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let body = resp.bytes().await.unwrap_or_default();
     let excerpt = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     Err(SendError::Status {
         status: status.as_u16(),
         body: plain(excerpt.trim(), 300),
+        retry_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> SendError {
+        SendError::Status {
+            status,
+            body: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn statuses_are_sink_wide_or_refusals_of_the_alert() {
+        for s in [400, 404, 409, 410, 413, 415, 422, 451] {
+            assert!(status(s).is_refusal() && !status(s).is_sink_wide(), "{s}");
+        }
+        for s in [401, 403, 407, 408, 429, 500, 502, 503, 504] {
+            assert!(status(s).is_sink_wide() && !status(s).is_refusal(), "{s}");
+        }
+        // A redirect (not followed): retried per incident, as before.
+        assert!(!status(301).is_sink_wide() && !status(301).is_refusal());
+        assert!(SendError::SmtpRefused("554".into()).is_refusal());
+        assert!(!SendError::SmtpRefused("554".into()).is_sink_wide());
+        let session = SendError::Smtp("421".into());
+        assert!(session.is_sink_wide() && !session.is_refusal());
+        assert!(!SendError::Other("x".into()).is_refusal());
+    }
+
+    #[test]
+    fn retry_after_seconds_or_http_date_capped() {
+        let now = httpdate::parse_http_date("Wed, 02 Dec 2026 12:00:00 GMT").unwrap();
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p("120"), Some(Duration::from_secs(120)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            p("Wed, 02 Dec 2026 12:00:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete forms RFC 9110 asks recipients to accept.
+        assert_eq!(
+            p("Wednesday, 02-Dec-26 12:01:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(p("Wed Dec  2 12:00:05 2026"), Some(Duration::from_secs(5)));
+        assert_eq!(p("Wed, 02 Dec 2026 11:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(p("86400"), Some(RETRY_AFTER_MAX));
+        assert_eq!(p("99999999999999999999999"), Some(RETRY_AFTER_MAX));
+        assert_eq!(p("soon"), None);
+        assert_eq!(p("-5"), None);
+        assert_eq!(p(""), None);
+    }
 }

@@ -111,7 +111,8 @@ pub struct Counters {
     pub failed_attempts: AtomicU64,
     /// Alerts that expired in the outbox.
     pub expired: AtomicU64,
-    /// Alerts or events dropped (queue full, outbox full, write error).
+    /// Alerts or events dropped (queue full, outbox full, write error, refused for good by the
+    /// receiver).
     pub dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
 }

@@ -1,8 +1,10 @@
 //! The delivery task of a remote sink: takes alerts from its outbox in arrival order, sends them,
-//! removes them when accepted; on failure backs off (exponential, with jitter) the incident — or
-//! the whole sink when the receiver itself is unreachable — so order is kept per incident; expires
-//! alerts older than the maximum age and reports the count; batches them in digest mode; keeps
-//! Alertmanager's open incidents firing.
+//! removes them when accepted; on failure backs off (exponential, with jitter, at least as long as
+//! a `Retry-After` asks) the incident — or the whole sink when the receiver itself is unreachable
+//! — so order is kept per incident; drops an alert the receiver refused for good and reports the
+//! loss; expires alerts older than the maximum age and reports the count; batches them in digest
+//! mode (splitting a refused digest to find the refused alert); keeps Alertmanager's open
+//! incidents firing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -53,14 +55,27 @@ struct Retry {
     next_at: Instant,
 }
 
+/// Digest mode's state between passes.
+#[derive(Debug, Clone, Copy)]
+struct Digest {
+    /// Failed attempts in a row (for the backoff).
+    attempts: u32,
+    /// The most alerts in the next digest: [`DIGEST_MAX`], halved after each refusal so that
+    /// the refused alert (or a size the receiver takes) is found in a few requests.
+    limit: usize,
+}
+
 impl RemoteSink {
-    fn backoff(&self, attempts: u32) -> Duration {
-        backoff_delay(
+    /// When to try again after failed attempt number `attempts`: the backoff, or later when the
+    /// receiver asked for it (`Retry-After`).
+    fn retry_at(&self, attempts: u32, err: &SendError) -> Instant {
+        let backoff = backoff_delay(
             self.delivery.retry_initial_ms,
             self.delivery.retry_max_ms,
             attempts,
             fastrand::f64(),
-        )
+        );
+        Instant::now() + backoff.max(err.retry_after().unwrap_or_default())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
@@ -102,6 +117,28 @@ impl RemoteSink {
             ),
         });
         Some(n)
+    }
+
+    /// The receiver refused these alerts for good ([`SendError::is_refusal`]): remove them, count
+    /// them as dropped, and report the loss like an expiry (a `loss` alert on the other sinks)
+    /// and in the log, with the receiver's answer.
+    fn drop_refused(&self, batch: &[Arc<Entry>], err: &SendError) {
+        for e in batch {
+            self.remove(e.seq);
+        }
+        let n = batch.len() as u64;
+        self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+        let what = format!(
+            "alerts refused for good by the receiver of sink {}: {err}",
+            self.name
+        );
+        let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
+        crate::log_warn!("LOSS {n} {what} (dropped: {})", keys.join(", "));
+        let _ = self.loss_tx.send(LossNotice {
+            sink: self.name.clone(),
+            count: n,
+            what,
+        });
     }
 
     fn earliest_expiry(&self) -> Option<Instant> {
@@ -173,9 +210,14 @@ impl RemoteSink {
                     self.remove(e.seq);
                     retry.remove(&e.seq);
                 }
+                // Gone: the incident's next alert may go now.
+                Err(err) if err.is_refusal() => {
+                    self.drop_refused(std::slice::from_ref(&e), &err);
+                    retry.remove(&e.seq);
+                }
                 Err(err) => {
                     let attempts = retry.get(&e.seq).map_or(0, |r| r.attempts) + 1;
-                    let next_at = Instant::now() + self.backoff(attempts);
+                    let next_at = self.retry_at(attempts, &err);
                     retry.insert(e.seq, Retry { attempts, next_at });
                     blocked.insert(e.incident.clone());
                     if err.is_sink_wide() {
@@ -191,7 +233,7 @@ impl RemoteSink {
     /// Digest mode: send everything waiting once the oldest alert has waited an interval.
     async fn digest_pass(
         &mut self,
-        attempts: &mut u32,
+        digest: &mut Digest,
         sink_until: &mut Option<Instant>,
     ) -> Option<Instant> {
         if let Some(t) = *sink_until {
@@ -207,19 +249,30 @@ impl RemoteSink {
         if now < due_ms {
             return Some(Instant::now() + Duration::from_millis(due_ms - now));
         }
-        let batch: Vec<Arc<Entry>> = snap.into_iter().take(DIGEST_MAX).collect();
+        let batch: Vec<Arc<Entry>> = snap.into_iter().take(digest.limit).collect();
         match self.deliver(&batch).await {
             Ok(()) => {
-                *attempts = 0;
+                digest.attempts = 0;
                 for e in &batch {
                     self.remove(e.seq);
                 }
                 // More than one digest's worth: go on at once.
                 (!self.lock().is_empty()).then(Instant::now)
             }
-            Err(_) => {
-                *attempts += 1;
-                let t = Instant::now() + self.backoff(*attempts);
+            // Refused for good: the same digest would be refused again. Send the first half
+            // next, at once (a different request), until the refused alert is alone.
+            Err(err) if err.is_refusal() && batch.len() > 1 => {
+                digest.limit = batch.len() / 2;
+                Some(Instant::now())
+            }
+            Err(err) if err.is_refusal() => {
+                self.drop_refused(&batch, &err);
+                digest.limit = DIGEST_MAX;
+                (!self.lock().is_empty()).then(Instant::now)
+            }
+            Err(err) => {
+                digest.attempts += 1;
+                let t = self.retry_at(digest.attempts, &err);
                 *sink_until = Some(t);
                 Some(t)
             }
@@ -249,7 +302,10 @@ impl RemoteSink {
     pub async fn run(mut self) {
         let mut retry: HashMap<u64, Retry> = HashMap::new();
         let mut sink_until: Option<Instant> = None;
-        let mut digest_attempts = 0u32;
+        let mut digest = Digest {
+            attempts: 0,
+            limit: DIGEST_MAX,
+        };
         let repost_every = self
             .transport
             .alertmanager_spec()
@@ -259,8 +315,7 @@ impl RemoteSink {
             let stopping = *self.stop.borrow();
             self.expire(&mut retry);
             let mut wake = if self.mode == Mode::Digest {
-                self.digest_pass(&mut digest_attempts, &mut sink_until)
-                    .await
+                self.digest_pass(&mut digest, &mut sink_until).await
             } else {
                 self.pass(&mut retry, &mut sink_until).await
             };
