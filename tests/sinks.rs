@@ -538,7 +538,7 @@ fn requests_with(log: &Path, text: &str) -> usize {
         .count()
 }
 
-/// Regression: a permanent 4xx (400, 404, 410, 413, 422) was retried every ≤ 300 s until
+/// Regression: a permanent 4xx (400, 413, 422) was retried every ≤ 300 s until
 /// `max_age_secs`, and held up the later alerts of its incident all that time. Now the alert is
 /// dropped at once, reported in a `loss` alert with the status and body excerpt, and its
 /// incident goes on.
@@ -547,7 +547,7 @@ async fn http_4xx_drops_that_alert_with_a_loss_and_its_incident_goes_on() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
     let rx = receiver(&dir.path().join("log"), 0, None);
-    let statuses = [400u16, 404, 410, 413, 422];
+    let statuses = [400u16, 413, 422];
     for s in statuses {
         rx.refuse(&format!("/reject-{s}"), s).await;
     }
@@ -622,10 +622,10 @@ path = "{}"
     set.shutdown(Duration::from_secs(2)).await;
 }
 
-/// 401 and 403 say the credentials are wrong (for every alert, and the admin may fix them): the
-/// sink backs off and retries, nothing is dropped.
+/// 401 and 403 say the credentials are wrong, 404 and 410 that the URL names nothing (for every
+/// alert, and the admin may fix them): the sink backs off and retries, nothing is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_401_and_403_are_retried_not_dropped() {
+async fn http_401_403_404_410_are_retried_not_dropped() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
     let rx = receiver(&dir.path().join("log"), 0, None);
@@ -634,7 +634,7 @@ async fn http_401_and_403_are_retried_not_dropped() {
         rx.url("/in")
     ));
     let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
-    for (n, status) in [(1u64, 401u16), (2, 403)] {
+    for (n, status) in [(1u64, 401u16), (2, 403), (3, 404), (4, 410)] {
         rx.fail_next(2, status).await;
         set.deliver_alert(&alert(
             AlertType::IncidentOpened,
@@ -649,8 +649,8 @@ async fn http_401_and_403_are_retried_not_dropped() {
         .await;
     }
     let stats = &set.stats()[0];
-    assert_eq!((stats.failed_attempts, stats.dropped), (4, 0));
-    assert!(stats.last_error.as_deref().unwrap().contains("HTTP 403"));
+    assert_eq!((stats.failed_attempts, stats.dropped), (8, 0));
+    assert!(stats.last_error.as_deref().unwrap().contains("HTTP 410"));
     set.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -58,10 +58,12 @@ pub enum SendError {
 }
 
 /// The HTTP statuses that concern the receiver as a whole although they are 4xx: bad or missing
-/// credentials (401, 403, 407: every alert would get them, and the admin may fix them, so they
-/// are retried, not dropped), a request timeout (408) and too many requests (429).
+/// credentials (401, 403, 407), a URL that names nothing or no longer does (404, 410: a typo, a
+/// receiver being redeployed, a revoked webhook) — every alert would get them and the admin can
+/// fix them, so they are retried like an outage, not dropped —, a request timeout (408) and too
+/// many requests (429).
 fn sink_wide_4xx(status: u16) -> bool {
-    matches!(status, 401 | 403 | 407 | 408 | 429)
+    matches!(status, 401 | 403 | 404 | 407 | 408 | 410 | 429)
 }
 
 impl SendError {
@@ -75,8 +77,8 @@ impl SendError {
         }
     }
 
-    /// True when the receiver refused this alert for good (another HTTP 4xx, such as 400, 404,
-    /// 410, 413 or 422; an SMTP 5xx to the message): the same request would get the same answer,
+    /// True when the receiver refused this alert for good (another HTTP 4xx, such as 400, 413
+    /// or 422; an SMTP 5xx to the message): the same request would get the same answer,
     /// so the sender drops the alert (reporting the loss) and goes on with the next.
     pub fn is_refusal(&self) -> bool {
         match self {
@@ -482,10 +484,10 @@ mod tests {
 
     #[test]
     fn statuses_are_sink_wide_or_refusals_of_the_alert() {
-        for s in [400, 404, 409, 410, 413, 415, 422, 451] {
+        for s in [400, 409, 413, 415, 422, 451] {
             assert!(status(s).is_refusal() && !status(s).is_sink_wide(), "{s}");
         }
-        for s in [401, 403, 407, 408, 429, 500, 502, 503, 504] {
+        for s in [401, 403, 404, 407, 408, 410, 429, 500, 502, 503, 504] {
             assert!(status(s).is_sink_wide() && !status(s).is_refusal(), "{s}");
         }
         // A redirect (not followed): retried per incident, as before.
