@@ -305,7 +305,8 @@ pub trait EventOutput: Send + std::fmt::Debug {
 
 /// Built-in output: one JSON object per line (events schema 1 and loss notices), written as
 /// whole lines once per batch (see [`JsonLines::write_pending`]), to standard output or appended
-/// to a file.
+/// to a file, with the characters a terminal acts on escaped
+/// ([`crate::sinks::escape::json_for_terminal`]).
 #[derive(Debug)]
 pub struct JsonLines {
     writer: Box<dyn WriteDebug>,
@@ -385,6 +386,21 @@ impl EventOutput for JsonLines {
         if let Err(e) = serde_json::to_writer(&mut self.pending, item) {
             self.pending.truncate(mark);
             return Err(e.into());
+        }
+        // Files and stdout are followed in terminals: characters a terminal acts on (C1
+        // controls, DEL, bidi overrides) as `\uXXXX`, the same JSON value. One byte scan; the
+        // line is rewritten only when one is there.
+        if memchr::memchr3(0x7F, 0xC2, 0xE2, &self.pending[mark..]).is_some() {
+            let safe = std::str::from_utf8(&self.pending[mark..])
+                .ok()
+                .and_then(|line| match crate::sinks::escape::json_for_terminal(line) {
+                    std::borrow::Cow::Owned(safe) => Some(safe),
+                    std::borrow::Cow::Borrowed(_) => None,
+                });
+            if let Some(safe) = safe {
+                self.pending.truncate(mark);
+                self.pending.extend_from_slice(safe.as_bytes());
+            }
         }
         self.pending.push(b'\n');
         Ok(())
@@ -1433,6 +1449,33 @@ type=1300 msg=audit(1700000001.100:600): arch=c000003e syscall=257 success=no ex
             String::from_utf8(sink.0.lock().unwrap().0.clone()).unwrap(),
             want
         );
+    }
+
+    #[test]
+    fn json_lines_are_safe_to_tail() {
+        let sink = Flaky::default();
+        sink.0.lock().unwrap().1 = usize::MAX;
+        let mut out = JsonLines {
+            writer: Box::new(sink.clone()),
+            pending: Vec::new(),
+        };
+        let l = LossEvent {
+            reason: LossReason::KmsgOverwritten,
+            count: None,
+            detail: Some("\u{9B}2J\u{7F}\u{202E}gnp.exe\u{2066} – é".into()),
+            source: Source::Kmsg { seq: 9 },
+            noticed_ms: 0,
+        };
+        let item = Item::Loss(l);
+        out.deliver(&item).unwrap();
+        out.end_batch().unwrap();
+        let text = String::from_utf8(sink.0.lock().unwrap().0.clone()).unwrap();
+        assert!(
+            !text.contains(['\u{9B}', '\u{7F}', '\u{202E}', '\u{2066}']),
+            "{text:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(back, serde_json::to_value(&item).unwrap());
     }
 
     #[test]

@@ -766,6 +766,47 @@ async fn retry_after_on_429_and_503_holds_the_whole_sink() {
     set.shutdown(Duration::from_secs(2)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_outbox_lines_are_moved_where_the_loss_alert_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let out = dir.path().join("alerts.jsonl");
+    let state = dir.path().join("state");
+    let ob = state.join("outbox").join("hook");
+    std::fs::create_dir_all(&ob).unwrap();
+    std::fs::write(ob.join("journal"), "+ {\"v\":1,\"seq\":1}\tnot json\n").unwrap();
+    let s = specs(&format!(
+        r#"[sinks.hook]
+type = "webhook"
+url = "http://127.0.0.1:{port}/in"
+[sinks.log]
+type = "file"
+path = "{}"
+"#,
+        out.display()
+    ));
+    let set = SinkSet::start(&s, opts(&state, "web1")).unwrap();
+    let loss = || -> Option<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["type"] == "loss")
+    };
+    wait_for("the loss alert", 15, || loss().is_some()).await;
+    let what = loss().unwrap()["loss"]["what"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = ob.join("journal.corrupt");
+    assert!(what.contains(&kept.display().to_string()), "{what}");
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "+ {\"v\":1,\"seq\":1}\tnot json\n"
+    );
+    set.shutdown(Duration::from_secs(2)).await;
+}
+
 struct Smtp {
     server: Server,
     maildir: PathBuf,
@@ -1424,9 +1465,13 @@ async fn hostile_input_through_every_sink() {
     set.flush_local().await;
     set.shutdown(Duration::from_secs(2)).await;
 
-    // File: JSON lines that round-trip the hostile values exactly.
-    let lines: Vec<Value> = std::fs::read_to_string(&out)
-        .unwrap()
+    // File: JSON lines that round-trip the hostile values exactly, with nothing in them that a
+    // terminal following the file would act on (DEL, C1 controls, bidi overrides).
+    let text = std::fs::read_to_string(&out).unwrap();
+    for l in text.lines() {
+        no_controls(l, "file");
+    }
+    let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

@@ -106,7 +106,9 @@ pub fn run(args: &TestAlertArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| format!("{}: {e}", f.path.display())),
             SinkKind::Stdout(s) => {
                 match s.format {
-                    LineFormat::Json => println!("{json}"),
+                    LineFormat::Json => {
+                        println!("{}", crate::sinks::escape::json_for_terminal(&json))
+                    }
                     LineFormat::Text => println!("{}", text_line(&entry.view)),
                 }
                 Ok(())

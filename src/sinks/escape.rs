@@ -5,6 +5,7 @@
 //! escapes, bidi overrides or markup (`<!channel>`, `@everyone`, `*bold*`). Each function here
 //! returns text that, placed where its name says, shows the value and does nothing else.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// The default limit for one value inside a message (characters).
@@ -21,6 +22,152 @@ pub fn truncate(s: &str, max_chars: usize) -> String {
     }
     let kept: String = s.chars().take(max_chars).collect();
     format!("{kept}{TRUNCATED_MARKER} {} chars]", total - max_chars)
+}
+
+/// The length a receiver checks a text against, in UTF-16 code units (JavaScript's `length`).
+/// Never less than the number of characters, so a text within a limit counted this way is
+/// within it however the receiver counts (Slack's and Discord's documents say "characters").
+pub fn units(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// `render(s, n)` for the largest `n <= max_chars` whose result is at most `max_units` long
+/// ([`units`]). `render` keeps `n` characters of `s` (cutting with [`truncate`]'s marker) and
+/// escapes them; the limit applies to its final text, escapes and marker included, because that
+/// is what the receiver checks: escaping can make a value eight times longer (`\u{202E}`).
+pub fn fit(
+    s: &str,
+    max_chars: usize,
+    max_units: usize,
+    render: impl Fn(&str, usize) -> String,
+) -> String {
+    let top = max_chars.min(s.chars().count());
+    let out = render(s, top);
+    if units(&out) <= max_units {
+        return out;
+    }
+    // Cut renderings (n below the length of `s`) grow with n: one more character kept adds at
+    // least one unit, while the marker's count loses at most one digit. Only renderings that
+    // were measured are returned, so the result fits even where that does not hold.
+    let (mut lo, mut hi) = (0, top);
+    let mut best = None;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let r = render(s, mid);
+        if units(&r) <= max_units {
+            best = Some(r);
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    best.unwrap_or_else(|| cap(&render(s, 0), max_units))
+}
+
+/// Cut an already escaped text to at most `max_units` ([`units`]), marker included, without
+/// ending inside an escape (`\` of a backslash escape, `&…` of an entity).
+pub fn cap(s: &str, max_units: usize) -> String {
+    if units(s) <= max_units {
+        return s.to_string();
+    }
+    let total = s.chars().count();
+    // The marker with the largest count it can carry.
+    let Some(room) = max_units.checked_sub(units(&format!("{TRUNCATED_MARKER} {total} chars]")))
+    else {
+        // No room even for the marker (never with the receivers' limits): a bare cut.
+        return take_units(s, max_units);
+    };
+    let mut kept = take_units(s, room);
+    // An entity is at most six characters (`&quot;`): only a `&` that close can start one.
+    if let Some(amp) = kept
+        .rfind('&')
+        .filter(|&i| kept.len() - i < 6 && !kept[i..].contains(';'))
+    {
+        kept.truncate(amp);
+    }
+    if (kept.len() - kept.trim_end_matches('\\').len()) % 2 == 1 {
+        kept.pop();
+    }
+    let cut = total - kept.chars().count();
+    format!("{kept}{TRUNCATED_MARKER} {cut} chars]")
+}
+
+/// The longest prefix of `s` at most `max_units` long.
+fn take_units(s: &str, max_units: usize) -> String {
+    let mut used = 0;
+    s.chars()
+        .take_while(|c| {
+            used += c.len_utf16();
+            used <= max_units
+        })
+        .collect()
+}
+
+/// `head`, then the `lines` one per line while they fit in `max_units` ([`units`]), then
+/// `… and N more` for those of the `total` items not listed (room for it is kept).
+pub fn listing(
+    head: String,
+    lines: impl IntoIterator<Item = String>,
+    total: usize,
+    max_units: usize,
+) -> String {
+    let reserve = units(&format!("\n… and {total} more"));
+    let mut used = units(&head);
+    let mut out = head;
+    let mut listed = 0;
+    for line in lines {
+        let after = used + 1 + units(&line);
+        let room_for_more = if listed + 1 == total { 0 } else { reserve };
+        if after + room_for_more > max_units {
+            break;
+        }
+        out.push('\n');
+        out.push_str(&line);
+        used = after;
+        listed += 1;
+    }
+    if listed < total {
+        out.push_str(&format!("\n… and {} more", total - listed));
+    }
+    out
+}
+
+/// Characters a terminal acts on that JSON leaves raw, by the leading byte of their UTF-8
+/// form: DEL, C1 controls (U+0080–U+009F, `C2 80`–`C2 9F`; U+009B is a CSI), and zero-width,
+/// line-separator and bidi characters (U+200B–U+200F, U+2028–U+202E, U+2060–U+2069: `E2 80`
+/// or `E2 81`).
+fn terminal_active(c: char) -> bool {
+    matches!(
+        c,
+        '\u{7F}'..='\u{9F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+    )
+}
+
+/// A JSON text (one line, as serde_json writes it) with the characters a terminal would act on
+/// (DEL, C1 controls, zero-width, line-separator and bidi characters) written as `\uXXXX`: the
+/// same JSON value, safe to `tail -f`. Such characters only occur inside strings (JSON's
+/// structure is ASCII), where `\uXXXX` means the same character. Borrowed, after one byte scan,
+/// when there is none (the usual case).
+pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    let mut done = 0;
+    for i in memchr::memchr3_iter(0x7F, 0xC2, 0xE2, json.as_bytes()) {
+        // Those bytes start a character (UTF-8 continuation bytes are 0x80–0xBF).
+        let Some(c) = json[i..].chars().next().filter(|&c| terminal_active(c)) else {
+            continue;
+        };
+        out.push_str(&json[done..i]);
+        let _ = write!(out, "\\u{:04x}", c as u32);
+        done = i + c.len_utf8();
+    }
+    if out.is_empty() {
+        return Cow::Borrowed(json);
+    }
+    out.push_str(&json[done..]);
+    Cow::Owned(out)
 }
 
 /// True for characters that can change how the surrounding text is shown: C0/C1 controls, DEL,
@@ -265,5 +412,58 @@ mod tests {
     fn header_has_no_line_breaks() {
         let h = header("subject\r\nBcc: evil@example.com", 100);
         assert!(!h.contains('\r') && !h.contains('\n'));
+    }
+
+    #[test]
+    fn fit_measures_the_escaped_text_with_its_marker() {
+        // 300 × U+202E: each becomes `\u{202E}` (8 characters) once made visible.
+        let rlo = "\u{202E}".repeat(300);
+        let out = fit(&rlo, 300, 2000, slack_code);
+        assert!(units(&out) <= 2000, "{}", units(&out));
+        assert!(
+            out.starts_with('`') && out.ends_with('`'),
+            "the span stays closed"
+        );
+        assert!(out.contains(TRUNCATED_MARKER));
+        // Close to the limit, not far below it.
+        assert!(units(&out) > 1990, "{}", units(&out));
+        // What fits is kept whole, and `max_chars` still applies.
+        assert_eq!(fit("abc", 10, 5, plain), "abc");
+        assert_eq!(fit("abcdef", 3, 100, plain), "abc…[truncated 3 chars]");
+        // Astral characters count two units.
+        let emoji = "\u{1F600}".repeat(100);
+        assert!(units(&fit(&emoji, 100, 150, plain)) <= 150);
+    }
+
+    #[test]
+    fn cap_never_ends_inside_an_escape() {
+        assert_eq!(cap("short", 10), "short");
+        let s = format!("{}&amp;{}", "x".repeat(20), "tail".repeat(10));
+        // Room for 23 characters (a 21-unit marker): the cut falls inside `&amp;`.
+        let c = cap(&s, 44);
+        assert!(c.starts_with(&"x".repeat(20)) && !c.contains('&'), "{c}");
+        // Room for 21: the cut falls after the backslash of `\*`.
+        let d = cap(&format!("{}\\*{}", "y".repeat(20), "rest".repeat(10)), 42);
+        assert!(!d.contains('\\'), "{d}");
+        assert!(units(&cap(&"z".repeat(50), 40)) <= 40);
+        assert_eq!(cap(&"z".repeat(50), 5), "zzzzz");
+    }
+
+    #[test]
+    fn json_for_terminal_escapes_what_a_terminal_acts_on() {
+        let v =
+            serde_json::json!({"o": "a\u{9B}31mb\u{7F}\u{202E}c\u{2066}d\u{85}é€\u{200B}\u{2028}"});
+        let raw = serde_json::to_string(&v).unwrap();
+        let safe = json_for_terminal(&raw);
+        assert!(!safe.chars().any(terminal_active), "{safe}");
+        assert!(safe.contains("\\u009b") && safe.contains("\\u007f") && safe.contains("\\u202e"));
+        assert!(safe.contains("é€"), "other characters stay as they are");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, v);
+        // Nothing to do: borrowed.
+        assert!(matches!(
+            json_for_terminal(r#"{"a":"é"}"#),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -1,6 +1,10 @@
 //! The `file` sink's writer: JSON lines appended whole, one `write` per batch of alerts,
 //! reopened when the daemon asks (SIGHUP) or when the path no longer names the open file
 //! (logrotate moved it away), rotated by size (`path.1` … `path.N`) when configured.
+//!
+//! People `tail -f` these files, so characters a terminal acts on that JSON leaves raw (DEL, C1
+//! controls such as CSI U+009B, bidi overrides) are written as `\uXXXX`: the same JSON value
+//! ([`json_for_terminal`]; one byte scan per line, nothing copied when there is none).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -8,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::config::FileSpec;
+use super::escape::json_for_terminal;
 
 /// If `file` (opened for reading and appending) does not end in a newline — a line torn by a
 /// crash in the middle of its write —, end it, so the next line starts on a line of its own.
@@ -96,13 +101,14 @@ impl FileWriter {
         self.reopen()
     }
 
-    /// Append one line (a newline is added).
+    /// Append one JSON line (a newline is added).
     pub fn write_line(&mut self, line: &str) -> io::Result<()> {
         self.write_lines([line]).map_err(|(_, e)| e)
     }
 
-    /// Append lines (a newline is added to each) with one `write` per file they go to; on
-    /// failure, how many were written before it. Whether the file was moved away is checked once.
+    /// Append JSON lines (a newline is added to each; see [`json_for_terminal`]) with one
+    /// `write` per file they go to; on failure, how many were written before it. Whether the
+    /// file was moved away is checked once.
     pub fn write_lines<'a>(
         &mut self,
         lines: impl IntoIterator<Item = &'a str>,
@@ -113,6 +119,7 @@ impl FileWriter {
         let mut buf = Vec::new();
         let (mut written, mut in_buf) = (0, 0);
         for line in lines {
+            let line = json_for_terminal(line);
             let len = line.len() as u64 + 1;
             if let Some(max) = self.max_size_bytes {
                 let size = self.size + buf.len() as u64;
@@ -210,5 +217,27 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "{\"n\":4}\n");
         let p1 = dir.path().join("a.jsonl.1");
         assert_eq!(fs::read_to_string(p1).unwrap(), "{\"n\":2}\n{\"n\":3}\n");
+    }
+
+    #[test]
+    fn lines_are_safe_to_tail_and_parse_to_the_same_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let spec = FileSpec {
+            path: path.clone(),
+            content: super::super::config::Content::Alerts,
+            max_size_bytes: None,
+            max_files: 0,
+        };
+        let v = serde_json::json!({"object": "\u{9B}2J\u{7F}\u{202E}gnp.exe\u{2069}é"});
+        let mut w = FileWriter::open(&spec).unwrap();
+        w.write_line(&serde_json::to_string(&v).unwrap()).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains(['\u{9B}', '\u{7F}', '\u{202E}', '\u{2069}']),
+            "{text:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(back, v);
     }
 }

@@ -308,14 +308,7 @@ fn run_local(
                 .write_lines(lines.iter().map(|(l, _)| &**l))
                 .map_err(|(written, e)| (written, format!("writing {}: {e}", w.path().display()))),
             LocalOut::Stdout(format) => {
-                let mut text = String::new();
-                for (line, view) in &lines {
-                    match (&*format, view) {
-                        (config::LineFormat::Text, Some(v)) => text.push_str(&stdout::text_line(v)),
-                        _ => text.push_str(line),
-                    }
-                    text.push('\n');
-                }
+                let text = stdout_text(*format, &lines);
                 let mut lock = stdout.lock();
                 lock.write_all(text.as_bytes())
                     .and_then(|_| lock.flush())
@@ -346,6 +339,20 @@ fn run_local(
             }
         }
     }
+}
+
+/// What the `stdout` sink writes for a batch: one line per alert or event. JSON lines get
+/// the characters a terminal acts on as `\uXXXX` ([`escape::json_for_terminal`]).
+fn stdout_text(format: config::LineFormat, lines: &[(Arc<str>, Option<Arc<AlertView>>)]) -> String {
+    let mut text = String::new();
+    for (line, view) in lines {
+        match (format, view) {
+            (config::LineFormat::Text, Some(v)) => text.push_str(&stdout::text_line(v)),
+            _ => text.push_str(&escape::json_for_terminal(line)),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 impl Inner {
@@ -641,8 +648,10 @@ impl SinkSet {
                             sink: spec.name.clone(),
                             count: corrupt,
                             what: format!(
-                                "unreadable outbox files of sink {} moved aside (*.corrupt)",
-                                spec.name
+                                "unreadable lines of the outbox journal of sink {} moved aside \
+                                 to {}",
+                                spec.name,
+                                ob.corrupt_path().display()
                             ),
                         });
                     }
@@ -1012,6 +1021,23 @@ mod tests {
         b.give(10);
         waiter.join().unwrap();
         assert_eq!(*lock(&b.used), 1);
+    }
+
+    #[test]
+    fn stdout_json_has_no_character_a_terminal_acts_on() {
+        let hostile = "\u{9B}2J\u{1b}[31m\u{7F}\u{202E}gnp.exe\u{2066}\u{85}";
+        let v = serde_json::json!({"type": "incident.opened", "key": {"object": hostile}});
+        let line: Arc<str> = Arc::from(serde_json::to_string(&v).unwrap());
+        let text = stdout_text(config::LineFormat::Json, &[(line, None)]);
+        let out = text.strip_suffix('\n').unwrap();
+        assert!(
+            !out.chars().any(|c| c.is_control()
+                || ('\u{202A}'..='\u{202E}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)),
+            "{out:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(out).unwrap();
+        assert_eq!(back, v, "the same JSON value");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! cost of one sync (the journal already exists, so no directory sync). Removals are appended
 //! without a sync: a removal lost in a crash only means the alert is sent again, under the same
 //! idempotency key. When nothing is pending the journal is truncated; when it grows large it is
-//! rewritten (temporary file, fsync, rename, directory fsync). A torn last line (crash during an
-//! append) is ignored; unreadable lines are counted.
+//! rewritten (temporary file, fsync, rename, directory fsync). An append that fails part-way
+//! (disk full) is cut off again, so the next one does not continue its line. A torn last line
+//! (crash during an append) is ignored; unreadable lines are counted and appended, byte for byte,
+//! to `<dir>/journal.corrupt` before the journal is rewritten without them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -81,6 +83,9 @@ pub struct Outbox {
     keys: HashMap<String, u64>,
     fsync: bool,
     max_entries: usize,
+    /// An append failed and its partial line could not be cut off: rewrite the journal before
+    /// the next append, which would otherwise continue that line (both lost at the next open).
+    torn_tail: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
@@ -121,6 +126,25 @@ fn parse_add(rest: &str) -> Option<Entry> {
     })
 }
 
+/// Append unreadable journal lines to `<dir>/journal.corrupt` (created 0600) and sync it, so
+/// that what the loss alert announces can be looked at.
+fn keep_corrupt(dir: &Path, lines: &[u8]) -> Result<(), OutboxError> {
+    let path = dir.join("journal.corrupt");
+    let created = !path.exists();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    f.write_all(lines).map_err(io_err(&path))?;
+    f.sync_data().map_err(io_err(&path))?;
+    if created {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -129,7 +153,8 @@ fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
 
 impl Outbox {
     /// Open (creating it, mode 0700) the spool in `dir` and load what is pending. Returns the
-    /// outbox and the number of unreadable journal lines (a torn last line is not counted).
+    /// outbox and the number of unreadable journal lines, which are kept in
+    /// [`Outbox::corrupt_path`] (a torn last line is neither counted nor kept).
     pub fn open(dir: &Path, fsync: bool, max_entries: usize) -> Result<(Outbox, u64), OutboxError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         {
@@ -140,6 +165,7 @@ impl Outbox {
         let existed = path.exists();
         let mut entries = BTreeMap::new();
         let mut corrupt = 0;
+        let mut bad_lines = Vec::new();
         let mut next_seq = 1;
         let mut torn = false;
         if existed {
@@ -158,26 +184,28 @@ impl Outbox {
                     break;
                 }
                 let line = String::from_utf8_lossy(&buf[..buf.len() - 1]);
-                if let Some(rest) = line.strip_prefix("+ ") {
-                    match parse_add(rest) {
-                        Some(e) => {
-                            next_seq = next_seq.max(e.seq + 1);
-                            entries.insert(e.seq, Arc::new(e));
-                        }
-                        None => corrupt += 1,
-                    }
+                let readable = if let Some(rest) = line.strip_prefix("+ ") {
+                    parse_add(rest).map(|e| {
+                        next_seq = next_seq.max(e.seq + 1);
+                        entries.insert(e.seq, Arc::new(e));
+                    })
                 } else if let Some(seq) = line.strip_prefix("- ") {
-                    match seq.trim().parse::<u64>() {
-                        Ok(seq) => {
-                            next_seq = next_seq.max(seq + 1);
-                            entries.remove(&seq);
-                        }
-                        Err(_) => corrupt += 1,
-                    }
-                } else if !line.trim().is_empty() {
+                    seq.trim().parse::<u64>().ok().map(|seq| {
+                        next_seq = next_seq.max(seq + 1);
+                        entries.remove(&seq);
+                    })
+                } else {
+                    line.trim().is_empty().then_some(())
+                };
+                if readable.is_none() {
                     corrupt += 1;
+                    bad_lines.extend_from_slice(&buf);
                 }
             }
+        }
+        if !bad_lines.is_empty() {
+            // Kept before the rewrite below drops them from the journal.
+            keep_corrupt(dir, &bad_lines)?;
         }
         let journal = OpenOptions::new()
             .append(true)
@@ -196,6 +224,7 @@ impl Outbox {
             keys,
             fsync,
             max_entries,
+            torn_tail: false,
         };
         if !existed && fsync {
             sync_dir(dir)?;
@@ -232,6 +261,30 @@ impl Outbox {
             .open(&path)
             .map_err(io_err(&path))?;
         self.journal_bytes = bytes.len() as u64;
+        self.torn_tail = false;
+        Ok(())
+    }
+
+    /// Append `line` (and sync it with `sync`). On failure the journal is cut back to where it
+    /// was: a write that failed part-way (ENOSPC, EIO) leaves a partial line, which the next
+    /// append would continue; the merged line would not parse at the next open, losing an
+    /// alert whose push had succeeded.
+    fn append(&mut self, line: &[u8], sync: bool) -> Result<(), OutboxError> {
+        let path = self.dir.join("journal");
+        if self.torn_tail {
+            self.rewrite()?;
+        }
+        let mut result = self.journal.write_all(line);
+        if sync && result.is_ok() {
+            result = self.journal.sync_data();
+        }
+        if let Err(e) = result {
+            if self.journal.set_len(self.journal_bytes).is_err() {
+                self.torn_tail = true;
+            }
+            return Err(io_err(&path)(e));
+        }
+        self.journal_bytes += line.len() as u64;
         Ok(())
     }
 
@@ -274,12 +327,7 @@ impl Outbox {
             view,
         });
         let line = add_line(&entry)?;
-        let path = self.dir.join("journal");
-        self.journal.write_all(&line).map_err(io_err(&path))?;
-        if self.fsync {
-            self.journal.sync_data().map_err(io_err(&path))?;
-        }
-        self.journal_bytes += line.len() as u64;
+        self.append(&line, self.fsync)?;
         self.next_seq += 1;
         self.entries.insert(entry.seq, entry.clone());
         self.keys.insert(entry.key.clone(), entry.seq);
@@ -300,13 +348,10 @@ impl Outbox {
             // re-sending, under the same idempotency keys).
             self.journal.set_len(0).map_err(io_err(&path))?;
             self.journal_bytes = 0;
+            self.torn_tail = false;
             return Ok(());
         }
-        let line = format!("- {seq}\n");
-        self.journal
-            .write_all(line.as_bytes())
-            .map_err(io_err(&path))?;
-        self.journal_bytes += line.len() as u64;
+        self.append(format!("- {seq}\n").as_bytes(), false)?;
         if self.journal_bytes > COMPACT_BYTES {
             let live: u64 = self
                 .entries
@@ -338,6 +383,11 @@ impl Outbox {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where unreadable journal lines are kept (`<dir>/journal.corrupt`), byte for byte.
+    pub fn corrupt_path(&self) -> PathBuf {
+        self.dir.join("journal.corrupt")
     }
 }
 
@@ -422,5 +472,40 @@ mod tests {
         let (ob, c) = Outbox::open(dir.path(), false, 10).unwrap();
         assert_eq!(c, 0);
         assert_eq!(&*ob.snapshot()[0].json, r#"{"id":"x","seq":1}"#);
+    }
+
+    #[test]
+    fn unreadable_lines_are_kept_in_journal_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), true, 10).unwrap();
+        ob.push(
+            r#"{"schema":1,"type":"incident.opened","id":"i1","seq":1}"#,
+            1,
+        )
+        .unwrap();
+        drop(ob);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal"))
+            .unwrap();
+        f.write_all(b"+ {\"v\":1,\"seq\":2}\tnot json\n- x\n\xff\xfe garbage\n")
+            .unwrap();
+        drop(f);
+        let (ob, corrupt) = Outbox::open(dir.path(), true, 10).unwrap();
+        assert_eq!((corrupt, ob.len()), (3, 1));
+        let kept = fs::read(dir.path().join("journal.corrupt")).unwrap();
+        assert_eq!(
+            kept, b"+ {\"v\":1,\"seq\":2}\tnot json\n- x\n\xff\xfe garbage\n",
+            "byte for byte"
+        );
+        assert_eq!(ob.corrupt_path(), dir.path().join("journal.corrupt"));
+        drop(ob);
+        // A clean journal now; a later bad line is added to what the file holds.
+        let (_, corrupt) = Outbox::open(dir.path(), true, 10).unwrap();
+        assert_eq!(corrupt, 0);
+        fs::write(dir.path().join("journal"), b"junk\n").unwrap();
+        Outbox::open(dir.path(), true, 10).unwrap();
+        let kept = fs::read(dir.path().join("journal.corrupt")).unwrap();
+        assert!(kept.ends_with(b"garbage\njunk\n"));
     }
 }

@@ -452,3 +452,59 @@ impl Summary {
         Some(out)
     }
 }
+
+#[cfg(test)]
+impl Summary {
+    /// A summary with `v` in every text field: ten facts, three explanation lines and a
+    /// suggestion (for the renderers' limit tests).
+    pub(crate) fn filled_with(v: &str) -> Summary {
+        Summary {
+            alert_type: "incident.opened".into(),
+            headline: format!("DENIED {v} open {v}"),
+            lead: format!("New AppArmor incident {v}"),
+            host: v.into(),
+            profile: Some(v.into()),
+            operation: Some(v.into()),
+            object: Some(v.into()),
+            severity: 9,
+            facts: (0..10)
+                .map(|i| (format!("{v}{i}"), v.to_string()))
+                .collect(),
+            explanation: vec![v.into(), format!("needed {v}"), format!("closest {v}")],
+            suggestion: Some(Suggestion {
+                file: Some(v.into()),
+                rule: format!("{v} r,"),
+                check: Some(v.into()),
+                reload: Some(v.into()),
+            }),
+            raw: vec![v.into()],
+            key: format!("{v}:1"),
+        }
+    }
+
+    /// Hostile and long values: each `pattern` repeated to each length.
+    pub(crate) fn hostile_values() -> Vec<String> {
+        let patterns = [
+            "A",
+            "\u{202E}",
+            "&",
+            "<",
+            "`",
+            "\u{1b}",
+            "@",
+            "*",
+            "\\",
+            "\u{1F600}",
+            "\u{9B}",
+            "é",
+        ];
+        let mut out = Vec::new();
+        for p in patterns {
+            for n in [1, 141, 150, 201, 300, 1100, 5000] {
+                out.push(p.repeat(n));
+            }
+        }
+        out.push("<!channel> @everyone **x** [a](http://e) &amp; `code`".repeat(40));
+        out
+    }
+}
