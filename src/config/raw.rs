@@ -117,14 +117,27 @@ pub struct RawNetlink {}
 /// Parse TOML text; unknown keys are an error listing each key path.
 pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let mut unknown = Vec::new();
-    let de = toml::Deserializer::new(text);
-    let raw: RawConfig =
-        serde_ignored::deserialize(de, |p| unknown.push(key_path(&p))).map_err(|e| {
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(toml::Deserializer::new(text), &mut track);
+    let parsed: Result<RawConfig, _> =
+        serde_ignored::deserialize(de, |p| unknown.push(key_path(&p)));
+    let raw = parsed.map_err(|e| {
+        let message = e.to_string().trim_end().to_string();
+        // A wrong type has a key path; malformed TOML has none (its message shows the line).
+        let key = track.path().to_string();
+        if key.is_empty() || key == "." || key == "?" {
             ConfigError::Syntax {
                 path: path.to_path_buf(),
-                message: e.to_string().trim_end().to_string(),
+                message,
             }
-        })?;
+        } else {
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            }
+        }
+    })?;
     if !unknown.is_empty() {
         return Err(ConfigError::UnknownKeys {
             path: path.to_path_buf(),

@@ -348,7 +348,25 @@ content = "events"
             err("[sources.audit_log]\npath = \"rel/a.log\"\n").contains("`sources.audit_log.path`")
         );
         assert!(err("[sinks.x]\npath = \"/a\"\n").contains("`sinks.x.type`: is required"));
-        assert!(err("[state]\ndir = 5\n").contains("dir"));
+    }
+
+    /// Regression: a value of the wrong type was reported with the parser's line and column
+    /// only; now with its key path too, like every other bad value.
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = err("[state]\ndir = 5\n");
+        assert!(e.starts_with("t.toml: `state.dir`: "), "{e}");
+        let e = err("[correlate]\nwindow_secs = \"10m\"\n");
+        assert!(e.starts_with("t.toml: `correlate.window_secs`: "), "{e}");
+        assert!(e.contains("line 2"), "the position is kept: {e}");
+        let e = err("[profiles]\ncheck_suggestions = \"yes\"\n");
+        assert!(
+            e.starts_with("t.toml: `profiles.check_suggestions`: "),
+            "{e}"
+        );
+        // Malformed TOML has no key to name: the parser's message stands.
+        let e = err("[state\n");
+        assert!(e.starts_with("t.toml: TOML parse error"), "{e}");
     }
 
     #[test]
@@ -361,7 +379,7 @@ content = "events"
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9812".parse().unwrap()));
         assert!(Config::default().metrics_listen.is_none(), "off by default");
         assert!(err("[metrics]\nlisten = \"localhost\"\n").contains("`metrics.listen`"));
-        assert!(err("[metrics]\nlisten = 9812\n").contains("listen"));
+        assert!(err("[metrics]\nlisten = 9812\n").contains("`metrics.listen`"));
         assert!(err("[metrics]\nport = 1\n").contains("`metrics.port`"));
     }
 
