@@ -162,7 +162,10 @@ pub fn split(src: &str) -> (Vec<Stmt>, Vec<LexError>) {
             }
             b'{' => {
                 let prev_ws = i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'\r' | b')');
-                let next_ws = i + 1 >= bytes.len() || bytes[i + 1].is_ascii_whitespace();
+                // `{}` after a space is an empty block (`^hat {}`), as apparmor_parser reads it.
+                let next_ws = i + 1 >= bytes.len()
+                    || bytes[i + 1].is_ascii_whitespace()
+                    || bytes[i + 1] == b'}';
                 if glob_depth == 0 && paren_depth == 0 && prev_ws && next_ws {
                     if let Some(s) = finish(&mut cur, &mut cur_start, StmtKind::Open) {
                         stmts.push(s);
@@ -357,6 +360,25 @@ mod tests {
                 (StmtKind::Close, "}".into()),
             ]
         );
+    }
+
+    /// Regression: `{}` was taken for an empty alternation, so the statement ran on to the
+    /// next `,` and swallowed the next profile's header and first rule.
+    #[test]
+    fn an_empty_block_on_one_line_is_a_block() {
+        let got = kinds("profile foo /usr/bin/foo {}\nprofile bar /usr/bin/bar {\n  /x r,\n}\n");
+        assert_eq!(
+            got,
+            vec![
+                (StmtKind::Open, "profile foo /usr/bin/foo".into()),
+                (StmtKind::Close, "}".into()),
+                (StmtKind::Open, "profile bar /usr/bin/bar".into()),
+                (StmtKind::Rule, "/x r".into()),
+                (StmtKind::Close, "}".into()),
+            ]
+        );
+        // An empty alternation inside a path stays part of the path.
+        assert_eq!(kinds("/a/{}b r,\n")[0], (StmtKind::Rule, "/a/{}b r".into()));
     }
 
     #[test]
