@@ -495,6 +495,11 @@ fn expand_into(
                 .get(name)
                 .ok_or_else(|| err(i, format!("variable @{{{name}}} is not defined")))?;
             let followed_by_slash = src.get(end) == Some(&b'/');
+            // apparmor_parser (parser_variable.c, expand_by_alternations) drops a value's
+            // leading `/` after a `/` and its trailing `/` before one: `/x/@{V}` with
+            // `@{V}=/a /b` is `/x/{a,b}`, not `/x/{/a,/b}` (whose `//` the textual slash
+            // collapse cannot reach inside the braces).
+            let after_slash = text.last() == Some(&b'/');
             let multi = values.len() != 1;
             if multi {
                 text.push(b'{');
@@ -508,6 +513,11 @@ fn expand_into(
                 let mut sub = Vec::new();
                 let mut sub_origin = Vec::new();
                 expand_into(v, vars, &mut sub, &mut sub_origin, Some(at), depth + 1)?;
+                if after_slash {
+                    let lead = sub.iter().take_while(|&&b| b == b'/').count();
+                    sub.drain(..lead);
+                    sub_origin.drain(..lead);
+                }
                 if followed_by_slash {
                     while sub.len() > 1 && sub.last() == Some(&b'/') {
                         sub.pop();
@@ -622,6 +632,23 @@ mod tests {
             "{/run,/var/run}/foo"
         );
         assert_eq!(expand("/a//b", &vars).expect("ok").text, "/a/b");
+        // After a `/`, each value's leading `/` goes. Debian's sbin.syslog-ng has
+        // `@{CHROOT_BASE}=""` and `@{CHROOT_BASE}/@{run}/syslog-ng.pid krw,`.
+        vars.insert("CHROOT_BASE".into(), vec![String::new()]);
+        assert_eq!(
+            expand("@{CHROOT_BASE}/@{run}/syslog-ng.pid", &vars)
+                .expect("ok")
+                .text,
+            "/{run,var/run}/syslog-ng.pid"
+        );
+        assert_eq!(
+            expand("/srv/@{run}/x", &vars).expect("ok").text,
+            "/srv/{run,var/run}/x"
+        );
+        assert_eq!(
+            expand("/srv/@{HOME}", &vars).expect("ok").text,
+            "/srv/{home/*/,root/}"
+        );
         assert!(expand("@{nope}/x", &vars).is_err());
         let g = Glob::compile(&e.text).expect("compiles");
         assert!(g.is_match("/home/otis/.x"));
