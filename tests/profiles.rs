@@ -931,6 +931,14 @@ fn glob_matcher_agrees_with_apparmor_parser() {
         "/a/12",
         "/a/1x",
         "/a/x1",
+        "/srv/a",
+        "/srv/a/y",
+        "/srv/b/",
+        "/srv/b/y",
+        "/srv/c/y",
+        "/srv//a/y",
+        "/srv/run/",
+        "/srv/var/run/",
         "/home/u/.x",
         "/root/.x",
         "/home/.x",
@@ -1003,7 +1011,7 @@ fn glob_matcher_agrees_with_apparmor_parser() {
         }
     }
     // Variables: expanded by us, and by apparmor_parser from the same definitions.
-    let preamble = "@{HOMEDIRS}=/home/\n@{HOME}=@{HOMEDIRS}/*/ /root/\n@{run}=/run/ /var/run/\n@{pid}={[1-9],[1-9][0-9],[1-9][0-9][0-9],[1-9][0-9][0-9][0-9],[1-9][0-9][0-9][0-9][0-9],[1-9][0-9][0-9][0-9][0-9][0-9],[1-4][0-9][0-9][0-9][0-9][0-9][0-9]}\n@{PROC}=/proc/\n";
+    let preamble = "@{HOMEDIRS}=/home/\n@{HOME}=@{HOMEDIRS}/*/ /root/\n@{run}=/run/ /var/run/\n@{pid}={[1-9],[1-9][0-9],[1-9][0-9][0-9],[1-9][0-9][0-9][0-9],[1-9][0-9][0-9][0-9][0-9],[1-9][0-9][0-9][0-9][0-9][0-9],[1-4][0-9][0-9][0-9][0-9][0-9][0-9]}\n@{PROC}=/proc/\n@{sub}=/a /b/ //c\n@{CHROOT_BASE}=\"\"\n";
     let mut vars = Vars::new();
     for line in preamble.lines() {
         let f = parser::parse_file("v", line);
@@ -1017,6 +1025,10 @@ fn glob_matcher_agrees_with_apparmor_parser() {
         "@{run}/foo",
         "@{PROC}/@{pid}/status",
         "@{HOME}/*",
+        "/srv/@{sub}/y",
+        "/srv/@{sub}",
+        "/srv/@{run}",
+        "@{CHROOT_BASE}/@{run}/foo",
     ] {
         let dfa = compiled_dfa(&parser, preamble, glob);
         let ours = Glob::compile(&expand(glob, &vars).unwrap().text).unwrap();
@@ -1340,5 +1352,90 @@ fn real_kernel_msmtp_denial_fixed_by_the_suggestion() {
     assert!(
         output.contains("exitcode=EX_TEMPFAIL"),
         "the log was not written:\n{output}"
+    );
+}
+
+/// Regression: the explainer's caches were keyed on a fixed list of fields that left out some
+/// the explanation reads (a link's `target`, the `fsuid` and `ouid` values an owner verdict
+/// names), so a record differing only there got the explanation of the one before it. Every
+/// variant here explains differently from the base record; each must get its own explanation
+/// from a cache that already holds the base's. The same denial from another process is still
+/// one explanation.
+#[test]
+fn cached_explanations_are_never_those_of_a_record_differing_in_a_field_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("usr.bin.t"),
+        "profile t /usr/bin/t {\n  owner /srv/own/** rw,\n  link /srv/l/a -> /srv/t/ok,\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
+    let index = Index::build(&tree);
+    let ctx = Context::default();
+    let record = |pid: u32, rest: &str| {
+        event(&format!(
+            r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" profile="t" pid={pid} comm="t{pid}" {rest}"#
+        ))
+    };
+    let json = |e: &Explanation| serde_json::to_value(&e.explanation).unwrap();
+    let owner =
+        r#"operation="open" name="/srv/own/x" requested_mask="r" denied_mask="r" fsuid=1000"#;
+    let link =
+        r#"operation="link" name="/srv/l/a" requested_mask="l" denied_mask="l" fsuid=0 ouid=0"#;
+    let cases = [
+        (format!("{owner} ouid=0"), format!("{owner} ouid=2000")),
+        (
+            format!(r#"{link} target="/srv/t/other""#),
+            format!(r#"{link} target="/srv/t/ok""#),
+        ),
+    ];
+    for (base, variant) in &cases {
+        let (base, variant) = (record(1, base), record(1, variant));
+        let fresh = explain(&index, &variant, &ctx);
+        assert_ne!(
+            json(&fresh),
+            json(&explain(&index, &base, &ctx)),
+            "the variant must explain differently for this test to mean anything"
+        );
+        let mut ex = Explainer::new(index.clone(), 16);
+        ex.explain(&base, &ctx);
+        assert_eq!(json(&ex.explain(&variant, &ctx)), json(&fresh));
+        ex.alert_values(&base, &ctx, None);
+        assert_eq!(ex.alert_values(&variant, &ctx, None), alert_values(&fresh));
+    }
+    let mut ex = Explainer::new(index, 16);
+    let one = &cases[0].0;
+    let first = json(&ex.explain(&record(1, one), &ctx));
+    assert_eq!(json(&ex.explain(&record(4242, one), &ctx)), first);
+    assert_eq!(ex.stats(), (1, 1), "(hits, misses)");
+}
+
+/// Regression: an absolute include outside /etc/apparmor.d (which apparmor_parser reads fine)
+/// was reported as "not in the tree: apparmor_parser will refuse this profile". A missing
+/// relative include still is.
+#[test]
+fn an_absolute_include_outside_the_tree_is_not_reported_as_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("usr.bin.t"),
+        "profile t /usr/bin/t {\n  include \"/usr/share/t/extra\"\n  include <abstractions/gone>\n  /srv/a r,\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
+    let index = Index::build(&tree);
+    let e = event(
+        r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="t" name="/srv/b" pid=1 comm="t" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+    );
+    let notes = explain(&index, &e, &Context::default()).profile.notes;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].starts_with("include \"/usr/share/t/extra\" at ")
+            && notes[0].contains("its rules were not read")
+            && !notes[0].contains("refuse"),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].starts_with("include <abstractions/gone> at ") && notes[1].contains("will refuse"),
+        "{notes:?}"
     );
 }

@@ -227,8 +227,8 @@ pub fn alert_values(explanation: &Explanation) -> (serde_json::Value, serde_json
     )
 }
 
-/// Explanations cached per incident-like key (profile, class, operation, object, mask,
-/// ownership), so a burst of identical denials costs one explanation. Dropped when the tree is
+/// Explanations cached per record content (every field but pid, comm and the like, see
+/// [`cache_key`]), so a burst of identical denials costs one explanation. Dropped when the tree is
 /// replaced.
 ///
 /// Two caches: [`Explainer::explain`] keeps the structures (for `armorwatch explain`, which
@@ -395,41 +395,40 @@ impl Explainer {
     }
 }
 
+/// Fields that differ between occurrences of one denial and that no explanation reads.
+const PER_OCCURRENCE: &[&str] = &[
+    "pid", "comm", "exe", "tid", "ppid", "auid", "uid", "ses", "msg", "audit", "node", "apparmor",
+    "peer_pid", "error", "type",
+];
+
+/// Everything an explanation reads: the record's kind and every field but those that change
+/// from one occurrence to the next (pid, comm, …; see [`PER_OCCURRENCE`]), in the record's
+/// order; then the context. Any field the explainer reads (`target` of a link, the `fsuid` and
+/// `ouid` values an owner verdict names, socket addresses, mount flags, …) is part of the key,
+/// so a cached explanation is never one of a different record.
 fn cache_key(event: &Event, ctx: &Context) -> String {
-    let owner = match (event.field("fsuid"), event.field("ouid")) {
-        (Some(a), Some(b)) => {
-            if a == b {
-                "owner"
-            } else {
-                "other"
-            }
+    let mut key = String::with_capacity(256);
+    key.push_str(event.kind.as_str());
+    key.push('\0');
+    for (name, value) in event.fields.iter() {
+        if PER_OCCURRENCE.contains(&name) {
+            continue;
         }
-        _ => "",
-    };
-    let mut key = String::new();
+        key.push_str(name);
+        key.push('=');
+        key.push_str(value);
+        key.push('\0');
+    }
     for part in [
-        event.kind.as_str(),
-        event.profile().unwrap_or(""),
-        event.class().unwrap_or(""),
-        event.operation().unwrap_or(""),
-        event.name().unwrap_or(""),
-        event.denied().or_else(|| event.requested()).unwrap_or(""),
-        owner,
-        event.field("info").unwrap_or(""),
-        event.field("capname").unwrap_or(""),
-        event.field("family").unwrap_or(""),
-        event.field("sock_type").unwrap_or(""),
-        event.field("signal").unwrap_or(""),
-        event.field("peer").unwrap_or(""),
-        event.field("bus").unwrap_or(""),
-        event.field("path").unwrap_or(""),
-        event.field("interface").unwrap_or(""),
-        event.field("member").unwrap_or(""),
-        event.field("fstype").unwrap_or(""),
-        event.field("srcname").unwrap_or(""),
         ctx.mode.as_deref().unwrap_or(""),
         ctx.package.as_deref().unwrap_or(""),
         ctx.binary.as_deref().unwrap_or(""),
+        ctx.binary_package.as_deref().unwrap_or(""),
+        match ctx.modified_locally {
+            Some(true) => "modified",
+            Some(false) => "unmodified",
+            None => "",
+        },
     ] {
         key.push_str(part);
         key.push('\0');
@@ -534,12 +533,19 @@ fn explain_details(index: &Index, event: &Event, ctx: &Context, info: &mut Profi
     fill_profile(index, pidx, info, ctx);
     let ev = Evaluator::new(index, pidx);
     for inc in &ev.eff.missing {
-        info.notes.push(format!(
-            "include <{}> at {}:{} is not in the tree: apparmor_parser will refuse this profile",
-            inc.target,
-            index.absolute(&inc.span.file),
-            inc.span.line
-        ));
+        let at = format!("{}:{}", index.absolute(&inc.span.file), inc.span.line);
+        let target = sanitize(&inc.target);
+        // An absolute include outside the tree is read by apparmor_parser, not by us.
+        info.notes.push(if inc.target.trim().starts_with('/') {
+            format!(
+                "include \"{target}\" at {at} is outside {}: its rules were not read, so rules it grants are not considered here",
+                index.base()
+            )
+        } else {
+            format!(
+                "include <{target}> at {at} is not in the tree: apparmor_parser will refuse this profile"
+            )
+        });
     }
     if event.kind == Kind::Audit && event.class() != Some("file") {
         let mut d = bare(
