@@ -1439,3 +1439,32 @@ fn an_absolute_include_outside_the_tree_is_not_reported_as_refused() {
         "{notes:?}"
     );
 }
+
+/// Every printable character a path from a log can hold, written by `quote_path`, makes a rule
+/// apparmor_parser compiles and whose DFA matches exactly that path. (`!` unquoted was a lexer
+/// error: "Lexer found unexpected character: '!'".)
+#[test]
+fn quoted_paths_compile_and_match_only_themselves() {
+    let Some(parser) = parser_bin() else {
+        return;
+    };
+    let mut chars: Vec<char> = (0x20u8..0x7f)
+        .map(char::from)
+        .filter(|&c| c != '"')
+        .collect();
+    chars.extend(['é', '€']);
+    let mut bad = Vec::new();
+    for c in chars {
+        let path = format!("/srv/a{c}b");
+        let rule = armorwatch::profiles::suggest::quote_path(&path).unwrap();
+        match try_compiled_dfa(&parser, "", &rule) {
+            Ok(dfa) => {
+                if !dfa.matches(&path) || (c != 'x' && dfa.matches("/srv/axb")) {
+                    bad.push(format!("{rule}: does not match exactly {path}"));
+                }
+            }
+            Err(e) => bad.push(format!("{rule}: {}", e.trim())),
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}

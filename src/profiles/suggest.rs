@@ -137,7 +137,8 @@ pub enum RuleTextError {
 }
 
 /// Write a path from a log as a literal in a rule: glob characters escaped, quoted when it
-/// contains spaces or commas. Refuses anything that could smuggle syntax into the line.
+/// contains spaces, commas, `#` or `!` (which apparmor_parser's lexer rejects bare). Refuses
+/// anything that could smuggle syntax into the line.
 pub fn quote_path(path: &str) -> Result<String, RuleTextError> {
     if !path.starts_with('/') {
         return Err(RuleTextError::NotAbsolute);
@@ -153,7 +154,7 @@ pub fn quote_path(path: &str) -> Result<String, RuleTextError> {
                 out.push('\\');
                 out.push(c);
             }
-            ' ' | ',' | '#' | '\t' => {
+            ' ' | ',' | '#' | '!' | '\t' => {
                 needs_quotes = true;
                 out.push(c);
             }
