@@ -1468,3 +1468,56 @@ fn quoted_paths_compile_and_match_only_themselves() {
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+/// Regression: without a local/ include, the rule was inserted after the header's line, which
+/// is outside the block when `{` is on the next line and after the `}` of a one-line block: the
+/// suggestion did not compile. Now it goes before the block's `}`: it compiles, and reading the
+/// edited file back puts the rule in that profile.
+#[test]
+fn suggestions_without_local_include_go_inside_blocks_of_any_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("t"),
+        "profile one /usr/bin/one { /srv/x r, }\nprofile next /usr/bin/next\n{\n  /srv/x r,\n}\nprofile empty /usr/bin/empty {}\nprofile hat /usr/bin/hat {\n  ^h { /srv/x r, }\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(root).expect("tree");
+    let index = Index::build(&tree);
+    for label in ["one", "next", "empty", "hat//h"] {
+        let e = event(&format!(
+            r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="{label}" name="/srv/new" pid=1 comm="t" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#
+        ));
+        let exp = explain(&index, &e, &Context::default());
+        let mut s = exp.explanation.suggestion.expect("suggestion");
+        assert_eq!(s.rule, "/srv/new r,", "{label}");
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(root.join("t"), copy.path().join("t")).unwrap();
+        system::apply_edit(copy.path(), &s.edit, &s.rule).unwrap();
+        let text = std::fs::read_to_string(copy.path().join("t")).unwrap();
+        let parsed = parser::parse_file("t", &text);
+        assert!(
+            parsed.errors.is_empty(),
+            "{label}: {:?}\n{text}",
+            parsed.errors
+        );
+        let (tree, _) = loader::load_tree(copy.path()).expect("edited tree");
+        let edited = Index::build(&tree);
+        let again = explain(&edited, &e, &Context::default());
+        assert_eq!(
+            again.explanation.verdict,
+            Verdict::AllowedOnDisk,
+            "{label}: {}\n{text}",
+            again.explanation.summary
+        );
+        if parser_bin().is_some() {
+            system::check_suggestion(root, &mut s);
+            assert_eq!(
+                s.check,
+                CheckStatus::Passed,
+                "{label}: {:?}",
+                s.check_message
+            );
+        }
+    }
+}

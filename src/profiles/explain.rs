@@ -1216,20 +1216,37 @@ impl<'a> Evaluator<'a> {
             DeclKind::Child => format!("profile {}", p.decl.name),
             DeclKind::Profile => format!("profile {}", p.decl.name),
         };
+        let (placement, edit) = match &p.decl.end {
+            Some(end) => (
+                format!(
+                    "at the end of the `{what}` block, before its `}}` at line {} (it has no local/ include)",
+                    end.line
+                ),
+                Edit::InsertBefore {
+                    file: p.file().to_string(),
+                    line: end.line,
+                    col: end.col,
+                },
+            ),
+            None => (
+                format!(
+                    "inside the `{what}` block that starts at line {} (it has no local/ include)",
+                    p.decl.span.line
+                ),
+                Edit::InsertAfter {
+                    file: p.file().to_string(),
+                    line: p.decl.span.line,
+                },
+            ),
+        };
         Some(Suggestion {
             file: self.index.absolute(p.file()),
             rule,
             check: CheckStatus::Skipped,
             reload,
-            placement: Some(format!(
-                "inside the `{what}` block that starts at line {} (it has no local/ include)",
-                p.decl.span.line
-            )),
+            placement: Some(placement),
             check_message: None,
-            edit: Edit::InsertAfter {
-                file: p.file().to_string(),
-                line: p.decl.span.line,
-            },
+            edit,
             profile_file: top,
         })
     }

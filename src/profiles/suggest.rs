@@ -27,12 +27,24 @@ pub enum Edit {
         /// Relative path (`local/usr.bin.msmtp`).
         file: String,
     },
-    /// Insert the line after this 1-based line of the file (the block's opening line).
+    /// Insert the line after this 1-based line of the file (the block's opening line; only for
+    /// a block whose `}` is missing, which does not compile anyway).
     InsertAfter {
         /// Relative path.
         file: String,
         /// 1-based line number.
         line: u32,
+    },
+    /// Insert the line just before the block's closing `}` at this line and column, on a line
+    /// of its own: right for `{` on the header's line or the next, and for one-line blocks
+    /// (`profile foo /usr/bin/foo { /x r, }`, `^hat {}`).
+    InsertBefore {
+        /// Relative path.
+        file: String,
+        /// 1-based line of the `}`.
+        line: u32,
+        /// 1-based column (characters) of the `}`.
+        col: u32,
     },
     /// Replace this 1-based line of the file (profile header flags).
     ReplaceLine {
@@ -49,6 +61,7 @@ impl Edit {
         match self {
             Edit::Append { file }
             | Edit::InsertAfter { file, .. }
+            | Edit::InsertBefore { file, .. }
             | Edit::ReplaceLine { file, .. } => file,
         }
     }

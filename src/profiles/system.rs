@@ -79,7 +79,8 @@ pub fn compile(parser: &Path, root: &Path, profile_file: &str) -> Result<(), Str
         .to_string())
 }
 
-fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
+/// Apply `edit` with `line_text` to the tree at `root` (a copy, for the compile check).
+pub fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
     let path = root.join(edit.file());
     match edit {
         Edit::Append { .. } => {
@@ -93,6 +94,32 @@ fn apply_edit(root: &Path, edit: &Edit, line_text: &str) -> io::Result<()> {
             text.push_str(line_text);
             text.push('\n');
             fs::write(&path, text)
+        }
+        Edit::InsertBefore { line, col, .. } => {
+            let text = fs::read_to_string(&path)?;
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            let at = usize::try_from(*line)
+                .ok()
+                .filter(|l| (1..=lines.len()).contains(l))
+                .ok_or_else(|| io::Error::other(format!("no line {line}")))?;
+            let target = lines[at - 1].clone();
+            let skip = usize::try_from(col.saturating_sub(1)).unwrap_or(usize::MAX);
+            let split = target
+                .char_indices()
+                .nth(skip)
+                .map_or(target.len(), |(i, _)| i);
+            let (before, after) = target.split_at(split);
+            let indent: String = target.chars().take_while(|c| c.is_whitespace()).collect();
+            let mut new = Vec::new();
+            if !before.trim().is_empty() {
+                new.push(before.trim_end().to_string());
+            }
+            new.push(format!("{indent}  {line_text}"));
+            new.push(format!("{indent}{}", after.trim_start()));
+            lines.splice(at - 1..at, new);
+            let mut out = lines.join("\n");
+            out.push('\n');
+            fs::write(&path, out)
         }
         Edit::InsertAfter { line, .. } | Edit::ReplaceLine { line, .. } => {
             let text = fs::read_to_string(&path)?;
