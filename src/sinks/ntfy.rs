@@ -43,8 +43,24 @@ fn message(s: &Summary) -> String {
             m.push_str(&plain(l, 500));
         }
     }
-    // ntfy turns messages over 4096 bytes into attachments.
-    super::escape::truncate(&m, 3000)
+    fit_bytes(&m, MAX_MESSAGE_BYTES)
+}
+
+/// ntfy's `message-size-limit`: a longer message becomes an attachment (or, with attachments
+/// off, is refused). Bytes of UTF-8, not characters.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `m` cut at a character boundary so that it and the truncation marker fit in `max` bytes.
+fn fit_bytes(m: &str, max: usize) -> String {
+    if m.len() <= max {
+        return m.to_string();
+    }
+    let marker = |left: usize| format!("{} {left} bytes]", super::escape::TRUNCATED_MARKER);
+    let mut keep = max.saturating_sub(marker(m.len()).len());
+    while !m.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{}", &m[..keep], marker(m.len() - keep))
 }
 
 /// The JSON body for one alert.
@@ -60,16 +76,29 @@ pub fn payload(topic: &str, s: &Summary) -> Value {
 
 /// One notification listing a batch (digest mode).
 pub fn digest_payload(topic: &str, items: &[Summary]) -> Value {
-    let lines: Vec<String> = items
-        .iter()
-        .take(30)
-        .map(|s| format!("- {}", plain(&s.headline, 150)))
-        .collect();
+    // As many headlines as fit, then how many were left out.
+    let mut message = String::new();
+    let mut listed = 0;
+    for s in items.iter().take(30) {
+        let line = format!("- {}", plain(&s.headline, 150));
+        let rest = format!("\n… and {} more", items.len() - listed - 1);
+        if message.len() + 1 + line.len() + rest.len() > MAX_MESSAGE_BYTES {
+            break;
+        }
+        if !message.is_empty() {
+            message.push('\n');
+        }
+        message.push_str(&line);
+        listed += 1;
+    }
+    if listed < items.len() {
+        message.push_str(&format!("\n… and {} more", items.len() - listed));
+    }
     let max = items.iter().map(|s| s.severity).max().unwrap_or(0);
     json!({
         "topic": topic,
         "title": format!("armorwatch digest: {} alerts", items.len()),
-        "message": lines.join("\n"),
+        "message": message.trim_start_matches('\n'),
         "priority": priority(max),
         "tags": ["shield"],
     })
@@ -78,6 +107,30 @@ pub fn digest_payload(topic: &str, items: &[Summary]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the message was cut at 3000 characters, up to 12 000 bytes, and digests not
+    /// at all; ntfy makes anything over 4096 bytes an attachment.
+    #[test]
+    fn messages_fit_ntfys_limit_in_bytes() {
+        for v in Summary::hostile_values() {
+            let s = Summary::filled_with(&v);
+            let m = payload("t", &s)["message"].as_str().unwrap().to_string();
+            assert!(m.len() <= MAX_MESSAGE_BYTES, "{} bytes: {:.40}", m.len(), v);
+            let many = vec![s; 40];
+            let d = digest_payload("t", &many)["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(d.len() <= MAX_MESSAGE_BYTES, "digest {} bytes", d.len());
+            assert!(d.ends_with(" more"), "{d:.80}");
+        }
+        let few = vec![Summary::filled_with("x"); 3];
+        let d = digest_payload("t", &few)["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(d.lines().count(), 3, "{d}");
+    }
 
     #[test]
     fn topic_split() {
