@@ -1870,3 +1870,64 @@ async fn dropping_a_sink_set_without_shutdown_stops_its_tasks() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Regression: a digest that failed for a transient reason was retried as a new digest, the
+/// alerts that arrived meanwhile added, under a new idempotency key (`digest:FIRST+COUNT`) and
+/// Message-ID, so a receiver that had taken the failed attempt could not tell the retry was the
+/// same. Now the retry is the same digest under the same key; the newer alerts come in the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_digest_is_retried_unchanged_under_its_key() {
+    require!(have(PY), "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(&dir.path().join("log"), 0, None);
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nmode = \"digest\"\ndigest_interval_secs = 1\nretry_initial_ms = 5\nretry_max_ms = 50\n",
+        rx.url("/in")
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    // The first attempt fails and asks for a second's wait, time enough for more alerts.
+    rx.fail_next_with(1, 503, json!({"Retry-After": "1"})).await;
+    for i in 1..=3 {
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("d{i}"),
+            1,
+            "web1",
+            "/d",
+        ));
+    }
+    wait_for("the failed digest", 10, || !requests(&rx.log).is_empty()).await;
+    for i in 4..=5 {
+        set.deliver_alert(&alert(
+            AlertType::IncidentOpened,
+            &format!("d{i}"),
+            1,
+            "web1",
+            "/d",
+        ));
+    }
+    wait_for("outbox empty", 20, || set.pending("hook") == Some(0)).await;
+    let all = requests(&rx.log);
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let key = |r: &Value| {
+        r["headers"]["idempotency-key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ids = |r: &Value| -> Vec<String> {
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        body["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(all[0]["accepted"], false);
+    assert_eq!(key(&all[1]), key(&all[0]), "the retry is the same digest");
+    assert_eq!(ids(&all[1]), ids(&all[0]));
+    assert_eq!(ids(&all[0]).len(), 3);
+    assert_eq!(ids(&all[2]), ["d4", "d5"]);
+    set.shutdown(Duration::from_secs(2)).await;
+}

@@ -61,8 +61,12 @@ struct Digest {
     /// Failed attempts in a row (for the backoff).
     attempts: u32,
     /// The most alerts in the next digest: [`DIGEST_MAX`], halved after each refusal so that
-    /// the refused alert (or a size the receiver takes) is found in a few requests.
+    /// the refused alert (or a size the receiver takes) is found in a few requests; the size
+    /// of a digest that failed, so that its retry is the same digest.
     limit: usize,
+    /// The limit before a failed digest fixed it at that digest's size, restored once it is
+    /// delivered.
+    before_retry: Option<usize>,
 }
 
 impl RemoteSink {
@@ -253,6 +257,9 @@ impl RemoteSink {
         match self.deliver(&batch).await {
             Ok(()) => {
                 digest.attempts = 0;
+                if let Some(limit) = digest.before_retry.take() {
+                    digest.limit = limit;
+                }
                 for e in &batch {
                     self.remove(e.seq);
                 }
@@ -262,16 +269,24 @@ impl RemoteSink {
             // Refused for good: the same digest would be refused again. Send the first half
             // next, at once (a different request), until the refused alert is alone.
             Err(err) if err.is_refusal() && batch.len() > 1 => {
+                digest.before_retry = None;
                 digest.limit = batch.len() / 2;
                 Some(Instant::now())
             }
             Err(err) if err.is_refusal() => {
                 self.drop_refused(&batch, &err);
+                digest.before_retry = None;
                 digest.limit = DIGEST_MAX;
                 (!self.lock().is_empty()).then(Instant::now)
             }
+            // Retry the same digest (the oldest alerts stay first in the outbox): the same
+            // alerts under the same idempotency key / Message-ID, so that a receiver that did
+            // take the failed attempt (a timeout after the data went through) can tell it
+            // again, instead of a larger digest with new alerts under a new key.
             Err(err) => {
                 digest.attempts += 1;
+                digest.before_retry.get_or_insert(digest.limit);
+                digest.limit = batch.len();
                 let t = self.retry_at(digest.attempts, &err);
                 *sink_until = Some(t);
                 Some(t)
@@ -305,6 +320,7 @@ impl RemoteSink {
         let mut digest = Digest {
             attempts: 0,
             limit: DIGEST_MAX,
+            before_retry: None,
         };
         let repost_every = self
             .transport
