@@ -1521,3 +1521,39 @@ fn suggestions_without_local_include_go_inside_blocks_of_any_layout() {
         }
     }
 }
+
+/// Regression: for `Px` without `-> name` the target profile was looked up by the exec'd path
+/// as a name, so a profile that attaches to the file (`profile foo /usr/bin/foo`) was "not in
+/// the tree: write one". It is found by its attachment, and the advice is to load it.
+#[test]
+fn px_finds_the_target_profile_by_its_attachment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("usr.bin.a"),
+        "profile a /usr/bin/a {\n  /usr/bin/foo Px,\n  /usr/bin/bar Px,\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("usr.bin.foo"),
+        "profile foo /usr/bin/{foo,foo2} {\n  /srv/** r,\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
+    let index = Index::build(&tree);
+    let exec = |path: &str| {
+        let e = event(&format!(
+            r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="exec" info="profile not found" error=-13 profile="a" name="{path}" pid=1 comm="a" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="{path}""#
+        ));
+        explain(&index, &e, &Context::default()).explanation
+    };
+    let d = exec("/usr/bin/foo");
+    assert_eq!(d.verdict, Verdict::ExecTargetProfileMissing);
+    let advice = d.advice.unwrap();
+    assert!(
+        advice.starts_with("`foo` is declared at") && advice.contains("usr.bin.foo:1"),
+        "{advice}"
+    );
+    // Nothing attaches to bar: write one.
+    let advice = exec("/usr/bin/bar").advice.unwrap();
+    assert!(advice.starts_with("no profile named"), "{advice}");
+}

@@ -1067,6 +1067,7 @@ impl<'a> Evaluator<'a> {
             RuleBody::File { exec_target, .. } => exec_target.clone(),
             _ => None,
         };
+        let has_target = rule_target.is_some();
         // The profile the transition looks for: `-> target`, the record's target, or the path.
         let wanted = rule_target
             .or_else(|| event.field("target").map(str::to_string))
@@ -1077,12 +1078,31 @@ impl<'a> Evaluator<'a> {
         } else {
             wanted.clone()
         };
+        let by_attachment = || {
+            // `Px`/`Ux` without `-> name`: the kernel looks for a profile attaching to the file
+            // (its attachment glob, or a path-named profile), not one named after it.
+            if has_target || mode.contains('C') || mode.contains('c') {
+                return None;
+            }
+            let path = event.name()?;
+            self.index.profiles().iter().find(|p| {
+                p.parent.is_none()
+                    && p.decl
+                        .attachment
+                        .as_deref()
+                        .or(p.decl.name.starts_with('/').then_some(p.decl.name.as_str()))
+                        .and_then(|a| glob::expand(a, &self.eff.vars).ok())
+                        .and_then(|e| Glob::compile(&e.text).ok())
+                        .is_some_and(|g| g.is_match(path))
+            })
+        };
         let declared = self
             .index
             .by_name(&full)
             .first()
             .or_else(|| self.index.by_name(&wanted).first())
-            .and_then(|&i| self.index.profile(i));
+            .and_then(|&i| self.index.profile(i))
+            .or_else(by_attachment);
         d.verdict = if info.contains("profile not found") {
             Verdict::ExecTargetProfileMissing
         } else {
@@ -1108,7 +1128,7 @@ impl<'a> Evaluator<'a> {
         d.advice = Some(match declared {
             Some(p) => format!(
                 "`{}` is declared at {}:{} but is not loaded: {}",
-                sanitize(&full),
+                sanitize(&p.name),
                 self.index.absolute(p.file()),
                 p.decl.span.line,
                 suggest::reload_command(self.index.base(), &p.top_file)
@@ -1219,7 +1239,7 @@ impl<'a> Evaluator<'a> {
         let (placement, edit) = match &p.decl.end {
             Some(end) => (
                 format!(
-                    "at the end of the `{what}` block, before its `}}` at line {} (it has no local/ include)",
+                    "at the end of the `{what}` block, before its `}}` at line {}; it has no local/ include",
                     end.line
                 ),
                 Edit::InsertBefore {
