@@ -1557,3 +1557,65 @@ fn px_finds_the_target_profile_by_its_attachment() {
     let advice = exec("/usr/bin/bar").advice.unwrap();
     assert!(advice.starts_with("no profile named"), "{advice}");
 }
+
+/// Escapes and quotes in rule paths read as apparmor_parser reads them: a quoted `\*` is a
+/// literal `*` (the quotes removed the backslash before), `\ ` is a space quoted or not (an
+/// unquoted one split the word), and a `->` inside quotes is part of the path (it was taken for
+/// an exec target). Our parser and matcher against the compiled DFA of the same rule text.
+#[test]
+fn escapes_and_quotes_in_rule_paths_read_like_apparmor_parser() {
+    let Some(parser) = parser_bin() else {
+        return;
+    };
+    let paths = [
+        "/srv/a*b",
+        "/srv/aXb",
+        "/srv/a b",
+        "/srv/a->b",
+        "/srv/a\\b",
+        "/srv/a\\ b",
+        "/srv/a\"b",
+        "/srv/ab",
+    ];
+    let mut checked = 0;
+    for rule in [
+        r#""/srv/a\*b""#,
+        r"/srv/a\*b",
+        r#""/srv/a\ b""#,
+        r"/srv/a\ b",
+        r#""/srv/a b""#,
+        r#""/srv/a->b""#,
+        r#""/srv/a\\b""#,
+        r"/srv/a\\b",
+        r#""/srv/a*b""#,
+    ] {
+        let f = parser::parse_file("t", &format!("profile t {{\n  {rule} r,\n}}\n"));
+        assert!(f.errors.is_empty(), "{rule}: {:?}", f.errors);
+        let Some(parser::Item::Profile(p)) = f.items.first() else {
+            panic!("{rule}: no profile");
+        };
+        let Some(parser::Item::Rule(r)) = p.body.first() else {
+            panic!("{rule}: no rule");
+        };
+        let parser::RuleBody::File {
+            path: Some(path),
+            exec_target,
+            ..
+        } = &r.body
+        else {
+            panic!("{rule}: not a file rule: {:?}", r.body);
+        };
+        assert_eq!(*exec_target, None, "{rule}");
+        let ours = Glob::compile(path).unwrap_or_else(|e| panic!("{rule}: {e:?}"));
+        let dfa = compiled_dfa(&parser, "", rule);
+        for p in paths {
+            assert_eq!(
+                ours.is_match(p),
+                dfa.matches(p),
+                "rule {rule} (read as {path}) vs {p}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9 * paths.len());
+}

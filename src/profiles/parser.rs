@@ -379,6 +379,13 @@ pub fn parse_file(path: &str, src: &str) -> ParsedFile {
 /// Split statement text into words: whitespace separates, except inside quotes, parentheses and
 /// glob braces. Quotes around a whole word are removed.
 pub fn words(text: &str) -> Vec<String> {
+    quoted_words(text).into_iter().map(|(w, _)| w).collect()
+}
+
+/// [`words`], each with whether any of it was quoted. Backslash escapes are kept for the glob
+/// layer, quoted or not, as apparmor_parser keeps them (`"/a\*b"` is a literal `*`, `\ ` a
+/// space that does not split the word); only `\"` inside quotes becomes `"`.
+pub fn quoted_words(text: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -392,14 +399,17 @@ pub fn words(text: &str) -> Vec<String> {
                 quoted = !quoted;
                 was_quoted = true;
             }
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
+            '\\' => match chars.next() {
+                Some('"') if quoted => cur.push('"'),
+                Some(n) => {
+                    cur.push('\\');
                     cur.push(n);
                 }
-            }
+                None => cur.push('\\'),
+            },
             c if c.is_whitespace() && !quoted && paren == 0 && brace == 0 => {
                 if !cur.is_empty() || was_quoted {
-                    out.push(std::mem::take(&mut cur));
+                    out.push((std::mem::take(&mut cur), was_quoted));
                 }
                 was_quoted = false;
             }
@@ -423,7 +433,7 @@ pub fn words(text: &str) -> Vec<String> {
         }
     }
     if !cur.is_empty() || was_quoted {
-        out.push(cur);
+        out.push((cur, was_quoted));
     }
     out
 }
@@ -645,7 +655,8 @@ fn is_path_word(w: &str) -> bool {
 }
 
 fn parse_rule(text: &str, inherited: Qualifiers, span: &Span) -> Result<Option<Item>, String> {
-    let all = words(text);
+    let with_quotes = quoted_words(text);
+    let all: Vec<String> = with_quotes.iter().map(|(w, _)| w.clone()).collect();
     let (mut q, n) = take_qualifiers(&all);
     q.audit |= inherited.audit;
     q.deny |= inherited.deny;
@@ -693,7 +704,7 @@ fn parse_rule(text: &str, inherited: Qualifiers, span: &Span) -> Result<Option<I
                     exec_target: None,
                 });
             }
-            parse_file_rule(&w[1..], text).and_then(make)
+            parse_file_rule(&w[1..], &with_quotes[n + 1..], text).and_then(make)
         }
         c if OTHER_CLASSES.contains(&c) => {
             if c == "abi" || c == "alias" {
@@ -703,15 +714,21 @@ fn parse_rule(text: &str, inherited: Qualifiers, span: &Span) -> Result<Option<I
                 class: c.to_string(),
             })
         }
-        _ => parse_file_rule(w, text).and_then(make),
+        _ => parse_file_rule(w, &with_quotes[n..], text).and_then(make),
     }
 }
 
-fn parse_file_rule(w: &[String], text: &str) -> Result<RuleBody, String> {
-    // Split `->` glued to words (`Px->target`).
+fn parse_file_rule(
+    w: &[String],
+    quoted: &[(String, bool)],
+    text: &str,
+) -> Result<RuleBody, String> {
+    // Split `->` glued to words (`Px->target`), not inside quotes (`"/srv/a->b"` is a path).
     let mut toks: Vec<String> = Vec::with_capacity(w.len() + 2);
-    for t in w {
+    for (i, t) in w.iter().enumerate() {
+        let was_quoted = quoted.get(i).is_some_and(|(_, q)| *q);
         if t != "->"
+            && !was_quoted
             && let Some((a, b)) = t.split_once("->")
         {
             if !a.is_empty() {
