@@ -1619,3 +1619,33 @@ fn escapes_and_quotes_in_rule_paths_read_like_apparmor_parser() {
     }
     assert_eq!(checked, 9 * paths.len());
 }
+
+/// Regression: a `deny link` rule made the link "not allowed" but the verdict was "no rule
+/// matches", with a suggestion to add a link rule the deny would still beat. Now it is "a deny
+/// rule wins", naming that rule; a link the deny does not cover is allowed.
+#[test]
+fn a_deny_link_rule_wins_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("usr.bin.t"),
+        "profile t /usr/bin/t {\n  link /srv/l/** -> /srv/t/**,\n  deny link /srv/l/x -> /srv/t/secret,\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
+    let index = Index::build(&tree);
+    let link = |target: &str| {
+        let e = event(&format!(
+            r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="link" profile="t" name="/srv/l/x" pid=1 comm="ln" requested_mask="l" denied_mask="l" fsuid=0 ouid=0 target="{target}""#
+        ));
+        explain(&index, &e, &Context::default()).explanation
+    };
+    let d = link("/srv/t/secret");
+    assert_eq!(d.verdict, Verdict::DenyRuleWins, "{}", d.summary);
+    assert_eq!(
+        d.closest_rules[0].rule,
+        "deny link /srv/l/x -> /srv/t/secret,"
+    );
+    assert_eq!(d.closest_rules[0].line, 3);
+    assert!(d.suggestion.is_none());
+    assert_eq!(link("/srv/t/ok").verdict, Verdict::AllowedOnDisk);
+}

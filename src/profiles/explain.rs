@@ -862,6 +862,30 @@ impl<'a> Evaluator<'a> {
             return d;
         }
 
+        // `deny link LINK -> TARGET,`: the link is forbidden whatever allows it.
+        if needed & perm::LINK != 0
+            && let Some(rule) = self.link_denied(&path, event.field("target"), owner_applies)
+        {
+            d.verdict = Verdict::DenyRuleWins;
+            d.summary = format!(
+                "`{pname}` has a deny link rule for {shown}: deny rules win over any allow rule"
+            );
+            d.closest_rules.push(self.closest(
+                rule,
+                format!(
+                    "deny link rule matches {shown} and its target {}",
+                    sanitize(event.field("target").unwrap_or("?"))
+                ),
+                rule.text.find("deny").map(|_| ("deny", 0, 4)),
+            ));
+            d.advice = Some(format!(
+                "a deny rule cannot be overridden by adding rules (not even in local/): remove or narrow the deny rule at {}:{} if the link is legitimate, then reload",
+                self.index.absolute(&rule.span.file),
+                rule.span.line
+            ));
+            return d;
+        }
+
         if event.kind == Kind::Audit {
             d.verdict = Verdict::Audited;
             d.summary = format!("allowed, and logged because of an `audit` rule of `{pname}`");
@@ -1166,6 +1190,25 @@ impl<'a> Evaluator<'a> {
             }
         }
         allowed
+    }
+
+    /// The first `deny link` rule that applies to `link` (and its target, when known).
+    fn link_denied(&self, link: &str, target: Option<&str>, owner_applies: bool) -> Option<&Rule> {
+        let matches = |pattern: &str, value: &str| {
+            glob::expand(pattern, &self.eff.vars)
+                .ok()
+                .and_then(|e| Glob::compile(&e.text).ok())
+                .is_some_and(|g| g.is_match(value))
+        };
+        self.eff.rules.iter().copied().find(|r| {
+            let RuleBody::Link { link: l, target: t } = &r.body else {
+                return false;
+            };
+            r.qualifiers.deny
+                && (!r.qualifiers.owner || owner_applies)
+                && matches(l, link)
+                && target.is_none_or(|tv| matches(t, tv))
+        })
     }
 
     fn disconnected(&self, mut d: Details, path: &str) -> Details {
