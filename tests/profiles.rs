@@ -1649,3 +1649,36 @@ fn a_deny_link_rule_wins_and_is_named() {
     assert!(d.suggestion.is_none());
     assert_eq!(link("/srv/t/ok").verdict, Verdict::AllowedOnDisk);
 }
+
+/// Regression: an exec allowed only by an `owner` rule, of a file the task does not own, was
+/// "no rule lets it execute", hiding the rule that nearly applies. It is the owner verdict.
+#[test]
+fn an_exec_only_an_owner_rule_allows_is_the_owner_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("usr.bin.t"),
+        "profile t /usr/bin/t {\n  owner /srv/bin/* ix,\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
+    let index = Index::build(&tree);
+    let exec = |ouid: u32| {
+        let e = event(&format!(
+            r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="exec" profile="t" name="/srv/bin/tool" pid=1 comm="t" requested_mask="x" denied_mask="x" fsuid=1000 ouid={ouid}"#
+        ));
+        explain(&index, &e, &Context::default()).explanation
+    };
+    let d = exec(0);
+    assert_eq!(d.verdict, Verdict::OwnerRuleDoesNotApply, "{}", d.summary);
+    assert_eq!(d.closest_rules[0].rule, "owner /srv/bin/* ix,");
+    assert!(
+        d.summary.contains("uid 0") && d.summary.contains("fsuid is 1000"),
+        "{}",
+        d.summary
+    );
+    let rule = &d.suggestion.as_ref().expect("suggestion").rule;
+    assert!(
+        rule.starts_with("/srv/bin/tool ") && rule.contains('x'),
+        "{rule}"
+    );
+}

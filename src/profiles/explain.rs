@@ -938,15 +938,16 @@ impl<'a> Evaluator<'a> {
         }
         .letters();
 
-        if is_exec {
+        let owner_only: Vec<&&FileCandidate<'_>> = matching
+            .iter()
+            .filter(|c| !c.rule.qualifiers.deny && c.rule.qualifiers.owner && !owner_applies)
+            .filter(|c| granted(&c.perms) & missing != 0)
+            .collect();
+        // An exec only an `owner` rule allows is explained as the owner mismatch it is.
+        if is_exec && owner_only.is_empty() {
             d.verdict = Verdict::ExecWithoutXRule;
             d.summary = format!("`{pname}` has no rule that lets it execute {shown}");
         } else {
-            let owner_only: Vec<&&FileCandidate<'_>> = matching
-                .iter()
-                .filter(|c| !c.rule.qualifiers.deny && c.rule.qualifiers.owner && !owner_applies)
-                .filter(|c| granted(&c.perms) & missing != 0)
-                .collect();
             let partial: Vec<&&FileCandidate<'_>> = matching
                 .iter()
                 .filter(|c| !c.rule.qualifiers.deny && applies(c))
