@@ -71,7 +71,11 @@ impl SendError {
     /// the sender backs off the whole sink instead of trying the next incident.
     pub fn is_sink_wide(&self) -> bool {
         match self {
-            SendError::Status { status, .. } => *status >= 500 || sink_wide_4xx(*status),
+            // A redirect is not followed (credentials in the URL or headers must not go
+            // elsewhere); it is the URL's, not the alert's: every alert would get it.
+            SendError::Status { status, .. } => {
+                *status >= 500 || (300..400).contains(status) || sink_wide_4xx(*status)
+            }
             SendError::SmtpRefused(_) | SendError::Other(_) => false,
             _ => true,
         }
@@ -490,8 +494,11 @@ mod tests {
         for s in [401, 403, 404, 407, 408, 410, 429, 500, 502, 503, 504] {
             assert!(status(s).is_sink_wide() && !status(s).is_refusal(), "{s}");
         }
-        // A redirect (not followed): retried per incident, as before.
-        assert!(!status(301).is_sink_wide() && !status(301).is_refusal());
+        // A redirect (not followed) holds the whole sink like an outage: every alert would get
+        // it (it was retried per incident, one request per open incident each round).
+        for s in [301, 302, 307, 308] {
+            assert!(status(s).is_sink_wide() && !status(s).is_refusal(), "{s}");
+        }
         assert!(SendError::SmtpRefused("554".into()).is_refusal());
         assert!(!SendError::SmtpRefused("554".into()).is_sink_wide());
         let session = SendError::Smtp("421".into());
