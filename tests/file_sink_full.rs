@@ -9,25 +9,8 @@
 use armorwatch::sinks::config::{Content, FileSpec};
 use armorwatch::sinks::file::FileWriter;
 
-#[allow(unsafe_code)]
-fn set_fsize(soft: libc::rlim_t) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write a valid, initialised struct of ours.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
-        lim.rlim_cur = soft.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
-    }
-}
-
-#[allow(unsafe_code)]
-fn ignore_sigxfsz() {
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-}
+mod common;
+use common::{ignore_sigxfsz, set_fsize};
 
 #[test]
 fn a_write_torn_by_a_full_disk_is_not_continued_by_the_next_line() {

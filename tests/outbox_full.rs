@@ -9,25 +9,8 @@
 
 use armorwatch::sinks::outbox::Outbox;
 
-#[allow(unsafe_code)]
-fn set_fsize(soft: libc::rlim_t) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write a valid, initialised struct of ours.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
-        lim.rlim_cur = soft.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
-    }
-}
-
-#[allow(unsafe_code)]
-fn ignore_sigxfsz() {
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-}
+mod common;
+use common::{ignore_sigxfsz, set_fsize};
 
 fn alert(seq: u64) -> String {
     format!(r#"{{"schema":1,"type":"incident.update","id":"i1","seq":{seq},"host":"h"}}"#)

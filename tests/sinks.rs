@@ -287,6 +287,18 @@ fn alert(t: AlertType, id: &str, seq: u64, host: &str, object: &str) -> Alert {
     a
 }
 
+/// A receiver and a set with one webhook sink `hook` to it retrying within milliseconds;
+/// `extra` is more TOML for that sink (`mode = "digest"` …).
+fn fast_webhook(dir: &Path, extra: &str) -> (Receiver, SinkSet) {
+    let rx = receiver(&dir.join("log"), 0, None);
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nretry_initial_ms = 5\nretry_max_ms = 50\n{extra}",
+        rx.url("/in")
+    ));
+    let set = SinkSet::start(&s, opts(&dir.join("state"), "web1")).unwrap();
+    (rx, set)
+}
+
 fn opts(dir: &Path, host: &str) -> SinkSetOptions {
     let mut o = SinkSetOptions::new(dir, host);
     o.outbox_fsync = true;
@@ -628,12 +640,7 @@ path = "{}"
 async fn http_401_403_404_410_are_retried_not_dropped() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
-    let rx = receiver(&dir.path().join("log"), 0, None);
-    let s = specs(&format!(
-        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nretry_initial_ms = 5\nretry_max_ms = 50\n",
-        rx.url("/in")
-    ));
-    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let (rx, set) = fast_webhook(dir.path(), "");
     for (n, status) in [(1u64, 401u16), (2, 403), (3, 404), (4, 410)] {
         rx.fail_next(2, status).await;
         set.deliver_alert(&alert(
@@ -718,12 +725,7 @@ path = "{}"
 async fn retry_after_on_429_and_503_holds_the_whole_sink() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
-    let rx = receiver(&dir.path().join("log"), 0, None);
-    let s = specs(&format!(
-        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nretry_initial_ms = 5\nretry_max_ms = 50\n",
-        rx.url("/in")
-    ));
-    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let (rx, set) = fast_webhook(dir.path(), "");
     let t = |r: &Value| r["t"].as_f64().unwrap();
 
     rx.fail_next_with(1, 429, json!({"Retry-After": "2"})).await;
@@ -1879,12 +1881,7 @@ async fn dropping_a_sink_set_without_shutdown_stops_its_tasks() {
 async fn a_failed_digest_is_retried_unchanged_under_its_key() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
-    let rx = receiver(&dir.path().join("log"), 0, None);
-    let s = specs(&format!(
-        "[sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nmode = \"digest\"\ndigest_interval_secs = 1\nretry_initial_ms = 5\nretry_max_ms = 50\n",
-        rx.url("/in")
-    ));
-    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let (rx, set) = fast_webhook(dir.path(), "mode = \"digest\"\ndigest_interval_secs = 1\n");
     // The first attempt fails and asks for a second's wait, time enough for more alerts.
     rx.fail_next_with(1, 503, json!({"Retry-After": "1"})).await;
     for i in 1..=3 {

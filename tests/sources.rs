@@ -120,6 +120,19 @@ impl Setup {
     }
     /// A checkpoint making the audit log source start at the beginning of `log` (so a test can
     /// append right after spawning without racing the source's start-at-the-end).
+    /// `audit.log` holding `serials`, a checkpoint at its start, and a config reading it:
+    /// (log, config).
+    fn audit_log_from_start(&self, serials: std::ops::Range<u64>) -> (PathBuf, PathBuf) {
+        let log = self.path("audit.log");
+        fs::write(&log, records(serials)).unwrap();
+        self.checkpoint_at_start(&log);
+        let config = self.config(
+            &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
+            0,
+        );
+        (log, config)
+    }
+
     fn checkpoint_at_start(&self, log: &Path) {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(log).unwrap();
@@ -154,13 +167,7 @@ fn kill9(mut child: Child) {
 #[test]
 fn audit_log_follows_appends_partial_lines_and_both_rotations() {
     let s = Setup::new();
-    let log = s.path("audit.log");
-    fs::write(&log, records(1..11)).unwrap();
-    s.checkpoint_at_start(&log);
-    let config = s.config(
-        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
-        0,
-    );
+    let (log, config) = s.audit_log_from_start(1..11);
     let child = s.spawn("run", &config);
     wait_serials(&s.out(), 1..11);
 
@@ -245,13 +252,7 @@ fn first_start_begins_at_the_end() {
 #[test]
 fn a_second_process_on_the_same_state_directory_is_refused() {
     let s = Setup::new();
-    let log = s.path("audit.log");
-    fs::write(&log, records(1..3)).unwrap();
-    s.checkpoint_at_start(&log);
-    let config = s.config(
-        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
-        0,
-    );
+    let (_, config) = s.audit_log_from_start(1..3);
     let child = s.spawn("run", &config);
     // The daemon holds the directory once it delivers.
     wait_serials(&s.out(), 1..3);
@@ -339,14 +340,8 @@ fn kmsg_first_start_saves_its_position_before_reading_anything() {
 #[test]
 fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let s = Setup::new();
-    let log = s.path("audit.log");
     let total = 3000u64;
-    fs::write(&log, records(1..1001)).unwrap();
-    s.checkpoint_at_start(&log);
-    let config = s.config(
-        &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
-        0,
-    );
+    let (log, config) = s.audit_log_from_start(1..1001);
     let mut kills = 0;
     let mut next = 1001;
     // Kill at several points: after the first events, mid-stream, after rotation.

@@ -444,12 +444,18 @@ mod tests {
     use super::*;
     use crate::event::Kind;
 
-    fn events(input: &str) -> Vec<Event> {
+    /// A parser fed every line of `input` (not finished) and what it gave so far.
+    fn pushed(input: &str) -> (Parser, Vec<Output>) {
         let mut p = Parser::new();
         let mut out = Vec::new();
         for (i, l) in input.lines().enumerate() {
             p.push_line(l, &Source::Stdin { line: i as u64 + 1 }, &mut out);
         }
+        (p, out)
+    }
+
+    fn events(input: &str) -> Vec<Event> {
+        let (mut p, mut out) = pushed(input);
         p.finish(&mut out);
         out.into_iter()
             .filter_map(|o| match o {
@@ -489,11 +495,7 @@ type=AVC msg=audit(1.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"a\
 type=AVC msg=audit(1.000:2): apparmor=\"DENIED\" operation=\"open\" profile=\"b\" name=\"/y\" pid=1 comm=\"c\"
 type=EOE msg=audit(1.000:2):
 ";
-        let mut p = Parser::new();
-        let mut out = Vec::new();
-        for l in input.lines() {
-            p.push_line(l, &Source::Text, &mut out);
-        }
+        let (mut p, mut out) = pushed(input);
         // Serial 2 is complete but must wait for serial 1.
         assert!(out.is_empty());
         p.finish(&mut out);
@@ -584,11 +586,7 @@ type=AVC msg=audit(1.000:7): apparmor=\"DENIED\" operation=\"open\" profile=\"a\
 type=AVC msg=audit(1.000:7): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/y\" pid=1 comm=\"c\"
 type=EOE msg=audit(1.000:7):
 ";
-        let mut p = Parser::new();
-        let mut out = Vec::new();
-        for l in input.lines() {
-            p.push_line(l, &Source::Text, &mut out);
-        }
+        let (p, out) = pushed(input);
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(!p.has_pending());
     }

@@ -55,3 +55,27 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     );
     out
 }
+
+/// Set this process's soft RLIMIT_FSIZE: past it `write(2)` writes up to the limit and fails the
+/// rest with EFBIG, as a full disk does with ENOSPC (process-wide: a test binary using it holds
+/// one test). Call [`ignore_sigxfsz`] first.
+#[allow(unsafe_code)]
+pub fn set_fsize(soft: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid, initialised struct of ours.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
+        lim.rlim_cur = soft.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+}
+
+/// Past RLIMIT_FSIZE the kernel sends SIGXFSZ, whose default action ends the process.
+#[allow(unsafe_code)]
+pub fn ignore_sigxfsz() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
