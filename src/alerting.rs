@@ -371,7 +371,14 @@ impl EventOutput for Alerting {
                     what,
                     count: loss.count,
                 };
-                self.correlator.push_loss(info, now, &mut self.alerts);
+                // In a replay the loss is placed at the log time reached so far: the wall
+                // clock here would hold every later (older) event at today's time, and no
+                // window would pass again.
+                let at = match self.mode {
+                    Mode::Replay => self.last_at,
+                    Mode::Follow => now,
+                };
+                self.correlator.push_loss(info, at, &mut self.alerts);
             }
         }
         self.emit();

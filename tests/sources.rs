@@ -747,3 +747,39 @@ fn real_kernel_kmsg_netlink_journald_in_aa_vm() {
         );
     }
 }
+
+/// Regression: in a replay, a loss notice (or an unreadable line) was placed at the wall
+/// clock's time; every later record, hours older, was then held at today's time, so no window
+/// passed again: three denials 1 000 s apart became one incident. They are three, with or
+/// without the notice before them.
+#[test]
+fn a_loss_notice_in_a_replay_does_not_stop_log_time() {
+    let s = Setup::new();
+    let denial = |t: u64, serial: u64| {
+        format!(
+            "type=AVC msg=audit({t}.000:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n"
+        )
+    };
+    let body: String = (0..3).map(|i| denial(1_700_000_000 + i * 1000, i + 1)).collect();
+    for (name, text) in [
+        ("plain.log", body.clone()),
+        (
+            "with-loss.log",
+            format!("kauditd_printk_skb: 12 callbacks suppressed\n{body}"),
+        ),
+    ] {
+        let f = s.path(name);
+        fs::write(&f, text).unwrap();
+        let out = run_ok(Command::new(BIN).arg("replay").arg(&f));
+        let alerts: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let opened = alerts
+            .iter()
+            .filter(|a| a["type"] == "incident.opened")
+            .count();
+        assert_eq!(opened, 3, "{name}: {alerts:#?}");
+    }
+}

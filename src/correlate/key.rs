@@ -169,8 +169,17 @@ impl Normaliser {
                 continue;
             }
             // `replace_all` borrows when nothing matches, so unmatched rules cost no allocation.
-            if let Cow::Owned(s) = re.replace_all(&cur, *rep) {
+            // Matches that share a `/` (`/001/002`) are found one pass apart: the rule is applied
+            // again until nothing changes (a few passes; no replacement matches its own rule).
+            let mut changed = false;
+            for _ in 0..8 {
+                let Cow::Owned(s) = re.replace_all(&cur, *rep) else {
+                    break;
+                };
                 cur = Cow::Owned(s);
+                changed = true;
+            }
+            if changed {
                 // A replacement can enable a later rule (`@{HOME}/.cache/…` temp suffixes).
                 candidates = self.set.matches(&cur);
             }
@@ -422,6 +431,9 @@ mod tests {
             n("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cpu.max"),
             "/sys/fs/cgroup/user.slice/user-@{uid}.slice/user@@{uid}.service/cpu.max"
         );
+        // Regression: numeric segments next to each other share a `/`; each is normalised.
+        assert_eq!(n("/dev/bus/usb/001/002"), "/dev/bus/usb/@{n}/@{n}");
+        assert_eq!(n("/var/lib/x/1/20/3/f"), "/var/lib/x/@{n}/@{n}/@{n}/f");
         // things that are the problem itself stay
         assert_eq!(n("/etc/ssl/openssl.cnf"), "/etc/ssl/openssl.cnf");
         assert_eq!(
@@ -433,7 +445,15 @@ mod tests {
     fn sequential(s: &str) -> String {
         let mut cur = s.to_owned();
         for (_, re, rep) in NORMALISE {
-            cur = Regex::new(re).unwrap().replace_all(&cur, *rep).into_owned();
+            let re = Regex::new(re).unwrap();
+            // Each rule to its fixed point.
+            loop {
+                let next = re.replace_all(&cur, *rep).into_owned();
+                if next == cur {
+                    break;
+                }
+                cur = next;
+            }
         }
         cur
     }

@@ -352,7 +352,12 @@ pub struct Correlator {
 /// The event's own time in milliseconds since the epoch (for `replay`, which runs on log time).
 pub fn event_time_ms(event: &Event) -> Option<u64> {
     let a = event.audit.as_ref()?;
-    (a.epoch != 0).then(|| a.epoch * 1000 + u64::from(a.millis.min(999)))
+    // A hostile or corrupt stamp (`audit(18446744073709551615.000:1)`) has no time rather
+    // than a wrapped one.
+    a.epoch
+        .checked_mul(1000)?
+        .checked_add(u64::from(a.millis.min(999)))
+        .filter(|_| a.epoch != 0)
 }
 
 /// Map a parser loss report to the details of a `loss` alert.
@@ -441,17 +446,20 @@ impl Correlator {
             return;
         }
         let time = event_time_ms(&event).unwrap_or(now);
-        let ikey = InternalKey {
-            host: event.host.clone(),
-            key,
-        };
+        // The host the alert names: a record's own (syslog forms, `node=`) or this machine's,
+        // so a copy naming this host and one naming none are one incident.
+        let host = event.host.clone().filter(|h| *h != self.config.host);
+        let ikey = InternalKey { host, key };
         let max_samples = self.config.max_samples;
         let window = self.config.window_ms;
         if let Some(inc) = self.incidents.get_mut(&ikey) {
             inc.pending += 1;
             inc.total += 1;
             inc.last_seen_ms = now;
-            inc.last_seen_event_ms = time;
+            // Records of several files can come out of order (`correlate audit.log*` lists
+            // the newest first): the span covers them all.
+            inc.last_seen_event_ms = inc.last_seen_event_ms.max(time);
+            inc.first_seen_ms = inc.first_seen_ms.min(time);
             add_sample(&mut inc.samples, max_samples, &event, &class);
             inc.event = event;
             let due = if !inc.announced {
@@ -579,7 +587,9 @@ impl Correlator {
     /// (`incident.closed`, reason `end_of_input`), regardless of the flood cap.
     pub fn flush_all(&mut self, now_ms: u64, out: &mut Vec<Alert>) {
         let now = self.clamp(now_ms);
-        self.emit_suppressed(now, false, out);
+        // Held incidents are listed (with their counts) before they close: an incident whose
+        // opening was held would otherwise get an `incident.closed` and nothing before it.
+        self.emit_suppressed(now, true, out);
         while let Some((k, inc)) = self.incidents.pop_lru() {
             self.close(k, inc, "end_of_input", now, true, out);
         }
@@ -641,7 +651,7 @@ impl Correlator {
         for s in snapshot.incidents {
             let event = reparse(&s.last_event_raw, &s.key, s.host.clone());
             let ikey = InternalKey {
-                host: s.host,
+                host: s.host.filter(|h| *h != c.config.host),
                 key: s.key,
             };
             c.incidents.put(
