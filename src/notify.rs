@@ -14,9 +14,18 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// A `STATUS=` value on one line: the status names the last alert's object, which comes from
+/// a log, and the protocol is newline-separated `KEY=VALUE` lines, so a file named
+/// `x\nWATCHDOG=trigger` would otherwise send a command of its own. Control characters are
+/// written visibly (`\n`), as for a terminal.
+fn one_line(status: &str) -> String {
+    crate::sinks::escape::plain(status, 400)
+}
+
 /// `READY=1` with a status line: the sources are started.
 pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    let status = one_line(status);
+    send(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
 /// `RELOADING=1` with `MONOTONIC_USEC=` (systemd ≥ 253 requires the pair).
@@ -41,7 +50,8 @@ pub fn stopping() {
 
 /// A `STATUS=` line alone.
 pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
+    let status = one_line(status);
+    send(&[NotifyState::Status(&status)]);
 }
 
 /// Keep-alive pings for systemd's watchdog (`WatchdogSec=`): at most every half of

@@ -391,6 +391,26 @@ fn sd_notify_ready_status_watchdog_reloading_stopping() {
         })
         .unwrap_or_else(|| panic!("no STATUS= after the alert: {:?}", n.got));
 
+    // Regression: the status names the last alert's object, from the log; a file named
+    // `/tmp/x<newline>WATCHDOG=trigger` (hex in the record, as the kernel writes such names)
+    // sent a WATCHDOG=trigger line of its own. It is one STATUS= line, the newline visible.
+    let hostile: String = "/tmp/x\nWATCHDOG=trigger"
+        .bytes()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    s.append(&denial(2, "open", "X").replace("name=\"X\"", &format!("name={hostile}")));
+    let st = n
+        .wait(10, st, |m| m.contains("/tmp/x\\nWATCHDOG=trigger"))
+        .unwrap_or_else(|| panic!("no STATUS= naming the hostile file: {:?}", n.got));
+    assert_eq!(n.got[st].lines().count(), 1, "{:?}", n.got[st]);
+    assert!(
+        !n.got
+            .iter()
+            .any(|m| m.lines().any(|l| l == "WATCHDOG=trigger")),
+        "{:?}",
+        n.got
+    );
+
     d.signal("HUP");
     let rl = n
         .wait(10, st, |m| m.lines().any(|l| l == "RELOADING=1"))
