@@ -184,3 +184,24 @@ fn generated_man_pages_and_completions_cover_every_command() {
     assert!(!main.contains("generate\\-assets"));
     assert!(!bash.contains("generate-assets"));
 }
+
+/// Every configuration key the loader knows (a field of the raw config structs) is described
+/// in armorwatch.toml(5). Regression: `[metrics] listen` and `[profiles] check_wait_ms` were
+/// missing.
+#[test]
+fn the_man_page_describes_every_config_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(root.join("src/config/raw.rs")).unwrap();
+    let man = std::fs::read_to_string(root.join("packaging/man/armorwatch.toml.5")).unwrap();
+    let keys: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub "))
+        .filter_map(|l| l.split_once(": Option<").map(|(k, _)| k))
+        .collect();
+    assert!(keys.len() > 15, "{keys:?}");
+    let words: std::collections::HashSet<&str> = man
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let missing: Vec<&&str> = keys.iter().filter(|k| !words.contains(**k)).collect();
+    assert!(missing.is_empty(), "not in armorwatch.toml(5): {missing:?}");
+}

@@ -760,7 +760,9 @@ fn a_loss_notice_in_a_replay_does_not_stop_log_time() {
             "type=AVC msg=audit({t}.000:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/a\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n"
         )
     };
-    let body: String = (0..3).map(|i| denial(1_700_000_000 + i * 1000, i + 1)).collect();
+    let body: String = (0..3)
+        .map(|i| denial(1_700_000_000 + i * 1000, i + 1))
+        .collect();
     for (name, text) in [
         ("plain.log", body.clone()),
         (
