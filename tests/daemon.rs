@@ -207,6 +207,38 @@ fn sighup_with_an_invalid_config_keeps_running_and_names_the_key() {
     assert!(d.wait_exit(20).unwrap().success());
 }
 
+/// Regression: a reload whose configuration is valid but whose source cannot be opened (a
+/// journal directory that does not exist) ended the daemon with exit 1 after "configuration
+/// reloaded"; systemd's restart then met the same file. It goes back to the previous
+/// configuration, which goes on working.
+#[test]
+fn a_reload_whose_sources_cannot_start_goes_back_to_the_previous_configuration() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let mut d = Daemon::start(&s, &[]);
+    s.write_config(&format!(
+        "{}[sources.journald]\ndirectory = \"{}\"\n",
+        s.config(""),
+        s.p("no-such-journal").display()
+    ));
+    d.signal("HUP");
+    assert!(
+        d.wait_log(15, "going back to the previous configuration", 1),
+        "{}",
+        d.log()
+    );
+    assert!(d.wait_log(15, "sources started", 2), "{}", d.log());
+    assert!(d.alive(), "{}", d.log());
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(
+        wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1),
+        "no alert after the failed reload: {}",
+        d.log()
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+}
+
 #[test]
 fn sighup_with_a_valid_config_switches_and_reopens_files() {
     let s = Setup::new();

@@ -221,6 +221,18 @@ impl Signals {
 
 /// The pipeline's stop future: first polled once the sources are started (→ `READY=1`), ends
 /// on SIGTERM/SIGINT or on SIGHUP with a valid configuration.
+/// How far a pipeline got: a reloaded configuration whose pipeline fails before its sources
+/// are open goes back to the previous one instead of ending the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The first configuration, not running yet.
+    First,
+    /// A reloaded configuration, not running yet.
+    Reloaded,
+    /// Its sources are open.
+    Running,
+}
+
 async fn until_stop_or_reload(
     signals: &mut Signals,
     metrics: &Metrics,
@@ -228,7 +240,13 @@ async fn until_stop_or_reload(
     events: bool,
     outcome: &mut Outcome,
     drain: &mut Option<DrainGuard>,
+    start: &mut Start,
 ) {
+    // First polled once the sources are open: a reload is applied only now.
+    if *start == Start::Reloaded {
+        metrics.reloaded(true);
+    }
+    *start = Start::Running;
     notify::ready(&metrics.status_line());
     tracing::info!("sources started; running");
     loop {
@@ -394,6 +412,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut previous: Option<Config> = None;
     let mut lock: Option<StateLock> = None;
     loop {
+        let mut fallback = previous.take();
+        let mut start = if fallback.is_some() {
+            Start::Reloaded
+        } else {
+            Start::First
+        };
         let sources = if config.sources.is_empty() {
             let selection = sources::select(&sources::probe());
             tracing::info!("no source configured; choosing automatically:");
@@ -415,7 +439,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         {
             match StateLock::acquire(dir) {
                 Ok(l) => lock = Some(l),
-                Err(e) => match previous.take() {
+                Err(e) => match fallback.take() {
                     None => {
                         tracing::error!("{e}");
                         return Ok(ExitCode::FAILURE);
@@ -448,8 +472,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 Some(metrics.clone()),
             )
         };
-        let outputs = match (built, previous.take()) {
-            (Ok(o), _) => o,
+        let outputs = match (built, fallback.take()) {
+            (Ok(o), old) => {
+                fallback = old;
+                o
+            }
             (Err(e), None) => {
                 tracing::error!("configuration error: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
@@ -475,6 +502,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 args.events,
                 &mut outcome,
                 &mut drain,
+                &mut start,
             );
             pipeline::run(plan, all, stop).await
         });
@@ -486,11 +514,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 summary.duplicates,
                 summary.losses
             ),
-            Err(e) => {
-                tracing::error!("{e}");
-                notify::stopping();
-                return Ok(ExitCode::FAILURE);
-            }
+            Err(e) => match fallback.take().filter(|_| start == Start::Reloaded) {
+                Some(old) => {
+                    metrics.reloaded(false);
+                    tracing::error!("reload failed, going back to the previous configuration: {e}");
+                    config = old;
+                    continue;
+                }
+                None => {
+                    tracing::error!("{e}");
+                    notify::stopping();
+                    return Ok(ExitCode::FAILURE);
+                }
+            },
         }
         match outcome {
             Outcome::Stop(_) => break,
@@ -502,7 +538,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                         new.metrics_listen
                     );
                 }
-                metrics.reloaded(true);
                 tracing::info!("configuration reloaded; starting the new pipeline");
                 previous = Some(std::mem::replace(&mut config, new));
             }
