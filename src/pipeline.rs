@@ -473,6 +473,14 @@ struct Delivery {
 /// How often outputs get [`EventOutput::tick`].
 const TICK: Duration = Duration::from_secs(1);
 
+/// The wait before the next checkpoint save after one failed: at least 1 s, doubling, at most
+/// 60 s, never less than the configured interval.
+fn save_backoff(current: Duration, configured: Duration) -> Duration {
+    (current * 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60))
+        .max(configured)
+}
+
 /// Run the pipeline until the sources end (replay) or `shutdown` resolves (follow), then drain.
 pub async fn run(
     plan: Plan,
@@ -516,8 +524,11 @@ pub async fn run(
     }
     drop(out_tx);
 
-    let interval = plan.checkpoint_interval;
+    let configured_interval = plan.checkpoint_interval;
     let output = tokio::task::spawn_blocking(move || {
+        // After a failed save the next waits longer (1 s doubling to 60 s), so a state
+        // directory that cannot be written does not become a busy loop of warnings.
+        let mut interval = configured_interval;
         let handle = tokio::runtime::Handle::current();
         let mut dedup = Dedup::default();
         if let Some(c) = &checkpoints {
@@ -597,8 +608,15 @@ pub async fn run(
                     // What the outputs accepted must be on disk before the positions move past it.
                     persist_all(&mut outputs, c.next_generation());
                     c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
-                    if let Err(e) = c.save() {
-                        crate::log_warn!("saving checkpoints: {e}");
+                    match c.save() {
+                        Ok(()) => interval = configured_interval,
+                        Err(e) => {
+                            interval = save_backoff(interval, configured_interval);
+                            crate::log_warn!(
+                                "saving checkpoints: {e}; trying again in {} s",
+                                interval.as_secs()
+                            );
+                        }
                     }
                     last_save = Instant::now();
                 }
@@ -1121,6 +1139,24 @@ impl DedupKey {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn failed_saves_back_off_from_1_s_to_60_s() {
+        use super::{Duration, save_backoff};
+        let zero = Duration::ZERO;
+        let mut d = zero;
+        let mut seen = Vec::new();
+        for _ in 0..9 {
+            d = save_backoff(d, zero);
+            seen.push(d.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        // Never more often than configured.
+        assert_eq!(
+            save_backoff(Duration::from_secs(1), Duration::from_secs(90)),
+            Duration::from_secs(90)
+        );
+    }
+
     use super::*;
     use crate::parse::parse_text;
 

@@ -239,6 +239,36 @@ fn a_reload_whose_sources_cannot_start_goes_back_to_the_previous_configuration()
     assert!(d.wait_exit(20).unwrap().success());
 }
 
+/// Regression: a checkpoint save that failed was tried again at once (with
+/// `checkpoint_interval_ms = 0`, thousands of warnings in seconds and a busy core). Now the
+/// next try waits 1 s, then 2 s, … up to 60 s, and says so.
+#[test]
+fn a_failing_checkpoint_save_backs_off() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let mut d = Daemon::start(&s, &[]);
+    assert!(d.wait_log(10, "sources started", 1), "{}", d.log());
+    let cp = s.p("state/checkpoints.json");
+    let _ = std::fs::remove_file(&cp);
+    std::fs::create_dir_all(&cp).unwrap();
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(
+        d.wait_log(15, "saving checkpoints", 2),
+        "no second failed save: {}",
+        d.log()
+    );
+    let log = d.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("saving checkpoints"))
+        .collect();
+    assert!(warnings[0].contains("trying again in 1 s"), "{warnings:#?}");
+    assert!(warnings[1].contains("trying again in 2 s"), "{warnings:#?}");
+    std::fs::remove_dir(&cp).unwrap();
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success(), "{}", d.log());
+}
+
 #[test]
 fn sighup_with_a_valid_config_switches_and_reopens_files() {
     let s = Setup::new();
