@@ -594,15 +594,36 @@ impl EventOutput for MetricsOutput {
     }
 }
 
+/// Connections served at once; more wait in the kernel's listen backlog, holding no descriptor
+/// of ours (idle clients must not take the descriptors checkpoint saves and sources need).
+const MAX_CONNECTIONS: usize = 8;
+
+/// How long one connection may take to send its request and read the answer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serve `/metrics` and `/healthz` on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let m = metrics.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), respond(stream, &m)).await;
+                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, respond(stream, &m)).await;
+                        drop(permit);
                     });
                 }
                 Err(e) => {

@@ -98,8 +98,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(s: &Setup, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(s, env, Command::new(BIN))
+    }
+
+    /// Started by `prlimit --nofile=N` (util-linux): at most N open file descriptors.
+    fn start_with_nofile(s: &Setup, nofile: u32) -> Daemon {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}")).arg("--").arg(BIN);
+        Daemon::start_with(s, &[], cmd)
+    }
+
+    fn start_with(s: &Setup, env: &[(&str, &str)], mut cmd: Command) -> Daemon {
         let log = s.p("stderr.log");
-        let mut cmd = Command::new(BIN);
         cmd.arg("run")
             .arg("--config")
             .arg(s.p("config.toml"))
@@ -502,6 +512,45 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
     (status, ct, r.text().await.unwrap())
+}
+
+/// Regression: every connection to the metrics endpoint got a task and a descriptor for up to
+/// 10 s, so idle clients could take all the daemon's descriptors: checkpoint and incident saves
+/// then failed with "Too many open files". Connections beyond a few wait in the kernel's
+/// backlog instead, and the daemon goes on saving.
+#[test]
+fn idle_metrics_clients_cannot_take_the_daemons_descriptors() {
+    let s = Setup::new();
+    s.write_config(&s.config("[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    let d = Daemon::start_with_nofile(&s, 64);
+    let log = d.log();
+    let at = log
+        .find("listening on http://")
+        .expect("no metrics address");
+    let addr: String = log[at + "listening on http://".len()..]
+        .chars()
+        .take_while(|c| *c != '/')
+        .collect();
+    let idle: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(
+        wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1),
+        "{}",
+        d.log()
+    );
+    // Saved with interval 0 once delivered: the checkpoint names the audit log's offset.
+    assert!(
+        wait_for(10, || std::fs::read_to_string(
+            s.p("state/checkpoints.json")
+        )
+        .is_ok_and(|c| !c.contains("\"offset\":0"))),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("Too many open files"), "{}", d.log());
+    drop(idle);
 }
 
 #[test]
