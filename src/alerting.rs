@@ -153,6 +153,8 @@ pub struct Alerting {
     delivered: u64,
     /// The latest time handed to the correlator (replay: event time, never going backwards).
     last_at: u64,
+    /// Follow mode's time (see [`FollowClock`]).
+    clock: FollowClock,
     /// The daemon's counters (alerts, open incidents, sink stats); see [`Alerting::with_metrics`].
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
@@ -162,6 +164,31 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The daemon's time for the correlator: wall-clock milliseconds at start (or the restored
+/// state's time, when that is later), advanced by the monotonic clock. The correlator never lets
+/// time go backwards, so a wall clock stepped back (NTP, a VM restored) or a state saved while
+/// the clock ran ahead would hold every window (no update, no quiet close, no end of the flood
+/// minute) until the wall clock caught up; this clock only moves forward at the real rate.
+#[derive(Debug, Clone, Copy)]
+struct FollowClock {
+    base_ms: u64,
+    start: std::time::Instant,
+}
+
+impl FollowClock {
+    fn new(wall_ms: u64, restored_ms: u64) -> FollowClock {
+        FollowClock {
+            base_ms: wall_ms.max(restored_ms),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
 }
 
 impl Alerting {
@@ -183,8 +210,10 @@ impl Alerting {
             Mode::Replay => correlator.latest_time_ms(),
             Mode::Follow => 0,
         };
+        let clock = FollowClock::new(now_ms(), correlator.latest_time_ms());
         Alerting {
             mode,
+            clock,
             correlator,
             profiles,
             sinks: Some(sinks),
@@ -195,6 +224,15 @@ impl Alerting {
             delivered: 0,
             last_at,
             metrics: None,
+        }
+    }
+
+    /// The correlator's time: the events' in a replay (never going backwards), the follow
+    /// clock otherwise.
+    fn now_ms(&self) -> u64 {
+        match self.mode {
+            Mode::Replay => now_ms(),
+            Mode::Follow => self.clock.now_ms(),
         }
     }
 
@@ -246,7 +284,8 @@ impl Alerting {
     /// remembered for the next save.
     fn tick_correlator(&mut self) {
         let before = (self.alerts.len(), self.correlator.open_incidents());
-        self.correlator.tick(now_ms(), &mut self.alerts);
+        let now = self.now_ms();
+        self.correlator.tick(now, &mut self.alerts);
         self.changed |= (self.alerts.len(), self.correlator.open_incidents()) != before;
         self.emit();
     }
@@ -329,7 +368,7 @@ fn restore(path: &Path, dir: &Path, config: correlate::Config) -> Correlator {
 
 impl EventOutput for Alerting {
     fn deliver(&mut self, item: &Item) -> io::Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.changed = true;
         match item {
             Item::Event(event) => {
@@ -629,4 +668,22 @@ pub fn build_outputs_with(
         outputs.push(Box::new(alerting));
     }
     Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FollowClock;
+
+    /// The follow clock starts at the later of the wall clock and the restored state's time
+    /// (a state saved while the clock ran ahead does not hold the windows until the wall
+    /// clock catches up) and moves only forward.
+    #[test]
+    fn the_follow_clock_starts_at_the_later_time_and_only_moves_forward() {
+        let ahead = FollowClock::new(1_000, 5_000_000);
+        let first = ahead.now_ms();
+        assert!((5_000_000..5_060_000).contains(&first), "{first}");
+        assert!(ahead.now_ms() >= first);
+        let behind = FollowClock::new(9_000_000, 5_000_000);
+        assert!((9_000_000..9_060_000).contains(&behind.now_ms()));
+    }
 }
