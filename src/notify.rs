@@ -43,6 +43,14 @@ pub fn reloading() {
     }
 }
 
+/// `WATCHDOG=1` now, when systemd asked for pings: for a wait that is not a stuck pipeline
+/// (an alert waiting for its compile check), so the watchdog does not mistake it for one.
+pub fn keep_alive() {
+    if Watchdog::from_env().enabled() {
+        send(&[NotifyState::Watchdog]);
+    }
+}
+
 /// `STOPPING=1`.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

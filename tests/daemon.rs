@@ -279,6 +279,67 @@ fn a_failing_checkpoint_save_backs_off() {
     assert!(d.wait_exit(20).unwrap().success(), "{}", d.log());
 }
 
+/// Regression: an alert waiting for its compile check (up to `check_wait_ms`, here 10 min,
+/// behind an apparmor_parser that hangs) held the output thread: no watchdog pings, and a
+/// SIGTERM drain that ran past its bound without saving. The wait feeds the watchdog, and a
+/// stop ends it: the alert goes out (check skipped) and the daemon exits in time.
+#[test]
+fn an_alert_waiting_for_its_compile_check_feeds_the_watchdog_and_yields_to_a_stop() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    let bin = s.p("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let parser = bin.join("apparmor_parser");
+    std::fs::write(&parser, "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::set_permissions(&parser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.write_config(&s.config("").replace(
+        "check_suggestions = false",
+        "check_suggestions = true\ncheck_wait_ms = 600000",
+    ));
+    let sock_path = s.p("notify.sock");
+    let mut n = NotifySocket::bind(&sock_path);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut d = Daemon::start(
+        &s,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
+            ("PATH", &path),
+        ],
+    );
+    n.wait(10, 0, |m| m.lines().any(|l| l == "READY=1"))
+        .expect("no READY=1");
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    // The check hangs; while the alert waits, pings go on (at least every second).
+    let from = n.got.len();
+    let first = n
+        .wait(10, from, |m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .expect("no ping while waiting");
+    n.wait(10, first + 1, |m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .expect("only one ping while waiting");
+    assert!(
+        opened(&s.p("alerts.jsonl")).is_empty(),
+        "the alert did not wait"
+    );
+    let t = Instant::now();
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success(), "{}", d.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "{:?}: {}",
+        t.elapsed(),
+        d.log()
+    );
+    let a = opened(&s.p("alerts.jsonl"));
+    assert_eq!(a.len(), 1, "{}", d.log());
+    assert_eq!(a[0]["explanation"]["suggestion"]["check"], "skipped");
+    assert!(!d.log().contains("without finishing"), "{}", d.log());
+}
+
 #[test]
 fn sighup_with_a_valid_config_switches_and_reopens_files() {
     let s = Setup::new();

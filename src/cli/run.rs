@@ -282,6 +282,8 @@ async fn until_stop_or_reload(
             }
         }
     }
+    // Stopping or reloading: alerts waiting for a compile check go out now.
+    crate::profiles::check::stop_waiting();
     if let Outcome::Stop(signal) = outcome {
         notify::stopping();
         tracing::info!("{signal}: draining (bound {} s)", DRAIN_BOUND.as_secs());

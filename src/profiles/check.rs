@@ -12,8 +12,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+/// Set when the daemon stops or reloads: alerts stop waiting for their checks, so the drain
+/// is not held by a slow `apparmor_parser` (the wait may be configured up to 10 min).
+static STOP_WAITING: AtomicBool = AtomicBool::new(false);
+
+/// Alerts no longer wait for checks (the daemon is draining); until the next [`Checker::start`].
+pub fn stop_waiting() {
+    STOP_WAITING.store(true, Ordering::Relaxed);
+}
+
+/// How often a waiting alert wakes to feed systemd's watchdog and look for [`stop_waiting`].
+const WAKE: Duration = Duration::from_millis(500);
 
 use super::suggest::{CheckStatus, Suggestion};
 use super::system;
@@ -61,6 +74,7 @@ pub struct Checker {
 impl Checker {
     /// Start the thread; checks copy and compile the tree at `root`.
     pub fn start(root: PathBuf, wait: Duration) -> Checker {
+        STOP_WAITING.store(false, Ordering::Relaxed);
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel::<Job>();
         let worker = shared.clone();
@@ -114,13 +128,20 @@ impl Checker {
                 return;
             }
             let now = Instant::now();
-            if !st.queued.contains(&key) || now >= deadline {
+            if !st.queued.contains(&key) || now >= deadline || STOP_WAITING.load(Ordering::Relaxed)
+            {
                 break;
             }
-            st = match self.shared.done.wait_timeout(st, deadline - now) {
+            st = match self
+                .shared
+                .done
+                .wait_timeout(st, (deadline - now).min(WAKE))
+            {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
+            // Waiting by configuration is not a stuck pipeline.
+            crate::notify::keep_alive();
         }
         spend(&mut st, start);
         s.check = CheckStatus::Skipped;
