@@ -38,13 +38,14 @@ for f in ./usr/bin/armorwatch ./etc/armorwatch/config.toml ./etc/apparmor.d/usr.
     ./usr/lib/tmpfiles.d/armorwatch.conf ./usr/share/man/man8/armorwatch.8.gz \
     ./usr/share/man/man5/armorwatch.toml.5.gz ./usr/share/bash-completion/completions/armorwatch \
     ./usr/share/zsh/vendor-completions/_armorwatch \
-    ./usr/share/fish/vendor_completions.d/armorwatch.fish; do
+    ./usr/share/fish/vendor_completions.d/armorwatch.fish ./etc/logrotate.d/armorwatch; do
     grep -q " $f\$" <<<"$contents" \
         || grep -q " ${f/#.\/lib/.\/usr\/lib}\$" <<<"$contents" \
         || fail "$f is not in the package"
 done
 conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
 grep -qx /etc/armorwatch/config.toml <<<"$conffiles" || fail "config.toml is not a conffile"
+grep -qx /etc/logrotate.d/armorwatch <<<"$conffiles" || fail "the logrotate file is not a conffile"
 
 # Install.
 before=$(mktemp)
@@ -62,6 +63,9 @@ getent passwd armorwatch >/dev/null || fail "user armorwatch not created"
 [ "$(stat -c %U:%a /var/lib/armorwatch)" = "armorwatch:750" ] || fail "/var/lib/armorwatch: $(stat -c %U:%a /var/lib/armorwatch)"
 [ "$(stat -c %U:%a /var/log/armorwatch)" = "armorwatch:750" ] || fail "/var/log/armorwatch: $(stat -c %U:%a /var/log/armorwatch)"
 [ -L /etc/systemd/system/multi-user.target.wants/armorwatch.service ] || fail "unit not enabled"
+# The logrotate file parses, with the service user now there (-d: a dry run, nothing rotated).
+lr=$(logrotate -d /etc/logrotate.d/armorwatch 2>&1) || fail "logrotate -d failed: $lr"
+grep -q '^error' <<<"$lr" && fail "logrotate: $lr"
 
 # The installed default configuration, as root and as the service user.
 armorwatch check-config || fail "check-config (root) on the installed default failed"

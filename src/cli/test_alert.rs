@@ -22,7 +22,7 @@ pub struct TestAlertArgs {
     #[arg(long)]
     sink: Option<String>,
     /// The configuration file.
-    #[arg(long, default_value = "/etc/armorwatch/armorwatch.toml")]
+    #[arg(long, short, default_value = super::check_config::DEFAULT_CONFIG)]
     config: PathBuf,
     /// Host name put in the sample alert (default: this host's name).
     #[arg(long)]

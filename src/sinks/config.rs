@@ -677,7 +677,7 @@ fn email_spec(
         return Err(err(
             name,
             "smtp_host",
-            "required key is missing (or set sendmail = \"/usr/sbin/sendmail\")",
+            "required key is missing (or set sendmail = \"/usr/bin/msmtp\")",
         ));
     }
     if r.sendmail.is_none() && r.tls.is_none() {
