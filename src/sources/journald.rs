@@ -116,21 +116,33 @@ fn follow(
     tx: &BatchSender,
     stop: &StopSignal,
 ) -> std::io::Result<()> {
+    let mut batch: Batch = Vec::new();
+    // The entry the journal is on has not been delivered: read it before moving on.
+    let mut on_undelivered = false;
     match &cursor {
         Some(c) => {
             j.seek_cursor(c.as_str())?;
-            // The entry at the cursor was delivered already.
+            // The entry at the cursor was delivered already; when it is gone (vacuumed, or the
+            // cursor is another journal's), the entry the seek found is the first not delivered.
             if j.next()? > 0 && !j.test_cursor(c.as_str())? {
-                j.previous()?;
+                eprintln!(
+                    "armorwatch: journald: the saved position is no longer in the journal (vacuumed, or another journal's); going on from the first entry after it"
+                );
+                on_undelivered = true;
             }
         }
         None if mode == Mode::Follow => {
             j.seek_tail()?;
-            j.previous()?;
+            // A first start begins at the end and hands that position over at once, so a
+            // restart before anything new was read resumes there, not at the end again.
+            if j.previous()? > 0 {
+                batch.push(SourceItem::Position(Position::Journald {
+                    cursor: j.cursor()?,
+                }));
+            }
         }
         None => j.seek_head()?,
     }
-    let mut batch: Batch = Vec::new();
     // Entries passed over since the last position handed on; their cursor is fetched lazily
     // (formatting a cursor costs more than reading most entries).
     let mut skipped: usize = 0;
@@ -139,7 +151,8 @@ fn follow(
         if *stop.borrow() {
             break;
         }
-        if j.next()? == 0 {
+        let found = std::mem::take(&mut on_undelivered) || j.next()? > 0;
+        if !found {
             if skipped > 0 {
                 // After a `next` that found nothing, the current entry is still the last one.
                 batch.push(SourceItem::Position(Position::Journald {

@@ -49,11 +49,14 @@ pub fn start(
         .open(&path)
         .map_err(open_err)?;
     let boot = boot_id();
-    let resume = match position {
-        Some(Position::Kmsg { boot_id: b, seq }) if b == boot => Some(seq),
-        _ => None,
-    };
-    let (resume, first) = match resume {
+    let (resume, first) = match saved_resume(position.as_ref(), &boot) {
+        Some(Resume::NewBoot) => {
+            eprintln!(
+                "armorwatch: kernel_log: a new boot since the saved position; reading /dev/kmsg from its oldest record"
+            );
+            (Resume::NewBoot, None)
+        }
+        Some(r) => (r, None),
         // A first start skips what the ring holds and hands over the last sequence number at
         // once, so that a restart before anything new was read resumes there instead of at the
         // end again (what came in between would be skipped).
@@ -63,9 +66,9 @@ pub fn start(
                 boot_id: boot.clone(),
                 seq,
             });
-            (last, first)
+            (last.map_or(Resume::Oldest, Resume::After), first)
         }
-        resume => (resume, None),
+        None => (Resume::Oldest, None),
     };
     // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor could close it
     // while registered; this `T` owns it (and `register`, the replacement, is `unsafe`).
@@ -109,10 +112,33 @@ pub fn record_header(record: &[u8]) -> Option<(u64, u64)> {
     Some((prio >> 3, seq))
 }
 
+/// Where a saved position says to go on in the ring of boot `boot`: after its sequence number in
+/// the same boot; from the oldest record after a reboot (armorwatch was watching before it, so
+/// nothing of this boot was delivered). None without a kmsg position (a first start).
+fn saved_resume(position: Option<&Position>, boot: &str) -> Option<Resume> {
+    match position? {
+        Position::Kmsg { boot_id, seq } if boot_id == boot => Some(Resume::After(*seq)),
+        Position::Kmsg { .. } => Some(Resume::NewBoot),
+        _ => None,
+    }
+}
+
+/// Where reading /dev/kmsg starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// After this sequence number of this boot.
+    After(u64),
+    /// A boot after the saved position's: from the oldest record; a first sequence number above
+    /// 0 means the records before it were overwritten unread.
+    NewBoot,
+    /// From the oldest record (no position).
+    Oldest,
+}
+
 async fn read_kmsg(
     fd: AsyncFd<File>,
     boot: String,
-    resume: Option<u64>,
+    resume: Resume,
     first: Option<Position>,
     mode: Mode,
     tx: BatchSender,
@@ -124,7 +150,11 @@ async fn read_kmsg(
         }
     }
     let mut buf = vec![0u8; 8192];
-    let mut last: Option<u64> = resume;
+    let mut last: Option<u64> = match resume {
+        Resume::After(seq) => Some(seq),
+        Resume::NewBoot | Resume::Oldest => None,
+    };
+    let mut new_boot = resume == Resume::NewBoot;
     let mut batch = Vec::new();
     let mut cut = CutShort::default();
     let mut overwritten = false;
@@ -171,6 +201,17 @@ async fn read_kmsg(
                             Source::Kmsg { seq },
                         )));
                     }
+                }
+                if std::mem::take(&mut new_boot) && last.is_none() && seq > 0 {
+                    batch.push(SourceItem::Loss(LossEvent::now(
+                        LossReason::KmsgOverwritten,
+                        Some(seq),
+                        Some(
+                            "kernel log records of this boot were overwritten before armorwatch read them"
+                                .into(),
+                        ),
+                        Source::Kmsg { seq },
+                    )));
                 }
                 overwritten = false;
                 last = Some(seq);
@@ -233,5 +274,24 @@ mod tests {
         );
         assert_eq!(record_seq(b"garbage"), None);
         assert_eq!(record_header(b"13,7,1,-;audit: forged"), Some((1, 7)));
+    }
+
+    /// Regression: a position of another boot counted as none, and a follow start then skipped
+    /// the whole ring: the denials of the boot before armorwatch started were never read.
+    #[test]
+    fn a_position_of_another_boot_reads_this_boot_from_its_oldest_record() {
+        let at = |boot: &str, seq| Position::Kmsg {
+            boot_id: boot.into(),
+            seq,
+        };
+        assert_eq!(
+            saved_resume(Some(&at("b1", 5000)), "b1"),
+            Some(Resume::After(5000))
+        );
+        assert_eq!(
+            saved_resume(Some(&at("b0", 5000)), "b1"),
+            Some(Resume::NewBoot)
+        );
+        assert_eq!(saved_resume(None, "b1"), None);
     }
 }
