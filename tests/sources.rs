@@ -852,13 +852,10 @@ fn journal_first_start_saves_its_position_before_reading_anything() {
     );
     let child = s.spawn("run", &config);
     let checkpoints = s.path("state/checkpoints.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while !fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("journald")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no journald position saved"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20)); // poll interval
+        assert!(Instant::now() < deadline, "no journald position saved");
+        std::thread::sleep(Duration::from_millis(20)); // poll interval
     }
     terminate(child);
     assert!(
