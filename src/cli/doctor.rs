@@ -24,26 +24,6 @@ fn status(r: &Result<(), String>) -> String {
     }
 }
 
-/// Netlink audit sockets subscribed to a multicast group, from /proc/net/netlink:
-/// (port id, comm of that pid if any).
-pub fn audit_multicast_listeners(text: &str) -> Vec<(u32, Option<String>)> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            let proto: u32 = cols.get(1)?.parse().ok()?;
-            let port: u32 = cols.get(2)?.parse().ok()?;
-            let groups = u32::from_str_radix(cols.get(3)?, 16).ok()?;
-            (proto == 9 && groups & 1 != 0).then(|| {
-                let comm = fs::read_to_string(format!("/proc/{port}/comm"))
-                    .ok()
-                    .map(|c| c.trim().to_string());
-                (port, comm)
-            })
-        })
-        .collect()
-}
-
 /// Run the subcommand.
 pub fn run(_args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     println!("AppArmor");
@@ -107,7 +87,7 @@ pub fn run(_args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     }
     match fs::read_to_string("/proc/net/netlink") {
         Ok(text) => {
-            let listeners = audit_multicast_listeners(&text);
+            let listeners = sources::netlink::audit_multicast_listeners(&text);
             if listeners.is_empty() {
                 println!(
                     "  journald audit socket: off (no process listens on the audit multicast group)"
@@ -195,7 +175,7 @@ mod tests {
                     0000000000000000 9   4242       00000001 0        0        0     2        0        123\n\
                     0000000000000000 9   0          00000000 0        0        0     2        0        124\n\
                     0000000000000000 0   1          00000001 0        0        0     2        0        125\n";
-        let l = audit_multicast_listeners(text);
+        let l = sources::netlink::audit_multicast_listeners(text);
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].0, 4242);
     }

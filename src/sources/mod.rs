@@ -135,6 +135,9 @@ pub struct Probe {
     pub netlink: Result<(), String>,
     /// Whether the system journal opens.
     pub journal: Result<(), String>,
+    /// Whether journald listens on the audit multicast group (its audit socket is on), so the
+    /// journal holds audit records while auditd runs.
+    pub journald_audit: bool,
     /// Whether /dev/kmsg is readable.
     pub kmsg: Result<(), String>,
 }
@@ -153,6 +156,11 @@ pub fn probe() -> Probe {
         audit_log,
         netlink: netlink::probe(),
         journal: journald::probe(),
+        journald_audit: std::fs::read_to_string("/proc/net/netlink").is_ok_and(|t| {
+            netlink::audit_multicast_listeners(&t)
+                .iter()
+                .any(|(_, comm)| comm.as_deref() == Some("systemd-journal"))
+        }),
         kmsg: std::fs::File::open("/dev/kmsg")
             .map(drop)
             .map_err(|e| e.to_string()),
@@ -193,6 +201,19 @@ pub fn select(p: &Probe) -> Selection {
                         .push("reading the audit netlink multicast group instead".into());
                     return s;
                 }
+                // While auditd is connected the kernel log gets no audit records; the journal
+                // has them only when journald's audit socket is on.
+                if p.journal.is_ok() && p.journald_audit {
+                    s.sources.push(SourceConfig::Journald { directory: None });
+                    s.reasons.push(
+                        "journald listens on the audit multicast group: reading the journal's audit transport instead".into(),
+                    );
+                } else {
+                    s.reasons.push(
+                        "no source receives AppArmor records: the kernel log gets none while auditd runs, journald's audit socket is off or the journal unreadable, and audit netlink is not permitted; make the log readable (log_group in auditd.conf) or grant CAP_AUDIT_READ".into(),
+                    );
+                }
+                return s;
             }
         }
     } else {
@@ -291,6 +312,7 @@ mod tests {
                 Err("no journal".into())
             },
             kmsg: Ok(()),
+            journald_audit: false,
         }
     }
 
@@ -328,6 +350,35 @@ mod tests {
             ]
         );
         assert!(s.reasons.last().unwrap().contains("rate-limited"));
+    }
+
+    /// Regression: with auditd running, its log unreadable and netlink not permitted, the
+    /// choice fell to the journal or /dev/kmsg, which get no audit records while auditd runs:
+    /// a daemon that reported ready and delivered nothing. The journal is taken only when
+    /// journald listens on the audit multicast group; otherwise there is no source.
+    #[test]
+    fn auditd_with_an_unreadable_log_does_not_fall_back_to_the_kernel_log() {
+        let mut p = probe_with(true, true);
+        p.audit_log_readable = Err("Permission denied".into());
+        let s = select(&p);
+        assert!(s.sources.is_empty(), "{:?}", s.sources);
+        assert!(
+            s.reasons.last().unwrap().contains("no source"),
+            "{:?}",
+            s.reasons
+        );
+        p.journald_audit = true;
+        let s = select(&p);
+        assert_eq!(s.sources, [SourceConfig::Journald { directory: None }]);
+        // Without auditd the kernel log is right.
+        p.auditd_pid = None;
+        p.journal = Err("no journal".into());
+        assert_eq!(
+            select(&p).sources,
+            [SourceConfig::KernelLog {
+                path: "/dev/kmsg".into()
+            }]
+        );
     }
 
     #[test]

@@ -150,6 +150,26 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
     }
 }
 
+/// Netlink audit sockets subscribed to a multicast group, from /proc/net/netlink:
+/// (port id, comm of that pid if any).
+pub fn audit_multicast_listeners(text: &str) -> Vec<(u32, Option<String>)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let proto: u32 = cols.get(1)?.parse().ok()?;
+            let port: u32 = cols.get(2)?.parse().ok()?;
+            let groups = u32::from_str_radix(cols.get(3)?, 16).ok()?;
+            (proto == 9 && groups & 1 != 0).then(|| {
+                let comm = std::fs::read_to_string(format!("/proc/{port}/comm"))
+                    .ok()
+                    .map(|c| c.trim().to_string());
+                (port, comm)
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
