@@ -108,10 +108,22 @@ try:
             time.sleep(0.001)
         if time.perf_counter() - start > 30:
             raise SystemExit("no alert within 30 s")
-    # Let every warm-up alert arrive.
+    # Every warm-up alert is in once a sentinel appended after them is: the pipeline keeps order.
+    sentinel = s
+    append(sentinel)
+    s += 1
+    start = time.perf_counter()
+    while True:
+        try:
+            with open(out, "rb") as f:
+                if f'"/usr/bin/lat{sentinel}"'.encode() in f.read():
+                    break
+        except FileNotFoundError:
+            pass
+        if time.perf_counter() - start > 10:
+            raise SystemExit("the sentinel's alert did not come within 10 s")
+        time.sleep(0.001)  # poll interval
     base = s
-    wait_alerts(1)
-    time.sleep(0.5)
     have = opened(0)
     for i in range(n):
         t0 = append(base + i)

@@ -296,9 +296,7 @@ fn severity_db_lookups_match_apparmor_utils() {
         .args(["-c", "import apparmor.severity"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIP severity_db_lookups_match_apparmor_utils: /usr/bin/python3 with python3-apparmor not available"
-        );
+        common::skip("/usr/bin/python3 with python3-apparmor not available");
         return;
     }
     let db = SeverityDb::parse(SEVERITY_DB).unwrap();
@@ -653,11 +651,26 @@ proptest! {
         c.push(e, 1_700_000_000_001, &mut out);
         c.flush_all(1_700_000_000_002, &mut out);
         prop_assert!(!out.is_empty());
-        for a in &out {
+        // What ships: the alerts through the file sink, read back line by line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let mut w = armorwatch::sinks::file::FileWriter::open(&armorwatch::sinks::config::FileSpec {
+            path: path.clone(),
+            content: armorwatch::sinks::config::Content::Alerts,
+            max_size_bytes: None,
+            max_files: 1,
+        })
+        .unwrap();
+        let texts: Vec<String> = out.iter().map(|a| serde_json::to_string(a).unwrap()).collect();
+        w.write_lines(texts.iter().map(String::as_str)).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        prop_assert_eq!(lines.len(), out.len(), "one alert per line: {:?}", written);
+        for (a, line) in out.iter().zip(&lines) {
             let json = serde_json::to_value(a).unwrap();
             prop_assert!(validator.is_valid(&json), "{json:#}");
-            let text = serde_json::to_string(a).unwrap();
-            prop_assert!(!text.contains('\n'), "one alert per line");
+            let back: serde_json::Value = serde_json::from_str(line).unwrap();
+            prop_assert_eq!(back, json);
         }
         prop_assert_eq!(out[0].key.as_ref().unwrap().profile.as_str(), values[0].as_str());
     }

@@ -755,20 +755,20 @@ fn alerts_reach_the_journal_with_the_message_id() {
     .into_iter()
     .find(|p| Path::new(p).exists());
     let Some(journald) = journald else {
-        eprintln!("SKIPPED: systemd-journald is not installed (package systemd)");
+        common::skip("systemd-journald is not installed (package systemd)");
         return;
     };
     for bin in ["unshare", "journalctl", "stat"] {
         if Command::new(bin).arg("--version").output().is_err() {
-            eprintln!("SKIPPED: {bin} is not installed (packages util-linux, systemd)");
+            common::skip(&format!(
+                "{bin} is not installed (packages util-linux, systemd)"
+            ));
             return;
         }
     }
     let root = Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&root.stdout).trim() != "0" {
-        eprintln!(
-            "SKIPPED: needs root for a private mount namespace (CI runs tests/run-all.sh as root)"
-        );
+        common::skip("needs root for a private mount namespace (CI runs tests/run-all.sh as root)");
         return;
     }
     let s = Setup::new();

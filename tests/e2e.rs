@@ -215,10 +215,10 @@ fn real_kernel_msmtp_alert_fix_and_confined_armorwatch() {
     let script = repo().join("tests/vm/scenarios/e2e-msmtp.sh");
     let missing = missing_prerequisites();
     if !missing.is_empty() || !aa_vm.exists() {
-        eprintln!(
-            "SKIPPED: the real-kernel end-to-end test needs {} (tests/deps/e2e.apt) and tests/vm/aa-vm",
+        common::skip(&format!(
+            "the real-kernel end-to-end test needs {} (tests/deps/e2e.apt) and tests/vm/aa-vm",
             missing.join(", ")
-        );
+        ));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -238,7 +238,7 @@ fn real_kernel_msmtp_alert_fix_and_confined_armorwatch() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(125) && stderr.contains("apt-get update") {
-        eprintln!("SKIPPED: aa-vm cannot download Debian's kernel: {stderr}");
+        common::skip(&format!("aa-vm cannot download Debian's kernel: {stderr}"));
         return;
     }
     let info = fs::read_to_string(out_dir.join("run.info")).unwrap_or_default();

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -125,7 +126,7 @@ fn apparmor_parser() -> Option<PathBuf> {
 #[test]
 fn shipped_apparmor_profile_compiles() {
     let Some(parser) = apparmor_parser() else {
-        eprintln!("SKIP: apparmor_parser not installed (Debian package apparmor)");
+        common::skip("apparmor_parser not installed (Debian package apparmor)");
         return;
     };
     let profile =

@@ -7,6 +7,7 @@
 //! cross-check; those tests print a message and skip when it is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -49,7 +50,7 @@ fn explain_fixture(record: &str) -> Explanation {
 fn parser_bin() -> Option<PathBuf> {
     let p = system::find_program("apparmor_parser");
     if p.is_none() {
-        eprintln!("SKIP: apparmor_parser not installed (Debian package `apparmor`)");
+        common::skip("apparmor_parser not installed (Debian package `apparmor`)");
     }
     p
 }
@@ -741,7 +742,7 @@ fn real_trees_index_cleanly() {
     }
     let etc = Path::new("/etc/apparmor.d");
     if !etc.is_dir() {
-        eprintln!("SKIP (part): /etc/apparmor.d not present");
+        common::skip("/etc/apparmor.d not present (package apparmor)");
         return;
     }
     let start = Instant::now();
@@ -1293,12 +1294,12 @@ fn real_kernel_msmtp_denial_fixed_by_the_suggestion() {
         ),
     ] {
         if !path.exists() {
-            eprintln!("SKIP: {what} not present");
+            common::skip(&format!("{what} not present"));
             return;
         }
     }
     if system::find_program("qemu-system-x86_64").is_none() {
-        eprintln!("SKIP: qemu-system-x86_64 not installed (see tests/deps/vm.apt)");
+        common::skip("qemu-system-x86_64 not installed (see tests/deps/vm.apt)");
         return;
     }
     let Some(_) = parser_bin() else { return };

@@ -653,7 +653,7 @@ fn mailed_keys(maildir: &Path) -> BTreeSet<String> {
 #[test]
 fn remote_sinks_down_through_restarts_then_everything_delivered() {
     if !Path::new(PY).exists() {
-        eprintln!("SKIPPED: {PY} is not installed (see tests/deps/bench.apt)");
+        common::skip(&format!("{PY} is not installed (see tests/deps/bench.apt)"));
         return;
     }
     let s = Setup::new();
@@ -775,12 +775,12 @@ impl Tmpfs {
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .output()
-            .ok()?;
+            .unwrap_or_else(|e| panic!("mount: {e}"));
         if !out.status.success() {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs ({}); disk-full cases need root",
+            common::skip(&format!(
+                "cannot mount a tmpfs ({}); disk-full cases need root",
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ));
             return None;
         }
         Some(Tmpfs(dir.to_path_buf()))

@@ -48,10 +48,10 @@ fn python_has(module: &str) -> bool {
 macro_rules! require {
     ($cond:expr, $what:expr) => {
         if !$cond {
-            eprintln!(
-                "SKIPPED: {} is not installed (see tests/deps/sinks.apt)",
+            common::skip(&format!(
+                "{} is not installed (see tests/deps/sinks.apt)",
                 $what
-            );
+            ));
             return;
         }
     };

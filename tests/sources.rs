@@ -309,7 +309,7 @@ fn kmsg_last_seq() -> Option<u64> {
 #[test]
 fn kmsg_first_start_saves_its_position_before_reading_anything() {
     let Some(before) = kmsg_last_seq() else {
-        eprintln!("SKIPPED: /dev/kmsg is not readable here");
+        common::skip("/dev/kmsg is not readable here");
         return;
     };
     let s = Setup::new();
@@ -499,7 +499,9 @@ fn have_journal_remote() -> bool {
     if Path::new(JOURNAL_REMOTE).exists() {
         return true;
     }
-    eprintln!("SKIPPED: {JOURNAL_REMOTE} missing (install systemd-journal-remote)");
+    common::skip(&format!(
+        "{JOURNAL_REMOTE} missing (install systemd-journal-remote)"
+    ));
     false
 }
 
@@ -689,10 +691,10 @@ fn real_kernel_kmsg_netlink_journald_in_aa_vm() {
         })
         .collect();
     if !missing.is_empty() || !aa_vm.exists() {
-        eprintln!(
-            "SKIPPED: real-kernel test needs {} (tests/deps/vm.apt) and tests/vm/aa-vm",
+        common::skip(&format!(
+            "real-kernel test needs {} (tests/deps/vm.apt) and tests/vm/aa-vm",
             missing.join(", ")
-        );
+        ));
         return;
     }
     let s = Setup::new();
@@ -733,7 +735,7 @@ fn real_kernel_kmsg_netlink_journald_in_aa_vm() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() == Some(125) && stderr.contains("apt-get update") {
-            eprintln!("SKIPPED: aa-vm cannot download its kernel: {stderr}");
+            common::skip(&format!("aa-vm cannot download its kernel: {stderr}"));
             return;
         }
         assert!(out.status.success(), "{name}: {stdout}\n{stderr}");

@@ -79,3 +79,15 @@ pub fn ignore_sigxfsz() {
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
+
+/// Skip the rest of a test whose tool or privilege is missing: said on stderr, or, when
+/// `AW_REQUIRE_ALL` is set (tests/run-all.sh as root, which installs everything the tests use),
+/// a failure, so that CI cannot pass a test it never ran. Returns so the caller can `return`.
+pub fn skip(why: &str) {
+    if std::env::var_os("AW_REQUIRE_ALL").is_some() {
+        panic!(
+            "{why} (AW_REQUIRE_ALL is set: every tool and privilege the tests use must be here)"
+        );
+    }
+    eprintln!("SKIPPED: {why}");
+}
