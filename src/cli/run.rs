@@ -431,6 +431,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             config.sources.clone()
         };
         if sources.is_empty() {
+            if let Some(old) = fallback.take() {
+                metrics.reloaded(false);
+                tracing::error!(
+                    "reload failed, going back to the previous configuration: no readable source; see `armorwatch doctor`"
+                );
+                config = old;
+                continue;
+            }
             tracing::error!("no readable source; see `armorwatch doctor`");
             return Ok(ExitCode::FAILURE);
         }
