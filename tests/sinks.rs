@@ -299,6 +299,14 @@ fn fast_webhook(dir: &Path, extra: &str) -> (Receiver, SinkSet) {
     (rx, set)
 }
 
+/// A `[sinks.log]` file sink of alerts at `out`, as TOML.
+fn file_sink(out: &Path) -> String {
+    format!(
+        "[sinks.log]\ntype = \"file\"\npath = \"{}\"\n",
+        out.display()
+    )
+}
+
 fn opts(dir: &Path, host: &str) -> SinkSetOptions {
     let mut o = SinkSetOptions::new(dir, host);
     o.outbox_fsync = true;
@@ -558,26 +566,12 @@ fn requests_with(log: &Path, text: &str) -> usize {
 async fn http_4xx_drops_that_alert_with_a_loss_and_its_incident_goes_on() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
-    let rx = receiver(&dir.path().join("log"), 0, None);
+    let out = dir.path().join("alerts.jsonl");
+    let (rx, set) = fast_webhook(dir.path(), &file_sink(&out));
     let statuses = [400u16, 413, 422];
     for s in statuses {
         rx.refuse(&format!("/reject-{s}"), s).await;
     }
-    let out = dir.path().join("alerts.jsonl");
-    let s = specs(&format!(
-        r#"[sinks.hook]
-type = "webhook"
-url = "{}"
-retry_initial_ms = 5
-retry_max_ms = 50
-[sinks.log]
-type = "file"
-path = "{}"
-"#,
-        rx.url("/in"),
-        out.display()
-    ));
-    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
     for s in statuses {
         let inc = format!("i{s}");
         let first = alert(
@@ -668,25 +662,15 @@ async fn http_401_403_404_410_are_retried_not_dropped() {
 async fn digest_refused_with_4xx_is_split_until_the_refused_alert_is_dropped() {
     require!(have(PY), "python3");
     let dir = tempfile::tempdir().unwrap();
-    let rx = receiver(&dir.path().join("log"), 0, None);
-    rx.refuse("/reject", 400).await;
     let out = dir.path().join("alerts.jsonl");
-    let s = specs(&format!(
-        r#"[sinks.hook]
-type = "webhook"
-url = "{}"
-mode = "digest"
-digest_interval_secs = 1
-retry_initial_ms = 5
-retry_max_ms = 50
-[sinks.log]
-type = "file"
-path = "{}"
-"#,
-        rx.url("/in"),
-        out.display()
-    ));
-    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    let (rx, set) = fast_webhook(
+        dir.path(),
+        &format!(
+            "mode = \"digest\"\ndigest_interval_secs = 1\n{}",
+            file_sink(&out)
+        ),
+    );
+    rx.refuse("/reject", 400).await;
     for i in 1..=7 {
         let object = if i == 5 {
             "/reject".to_string()
