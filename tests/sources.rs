@@ -108,15 +108,17 @@ impl Setup {
     fn out(&self) -> PathBuf {
         self.path("out.jsonl")
     }
-    fn spawn(&self, cmd: &str, config: &Path) -> Child {
-        Command::new(BIN)
-            .arg(cmd)
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    fn spawn(&self, cmd: &str, config: &Path) -> Spawned {
+        Spawned(Some(
+            Command::new(BIN)
+                .arg(cmd)
+                .arg("--config")
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
     }
     /// A checkpoint making the audit log source start at the beginning of `log` (so a test can
     /// append right after spawning without racing the source's start-at-the-end).
@@ -150,7 +152,35 @@ impl Setup {
     }
 }
 
-fn terminate(child: Child) -> String {
+/// A spawned armorwatch, killed when dropped: a test that fails before stopping it leaves
+/// nothing running.
+struct Spawned(Option<Child>);
+
+impl Spawned {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    fn take(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+
+    fn wait_with_output(self) -> std::process::Output {
+        self.take().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn terminate(child: Spawned) -> String {
+    let child = child.take();
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -159,7 +189,8 @@ fn terminate(child: Child) -> String {
     stderr
 }
 
-fn kill9(mut child: Child) {
+fn kill9(child: Spawned) {
+    let mut child = child.take();
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -268,7 +299,7 @@ fn a_second_process_on_the_same_state_directory_is_refused() {
             && stderr.contains(&format!("pid {}", child.id())),
         "{stderr}"
     );
-    let second = s.spawn("run", &config).wait_with_output().unwrap();
+    let second = s.spawn("run", &config).wait_with_output();
     assert_eq!(second.status.code(), Some(1));
     terminate(child);
     // Nothing was delivered twice by the refused ones.
