@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::glob::{self, Glob, Probe};
+use super::glob::{self, Probe};
 use super::index::{self, Index};
 use super::parser::{DeclKind, Perms, Rule, RuleBody, perm};
 use super::resolve;
@@ -438,6 +438,15 @@ fn cache_key(event: &Event, ctx: &Context) -> String {
         _ => "",
     });
     key
+}
+
+/// Whether `pattern`, its variables expanded from `vars`, matches `value`; each expanded
+/// pattern is compiled once per index.
+fn glob_matches(index: &Index, pattern: &str, vars: &glob::Vars, value: &str) -> bool {
+    glob::expand(pattern, vars)
+        .ok()
+        .and_then(|e| index.compiled_glob(&e.text))
+        .is_some_and(|g| g.is_match(value))
 }
 
 fn bare(verdict: Verdict, summary: String, needed: String) -> Details {
@@ -1116,9 +1125,7 @@ impl<'a> Evaluator<'a> {
                         .attachment
                         .as_deref()
                         .or(p.decl.name.starts_with('/').then_some(p.decl.name.as_str()))
-                        .and_then(|a| glob::expand(a, &self.eff.vars).ok())
-                        .and_then(|e| Glob::compile(&e.text).ok())
-                        .is_some_and(|g| g.is_match(path))
+                        .is_some_and(|a| glob_matches(self.index, a, &self.eff.vars, path))
             })
         };
         let declared = self
@@ -1168,48 +1175,46 @@ impl<'a> Evaluator<'a> {
         d
     }
 
-    fn link_allowed(&self, link: &str, target: Option<&str>, owner_applies: bool) -> bool {
-        let matches = |pattern: &str, value: &str| {
-            glob::expand(pattern, &self.eff.vars)
-                .ok()
-                .and_then(|e| Glob::compile(&e.text).ok())
-                .is_some_and(|g| g.is_match(value))
-        };
-        let mut allowed = false;
-        for r in &self.eff.rules {
+    /// The `link LINK -> TARGET` rules that apply to `link` (and its target, when known).
+    fn link_rules<'s>(
+        &'s self,
+        link: &'s str,
+        target: Option<&'s str>,
+        owner_applies: bool,
+    ) -> impl Iterator<Item = &'s Rule> + 's {
+        let matches =
+            |pattern: &str, value: &str| glob_matches(self.index, pattern, &self.eff.vars, value);
+        self.eff.rules.iter().copied().filter(move |r| {
             let RuleBody::Link { link: l, target: t } = &r.body else {
-                continue;
+                return false;
             };
-            if r.qualifiers.owner && !owner_applies {
-                continue;
+            (!r.qualifiers.owner || owner_applies)
+                && matches(l, link)
+                && target.is_none_or(|tv| matches(t, tv))
+        })
+    }
+
+    /// Some link rule allows `link` and no deny link rule forbids it.
+    fn link_allowed(&self, link: &str, target: Option<&str>, owner_applies: bool) -> bool {
+        let mut allowed = false;
+        for r in self.link_rules(link, target, owner_applies) {
+            if r.qualifiers.deny {
+                return false;
             }
-            if matches(l, link) && target.is_none_or(|tv| matches(t, tv)) {
-                if r.qualifiers.deny {
-                    return false;
-                }
-                allowed = true;
-            }
+            allowed = true;
         }
         allowed
     }
 
     /// The first `deny link` rule that applies to `link` (and its target, when known).
-    fn link_denied(&self, link: &str, target: Option<&str>, owner_applies: bool) -> Option<&Rule> {
-        let matches = |pattern: &str, value: &str| {
-            glob::expand(pattern, &self.eff.vars)
-                .ok()
-                .and_then(|e| Glob::compile(&e.text).ok())
-                .is_some_and(|g| g.is_match(value))
-        };
-        self.eff.rules.iter().copied().find(|r| {
-            let RuleBody::Link { link: l, target: t } = &r.body else {
-                return false;
-            };
-            r.qualifiers.deny
-                && (!r.qualifiers.owner || owner_applies)
-                && matches(l, link)
-                && target.is_none_or(|tv| matches(t, tv))
-        })
+    fn link_denied<'s>(
+        &'s self,
+        link: &'s str,
+        target: Option<&'s str>,
+        owner_applies: bool,
+    ) -> Option<&'s Rule> {
+        self.link_rules(link, target, owner_applies)
+            .find(|r| r.qualifiers.deny)
     }
 
     fn disconnected(&self, mut d: Details, path: &str) -> Details {
@@ -1391,10 +1396,7 @@ impl<'a> Evaluator<'a> {
         let mut vars = self.eff.vars.clone();
         vars.insert("profile_name".into(), vec![pname.clone()]);
         let glob_match = |pattern: &str, value: &str| {
-            glob::expand(pattern.trim_matches('"'), &vars)
-                .ok()
-                .and_then(|e| Glob::compile(&e.text).ok())
-                .is_some_and(|g| g.is_match(value))
+            glob_matches(self.index, pattern.trim_matches('"'), &vars, value)
         };
         let peer_label = event
             .field("peer_label")
@@ -1680,10 +1682,7 @@ impl<'a> Evaluator<'a> {
     ) -> Details {
         let pname = self.profile_name();
         let glob_match = |pattern: &str, value: &str| {
-            glob::expand(pattern.trim_matches('"'), &self.eff.vars)
-                .ok()
-                .and_then(|e| Glob::compile(&e.text).ok())
-                .is_some_and(|g| g.is_match(value))
+            glob_matches(self.index, pattern.trim_matches('"'), &self.eff.vars, value)
         };
         let fstype = event.field("fstype").unwrap_or("");
         let src = event.field("srcname").unwrap_or("");
@@ -1767,10 +1766,7 @@ impl<'a> Evaluator<'a> {
         let mut vars = self.eff.vars.clone();
         vars.insert("profile_name".into(), vec![pname.clone()]);
         let glob_match = |pattern: &str, value: &str| {
-            glob::expand(pattern.trim_matches('"'), &vars)
-                .ok()
-                .and_then(|e| Glob::compile(&e.text).ok())
-                .is_some_and(|g| g.is_match(value))
+            glob_matches(self.index, pattern.trim_matches('"'), &vars, value)
         };
         // (rule key, record field): for bind, `name=` is our own name; otherwise the peer's.
         let checks: &[(&str, &str)] = if bind {
@@ -1892,10 +1888,7 @@ impl<'a> Evaluator<'a> {
                 misses.push(format!("set=({}) lacks `{signal}`", cond.set.join(" ")));
             }
             if let Some(p) = &cond.peer {
-                let ok = glob::expand(p, &vars)
-                    .ok()
-                    .and_then(|e| Glob::compile(&e.text).ok())
-                    .is_some_and(|g| g.is_match(peer));
+                let ok = glob_matches(self.index, p, &vars, peer);
                 if !ok {
                     misses.push(format!("peer={p} does not match `{}`", sanitize(peer)));
                 }
