@@ -265,9 +265,8 @@ impl Reader {
                     let f = f
                         .try_clone()
                         .map_err(|e| self.open_err(spec, &self.path, e))?;
-                    self.attach(f, m, None, offset, line)
+                    self.attach(f, m, None, offset, line, last_line)
                         .map_err(|e| self.open_err(spec, &self.path, e))?;
-                    self.last_print = last_line;
                     return Ok(());
                 }
                 // Truncated, or written anew, while we were away: what we had not read is in
@@ -276,9 +275,8 @@ impl Reader {
                 if let Some((copy, copy_meta, p)) =
                     find_copy(&self.path, offset, offset, last_line, &[])
                 {
-                    self.attach(copy, &copy_meta, Some(&p), offset, line)
+                    self.attach(copy, &copy_meta, Some(&p), offset, line, last_line)
                         .map_err(|e| self.open_err(spec, &p, e))?;
-                    self.last_print = last_line;
                     return Ok(());
                 }
                 eprintln!(
@@ -289,16 +287,15 @@ impl Reader {
                 let f = f
                     .try_clone()
                     .map_err(|e| self.open_err(spec, &self.path, e))?;
-                self.attach(f, m, None, 0, 0)
+                self.attach(f, m, None, 0, 0, None)
                     .map_err(|e| self.open_err(spec, &self.path, e))?;
                 return Ok(());
             }
         }
         if let Some((rotated, meta, p)) = find_by_identity(&self.path, (dev, ino)) {
             if meta.len() >= offset && holds_line(&rotated) {
-                self.attach(rotated, &meta, Some(&p), offset, line)
+                self.attach(rotated, &meta, Some(&p), offset, line, last_line)
                     .map_err(|e| self.open_err(spec, &p, e))?;
-                self.last_print = last_line;
                 // Read it now; `run` then switches to the current file (another identity).
                 return Ok(());
             }
@@ -310,7 +307,7 @@ impl Reader {
         );
         // The current file is new since: read it from the start.
         if let Some((f, m)) = current {
-            self.attach(f, &m, None, 0, 0)
+            self.attach(f, &m, None, 0, 0, None)
                 .map_err(|e| self.open_err(spec, &self.path, e))?;
         }
         Ok(())
@@ -326,11 +323,10 @@ impl Reader {
         mode: Mode,
     ) -> io::Result<()> {
         if mode != Mode::Follow || spec.whole {
-            return self.attach(f, m, None, 0, 0);
+            return self.attach(f, m, None, 0, 0, None);
         }
         let (start, print) = end_of_last_line(&f, m.len())?;
-        self.attach(f, m, None, start, 0)?;
-        self.last_print = print;
+        self.attach(f, m, None, start, 0, print)?;
         if let Some((path, dev, ino)) = self.file_identity() {
             self.batch.push(SourceItem::Position(Position::File {
                 path,
@@ -351,6 +347,7 @@ impl Reader {
         shown: Option<&Path>,
         offset: u64,
         line: u64,
+        last_print: Option<LinePrint>,
     ) -> io::Result<()> {
         f.seek(SeekFrom::Start(offset))?;
         self.seal();
@@ -361,7 +358,7 @@ impl Reader {
         self.chunk.file = self.file_identity();
         self.offset = offset;
         self.line = line;
-        self.last_print = None;
+        self.last_print = last_print;
         self.partial.clear();
         self.partial_cut = 0;
         Ok(())
@@ -435,7 +432,7 @@ impl Reader {
                     self.finish_partial();
                 }
                 for (f, m, p) in newer {
-                    if let Err(e) = self.attach(f, &m, Some(&p), 0, 0) {
+                    if let Err(e) = self.attach(f, &m, Some(&p), 0, 0, None) {
                         eprintln!("armorwatch: reading {}: {e}", p.display());
                         continue;
                     }
@@ -449,7 +446,7 @@ impl Reader {
                     }
                 }
             }
-            match self.attach(next, &next_meta, None, 0, 0) {
+            match self.attach(next, &next_meta, None, 0, 0, None) {
                 Ok(()) => return true,
                 Err(e) => {
                     eprintln!("armorwatch: opening {}: {e}", self.path.display());
@@ -477,13 +474,12 @@ impl Reader {
                 let (offset, line, cut, print) =
                     (self.offset, self.line, self.partial_cut, self.last_print);
                 if self
-                    .attach(copy, &copy_meta, Some(&p), read_pos, line)
+                    .attach(copy, &copy_meta, Some(&p), read_pos, line, print)
                     .is_ok()
                 {
                     self.offset = offset;
                     self.partial = partial;
                     self.partial_cut = cut;
-                    self.last_print = print;
                     if let Err(e) = self.read_available() {
                         eprintln!("armorwatch: reading {}: {e}", p.display());
                     }
@@ -492,7 +488,7 @@ impl Reader {
             }
             match File::open(&self.path).and_then(|f| {
                 let m = f.metadata()?;
-                self.attach(f, &m, None, 0, 0)
+                self.attach(f, &m, None, 0, 0, None)
             }) {
                 Ok(()) => return true,
                 Err(e) => {
