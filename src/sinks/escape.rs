@@ -111,14 +111,25 @@ pub fn listing(
     total: usize,
     max_units: usize,
 ) -> String {
-    let reserve = units(&format!("\n… and {total} more"));
-    let mut used = units(&head);
+    listing_by(head, lines, total, max_units, units)
+}
+
+/// [`listing`] with lengths measured by `measure` (UTF-16 units, bytes, …) against `max`.
+pub fn listing_by(
+    head: String,
+    lines: impl IntoIterator<Item = String>,
+    total: usize,
+    max: usize,
+    measure: impl Fn(&str) -> usize,
+) -> String {
+    let reserve = measure(&format!("\n… and {total} more"));
+    let mut used = measure(&head);
     let mut out = head;
     let mut listed = 0;
     for line in lines {
-        let after = used + 1 + units(&line);
+        let after = used + 1 + measure(&line);
         let room_for_more = if listed + 1 == total { 0 } else { reserve };
-        if after + room_for_more > max_units {
+        if after + room_for_more > max {
             break;
         }
         out.push('\n');

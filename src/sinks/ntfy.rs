@@ -77,23 +77,17 @@ pub fn payload(topic: &str, s: &Summary) -> Value {
 /// One notification listing a batch (digest mode).
 pub fn digest_payload(topic: &str, items: &[Summary]) -> Value {
     // As many headlines as fit, then how many were left out.
-    let mut message = String::new();
-    let mut listed = 0;
-    for s in items.iter().take(30) {
-        let line = format!("- {}", plain(&s.headline, 150));
-        let rest = format!("\n… and {} more", items.len() - listed - 1);
-        if message.len() + 1 + line.len() + rest.len() > MAX_MESSAGE_BYTES {
-            break;
-        }
-        if !message.is_empty() {
-            message.push('\n');
-        }
-        message.push_str(&line);
-        listed += 1;
-    }
-    if listed < items.len() {
-        message.push_str(&format!("\n… and {} more", items.len() - listed));
-    }
+    let lines = items
+        .iter()
+        .take(30)
+        .map(|s| format!("- {}", plain(&s.headline, 150)));
+    let message = super::escape::listing_by(
+        String::new(),
+        lines,
+        items.len(),
+        MAX_MESSAGE_BYTES,
+        str::len,
+    );
     let max = items.iter().map(|s| s.severity).max().unwrap_or(0);
     json!({
         "topic": topic,
