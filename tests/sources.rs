@@ -120,6 +120,18 @@ impl Setup {
                 .unwrap(),
         ))
     }
+    /// The directory `journal` (created) and a config reading it as the journald source:
+    /// (directory, config).
+    fn journal_config(&self) -> (PathBuf, PathBuf) {
+        let jdir = self.path("journal");
+        fs::create_dir_all(&jdir).unwrap();
+        let config = self.config(
+            &format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()),
+            0,
+        );
+        (jdir, config)
+    }
+
     /// A checkpoint making the audit log source start at the beginning of `log` (so a test can
     /// append right after spawning without racing the source's start-at-the-end).
     /// `audit.log` holding `serials`, a checkpoint at its start, and a config reading it:
@@ -542,16 +554,11 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
         return;
     }
     let s = Setup::new();
-    let jdir = s.path("journal");
-    fs::create_dir_all(&jdir).unwrap();
+    let (jdir, config) = s.journal_config();
     // Every AppArmor record twice: kernel and audit transport.
     let export = s.path("a.export");
     let aa = gen_journal_export(&export, 400, 1, 1_700_000_000, &["--journal-dup"]);
     journal_remote(&export, &jdir.join("remote.journal"));
-    let config = s.config(
-        &format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()),
-        0,
-    );
 
     // Replay: everything once.
     let out = run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
@@ -619,17 +626,12 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
         return;
     }
     let s = Setup::new();
-    let jdir = s.path("journal");
-    fs::create_dir_all(&jdir).unwrap();
+    let (jdir, config) = s.journal_config();
     let export = s.path("a.export");
     // Audit transport with SYSCALL/PROCTITLE companions (no positions of their own) and
     // kernel transport, mixed.
     let aa = gen_journal_export(&export, 30_000, 5, 1_700_000_000, &[]);
     journal_remote(&export, &jdir.join("remote.journal"));
-    let config = s.config(
-        &format!("[sources.journald]\ndirectory = \"{}\"", jdir.display()),
-        0,
-    );
     let child = s.spawn("replay", &config);
     wait_until("the first 500 events", &s.out(), |v| v.len() >= 500);
     kill9(child);
@@ -843,15 +845,8 @@ fn journal_cursor_vacuumed_away_resumes_at_the_first_entry_after_it() {
         return;
     }
     let s = Setup::new();
-    fs::create_dir_all(s.path("journal")).unwrap();
+    let (_, config) = s.journal_config();
     let first = aa_journal(&s, "a", 20, 1, 1_700_000_000, 0);
-    let config = s.config(
-        &format!(
-            "[sources.journald]\ndirectory = \"{}\"",
-            s.path("journal").display()
-        ),
-        0,
-    );
     run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
     assert_eq!(json_lines(&s.out()).len() as u64, first);
     let second = aa_journal(&s, "b", 20, 2, 1_700_100_000, 100_000);
@@ -874,15 +869,8 @@ fn journal_first_start_saves_its_position_before_reading_anything() {
         return;
     }
     let s = Setup::new();
-    fs::create_dir_all(s.path("journal")).unwrap();
+    let (_, config) = s.journal_config();
     aa_journal(&s, "a", 10, 1, 1_700_000_000, 0);
-    let config = s.config(
-        &format!(
-            "[sources.journald]\ndirectory = \"{}\"",
-            s.path("journal").display()
-        ),
-        0,
-    );
     let child = s.spawn("run", &config);
     let checkpoints = s.path("state/checkpoints.json");
     let deadline = Instant::now() + Duration::from_secs(15);
