@@ -4,7 +4,8 @@
 //! joins the two physical lines of a dbus `USER_AVC` (the message contains a newline before
 //! ` exe=`), decodes the `\xHH` escapes of raw /dev/kmsg records, and attaches the SYSCALL,
 //! PROCTITLE, CWD and PATH records that share an AppArmor record's `(node, serial)` — to every
-//! AppArmor record of that serial, in whatever order they come — until EOE, until a bounded number
+//! AppArmor record of that serial, in whatever order they come — until EOE (or a PROCTITLE after
+//! the SYSCALL: the kernel's last record before EOE, which auditd does not log), until a bounded number
 //! of later records has gone by, or until [`Parser::finish`] (or [`Parser::flush_idle`]). Its
 //! memory is bounded by that window, whatever the input size.
 
@@ -308,6 +309,7 @@ impl Parser {
                 p.done = true;
             } else {
                 merge(&mut p.event, env);
+                p.done = completes(&p.event, t);
             }
         }
         // Remembered for records of the serial still to come (or whose companions come first),
@@ -346,12 +348,25 @@ impl Parser {
 /// Merge an early companion line into an event; true when it was an EOE.
 fn attach(event: &mut Event, line: &str) -> bool {
     if let Line::Record(env) = line::classify(line) {
-        if env.record_type == Some(RecordType::Eoe) {
-            return true;
+        match env.record_type {
+            Some(RecordType::Eoe) => return true,
+            Some(t) => {
+                merge(event, &env);
+                return completes(event, t);
+            }
+            None => {}
         }
-        merge(event, &env);
     }
     false
+}
+
+/// True when the companion just merged completes the event: a PROCTITLE after the SYSCALL. The
+/// kernel writes a syscall's records in one order (`audit_log_exit`: SYSCALL, CWD, PATH …,
+/// PROCTITLE, then EOE), and auditd does not write EOE to audit.log, so without this a live event
+/// waited out the idle flush (2 ms) for an EOE that never comes. A PROCTITLE seen before the
+/// SYSCALL (a reordering transport) completes nothing: the event keeps waiting as before.
+fn completes(event: &Event, merged: RecordType) -> bool {
+    merged == RecordType::Proctitle && event.process.as_ref().is_some_and(|p| p.syscall.is_some())
 }
 
 /// Companion records enrich `process`; `raw` keeps only the AppArmor record's own line(s).
@@ -575,6 +590,42 @@ type=PROCTITLE msg=audit(1700000001.100:500): proctitle=78002D61
                 assert_eq!(p.paths.len(), 1);
                 assert_eq!(p.cmdline.as_ref().map(Vec::len), Some(2));
             }
+        }
+    }
+
+    /// auditd writes no EOE: a PROCTITLE after the SYSCALL (the kernel's last record of a
+    /// syscall) completes the event at once, so a live source does not wait out the idle flush.
+    /// A PROCTITLE before the SYSCALL completes nothing.
+    #[test]
+    fn proctitle_after_syscall_completes_the_event() {
+        let avc = "type=AVC msg=audit(1.000:9): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\"\n";
+        let syscall = "type=SYSCALL msg=audit(1.000:9): arch=c000003e syscall=257 success=no exit=-13 pid=1 comm=\"c\" exe=\"/usr/bin/c\"\n";
+        let cwd = "type=CWD msg=audit(1.000:9): cwd=\"/root\"\n";
+        let proctitle = "type=PROCTITLE msg=audit(1.000:9): proctitle=\"/usr/bin/c\"\n";
+
+        let (p, out) = pushed(&format!("{avc}{syscall}{cwd}{proctitle}"));
+        assert!(!p.has_pending());
+        let [Output::Event(e)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let process = e.process.as_ref().unwrap();
+        assert_eq!(process.exe.as_deref(), Some("/usr/bin/c"));
+        assert_eq!(process.cwd.as_deref(), Some("/root"));
+        assert_eq!(process.cmdline.as_ref().map(Vec::len), Some(1));
+
+        // Companions first (journald's other transport): complete as well.
+        let (p, out) = pushed(&format!("{syscall}{proctitle}{avc}"));
+        assert!(!p.has_pending());
+        assert_eq!(out.len(), 1);
+
+        // Out of the kernel's order: the SYSCALL may still come, so the event waits.
+        for input in [
+            format!("{avc}{proctitle}"),
+            format!("{proctitle}{avc}{cwd}"),
+        ] {
+            let (p, out) = pushed(&input);
+            assert!(p.has_pending(), "{input}");
+            assert!(out.is_empty(), "{input}");
         }
     }
 
