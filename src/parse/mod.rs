@@ -28,6 +28,13 @@ pub const DEFAULT_GRACE_RECORDS: u64 = 64;
 /// (companions written first, a second denial of one syscall, the other transport's copy).
 const EARLY_COMPANIONS: usize = 32;
 
+/// AppArmor events in a row that went out without a companion, after which a source is taken to
+/// write none (no audit context: kmsg and journald on a machine without auditd, where every
+/// denial stands alone): its events stop waiting for companions and go out as they are read,
+/// instead of after the idle flush. The first companion record seen makes them wait again; one
+/// event may then go out without its process.
+pub const LONELY_AFTER: u32 = 32;
+
 /// Something the parser produced.
 #[derive(Debug)]
 pub enum Output {
@@ -107,6 +114,8 @@ pub struct Parser {
     kmsg_text: String,
     records: u64,
     grace_records: u64,
+    /// Events in a row emitted without companions, reset by any companion record.
+    lonely: u32,
     stats: Stats,
 }
 
@@ -132,6 +141,7 @@ impl Parser {
             kmsg_text: String::new(),
             records: 0,
             grace_records,
+            lonely: 0,
             stats: Stats::default(),
         }
     }
@@ -274,7 +284,7 @@ impl Parser {
                 let node = env.node.map(str::to_string);
                 // Companions that arrived first. They stay: another record of the same serial
                 // (a second denial of the syscall, the other journald transport's copy) may follow.
-                let mut done = false;
+                let mut done = self.lonely >= LONELY_AFTER;
                 for e in &self.early {
                     if e.serial == stamp.serial && e.node == node {
                         done |= attach(&mut event, &e.line);
@@ -296,6 +306,7 @@ impl Parser {
 
     fn companion(&mut self, env: &Envelope<'_>, t: RecordType, text: &str) {
         let Some(stamp) = env.stamp else { return };
+        self.lonely = 0;
         let records = self.records;
         // Every record of the serial: one syscall can cause several denials, and with both of
         // journald's transports on, each record comes twice.
@@ -339,6 +350,12 @@ impl Parser {
                 break;
             }
             if let Some(p) = self.pending.pop_front() {
+                if p.serial != 0 {
+                    self.lonely = match p.event.process {
+                        None => self.lonely.saturating_add(1),
+                        Some(_) => 0,
+                    };
+                }
                 out.push(Output::Event(p.event));
             }
         }
@@ -627,6 +644,40 @@ type=PROCTITLE msg=audit(1700000001.100:500): proctitle=78002D61
             assert!(p.has_pending(), "{input}");
             assert!(out.is_empty(), "{input}");
         }
+    }
+
+    /// A source whose AppArmor records never come with companions (kmsg, journald without
+    /// auditd) stops holding them after LONELY_AFTER such events in a row; the first companion
+    /// record seen makes events wait again.
+    #[test]
+    fn lonely_source_stops_waiting_for_companions() {
+        let avc = |serial: u32| {
+            format!(
+                "type=AVC msg=audit(1.000:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\""
+            )
+        };
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        for serial in 1..=LONELY_AFTER {
+            p.push_line(&avc(serial), &Source::Text, &mut out);
+            assert!(p.has_pending(), "event {serial} waits for companions");
+            p.flush_idle(&mut out);
+        }
+        assert_eq!(out.len(), LONELY_AFTER as usize);
+        out.clear();
+        p.push_line(&avc(100), &Source::Text, &mut out);
+        assert!(!p.has_pending());
+        assert_eq!(out.len(), 1, "out at once");
+
+        // A companion (here of an event already gone) and events wait again.
+        p.push_line(
+            "type=SYSCALL msg=audit(1.000:100): arch=c000003e syscall=257 pid=1 exe=\"/c\"",
+            &Source::Text,
+            &mut out,
+        );
+        p.push_line(&avc(101), &Source::Text, &mut out);
+        assert!(p.has_pending());
+        assert_eq!(out.len(), 1);
     }
 
     /// EOE completes every record of its serial: nothing waits for the grace window.
