@@ -380,9 +380,7 @@ impl EventOutput for Alerting {
                 }
                 // Replay has no wall clock of its own: the events' stamps drive the windows.
                 let at = match self.mode {
-                    Mode::Replay => correlate::event_time_ms(event)
-                        .unwrap_or(self.last_at)
-                        .max(self.last_at),
+                    Mode::Replay => correlate::log_time_ms(event, self.last_at, now),
                     Mode::Follow => now,
                 };
                 self.last_at = at;

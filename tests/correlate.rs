@@ -675,3 +675,61 @@ proptest! {
         prop_assert_eq!(out[0].key.as_ref().unwrap().profile.as_str(), values[0].as_str());
     }
 }
+
+/// A record stamped in 2100 (corrupt or forged) does not move log time: without the check, the
+/// next record's incident was closed as 77 years quiet and opened again. `correlate` and
+/// `replay` (the daemon's pipeline) alike.
+#[test]
+fn a_far_future_stamp_does_not_move_log_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let avc = |stamp: &str, serial: u32, profile: &str| {
+        format!(
+            "type=AVC msg=audit({stamp}:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"{profile}\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n"
+        )
+    };
+    let log = dir.path().join("audit.log");
+    let text = avc("1700000000.000", 1, "/usr/bin/x")
+        + &avc("4102444800.000", 2, "/usr/bin/y")
+        + &avc("1700000010.000", 3, "/usr/bin/x");
+    std::fs::write(&log, text).unwrap();
+    let check = |alerts: &[serde_json::Value], what: &str| {
+        let of_x = |t: &str| {
+            alerts
+                .iter()
+                .filter(|a| a["type"] == t && a["event"]["profile"] == "/usr/bin/x")
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of_x("incident.opened").len(), 1, "{what}: {alerts:#?}");
+        let closed = of_x("incident.closed");
+        assert_eq!(closed.len(), 1, "{what}");
+        assert_eq!(closed[0]["total"], 2, "{what}");
+    };
+
+    let (alerts, _) = run_cli(&[log.to_str().unwrap()]);
+    check(&alerts, "correlate");
+
+    let sink = dir.path().join("alerts.jsonl");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\ndir = {:?}\n[sources.audit_log]\npath = {:?}\n[profiles]\nenabled = false\n\
+             [sinks.alerts]\ntype = \"file\"\npath = {:?}\n",
+            dir.path().join("state"),
+            log,
+            sink
+        ),
+    )
+    .unwrap();
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+            .args(["replay", "--config"])
+            .arg(&config),
+    );
+    let alerts: Vec<serde_json::Value> = std::fs::read_to_string(&sink)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check(&alerts, "replay");
+}

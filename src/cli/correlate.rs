@@ -13,7 +13,7 @@ use super::input::feed_lines;
 use crate::alert::{Alert, LossInfo};
 use crate::correlate::noise::{BUNDLED_NOISE, NoiseRules};
 use crate::correlate::severity::SeverityDb;
-use crate::correlate::{Config, Correlator, Settings, Snapshot, event_time_ms, loss_info};
+use crate::correlate::{Config, Correlator, Settings, Snapshot, log_time_ms, loss_info};
 use crate::parse::{Output, Parser};
 
 /// Arguments of `armorwatch correlate`.
@@ -187,7 +187,7 @@ fn feed(
         match o {
             Output::Event(e) => {
                 // Log time: replaying old logs gives the same incidents as watching them live.
-                *now = event_time_ms(&e).unwrap_or(*now).max(*now);
+                *now = log_time_ms(&e, *now, wall_ms());
                 c.push(e, *now, alerts);
             }
             Output::Loss(l) => c.push_loss(loss_info(&l), *now, alerts),
@@ -211,4 +211,10 @@ fn save_state(path: &Path, snap: &Snapshot) -> anyhow::Result<()> {
     let json = serde_json::to_vec(snap).context("serializing the correlator state")?;
     crate::checkpoint::write_atomic(path, &json)
         .with_context(|| format!("writing {}", path.display()))
+}
+/// The wall clock in milliseconds since the epoch: what log times are checked against.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -360,6 +360,23 @@ pub fn event_time_ms(event: &Event) -> Option<u64> {
         .filter(|_| a.epoch != 0)
 }
 
+/// How far past the wall clock a log time may be and still be believed (the clocks of the
+/// machines that wrote a log drift; a day covers time zones mistaken for UTC as well).
+pub const FUTURE_TOLERANCE_MS: u64 = 24 * 3600 * 1000;
+
+/// Log time for `replay` and `correlate`: the event's own time, never before `latest` (time does
+/// not go backwards). A stamp more than [`FUTURE_TOLERANCE_MS`] past the wall clock `wall_ms` is
+/// not believed (a corrupt or hostile record): the event stays at `latest`, or every later window
+/// would wait for that date. A wall clock before 2020 (a machine without a real-time clock) is
+/// no reference and checks nothing.
+pub fn log_time_ms(event: &Event, latest: u64, wall_ms: u64) -> u64 {
+    const Y2020_MS: u64 = 1_577_836_800_000;
+    event_time_ms(event)
+        .filter(|&t| wall_ms < Y2020_MS || t <= wall_ms.saturating_add(FUTURE_TOLERANCE_MS))
+        .unwrap_or(latest)
+        .max(latest)
+}
+
 /// Map a parser loss report to the details of a `loss` alert.
 pub fn loss_info(loss: &crate::parse::Loss) -> LossInfo {
     use crate::parse::line::LossReport;
