@@ -85,8 +85,63 @@ fn serial_of(text: &str) -> Option<u64> {
     inner[..close].rsplit(':').next()?.parse().ok()
 }
 
+/// Loss accounting over the serials received: a jump past the highest serial seen is a gap. An
+/// overrun (ENOBUFS) is reported together with the gap it leaves, as one loss with its count,
+/// not as an overrun and then the same records again as a gap.
+#[derive(Debug, Default)]
+struct Serials {
+    max: Option<u64>,
+    overrun: bool,
+}
+
+impl Serials {
+    /// The socket reported ENOBUFS: records were dropped before the next one received.
+    fn overrun(&mut self) {
+        self.overrun = true;
+    }
+
+    /// A record with `serial` was received: the loss it shows, if any.
+    fn observe(&mut self, serial: u64) -> Option<LossEvent> {
+        if serial == 0 {
+            return None;
+        }
+        let gap = self
+            .max
+            .filter(|&max| serial > max + 1)
+            .map(|max| (serial - max - 1, max + 1, serial - 1));
+        self.max = Some(self.max.map_or(serial, |m| m.max(serial)));
+        let missing =
+            gap.map(|(n, from, to)| (n, format!("audit serials {from}..{to} not received")));
+        if std::mem::take(&mut self.overrun) {
+            let detail = match &missing {
+                Some((_, m)) => format!("the netlink receive buffer overflowed: {m}"),
+                None => OVERRUN.to_string(),
+            };
+            return Some(loss(
+                LossReason::NetlinkOverrun,
+                missing.map(|(n, _)| n),
+                detail,
+            ));
+        }
+        missing.map(|(n, m)| loss(LossReason::NetlinkSerialGap, Some(n), m))
+    }
+
+    /// The end of what could be read: an overrun no record has followed yet is reported
+    /// without a count.
+    fn flush(&mut self) -> Option<LossEvent> {
+        std::mem::take(&mut self.overrun)
+            .then(|| loss(LossReason::NetlinkOverrun, None, OVERRUN.to_string()))
+    }
+}
+
+const OVERRUN: &str = "the netlink receive buffer overflowed";
+
+fn loss(reason: LossReason, count: Option<u64>, detail: String) -> LossEvent {
+    LossEvent::now(reason, count, Some(detail), Source::Netlink)
+}
+
 async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
-    let mut max_serial: Option<u64> = None;
+    let mut serials = Serials::default();
     let mut cut = CutShort::default();
     loop {
         let mut guard = tokio::select! {
@@ -99,24 +154,8 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
             match guard.try_io(|s| s.get_ref().recv(&mut buf, 0)) {
                 Ok(Ok(_)) => {
                     for (kind, text) in messages(&buf) {
-                        if let Some(serial) = serial_of(&text) {
-                            if let Some(max) = max_serial {
-                                if serial > max + 1 && serial != 0 {
-                                    batch.push(SourceItem::Loss(LossEvent::now(
-                                        LossReason::NetlinkSerialGap,
-                                        Some(serial - max - 1),
-                                        Some(format!(
-                                            "audit serials {}..{} not received",
-                                            max + 1,
-                                            serial - 1
-                                        )),
-                                        Source::Netlink,
-                                    )));
-                                }
-                            }
-                            if serial != 0 {
-                                max_serial = Some(max_serial.map_or(serial, |m| m.max(serial)));
-                            }
+                        if let Some(lost) = serial_of(&text).and_then(|s| serials.observe(s)) {
+                            batch.push(SourceItem::Loss(lost));
                         }
                         batch.push(SourceItem::Line(SourceLine {
                             text: format!("type={kind} msg={text}"),
@@ -125,19 +164,15 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
                         }));
                     }
                 }
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    batch.push(SourceItem::Loss(LossEvent::now(
-                        LossReason::NetlinkOverrun,
-                        None,
-                        Some("the netlink receive buffer overflowed".into()),
-                        Source::Netlink,
-                    )));
-                }
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => serials.overrun(),
                 Ok(Err(e)) => {
                     eprintln!("armorwatch: netlink: {e}");
                     return;
                 }
-                Err(_would_block) => break,
+                Err(_would_block) => {
+                    batch.extend(serials.flush().map(SourceItem::Loss));
+                    break;
+                }
             }
             if batch.len() >= 256 {
                 batch.push(SourceItem::MoreFollows);
@@ -173,6 +208,29 @@ pub fn audit_multicast_listeners(text: &str) -> Vec<(u32, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An overrun and the serial gap it leaves are one loss, with the gap's count; a gap alone
+    /// is a gap; an overrun nothing followed is reported at the end of the read.
+    #[test]
+    fn an_overrun_and_its_gap_are_one_loss() {
+        let mut s = Serials::default();
+        assert!(s.observe(10).is_none());
+        assert!(s.observe(11).is_none());
+        s.overrun();
+        let l = s.observe(15).unwrap();
+        assert_eq!((l.reason, l.count), (LossReason::NetlinkOverrun, Some(3)));
+        assert!(l.detail.as_deref().unwrap().contains("12..14"), "{l:?}");
+        assert!(s.flush().is_none(), "reported once");
+
+        let l = s.observe(18).unwrap();
+        assert_eq!((l.reason, l.count), (LossReason::NetlinkSerialGap, Some(2)));
+        assert!(s.observe(0).is_none() && s.observe(19).is_none());
+
+        s.overrun();
+        let l = s.flush().unwrap();
+        assert_eq!((l.reason, l.count), (LossReason::NetlinkOverrun, None));
+        assert!(s.observe(20).is_none(), "the overrun was reported already");
+    }
 
     #[test]
     fn datagram_to_messages() {
