@@ -151,8 +151,8 @@ pub struct Alerting {
     changed: bool,
     alerts: Vec<Alert>,
     delivered: u64,
-    /// The latest time handed to the correlator (replay: event time, never going backwards).
-    last_at: u64,
+    /// Replay's time: the events' own (see [`correlate::LogTimeline`]).
+    log_clock: correlate::LogTimeline,
     /// Follow mode's time (see [`FollowClock`]).
     clock: FollowClock,
     /// The daemon's counters (alerts, open incidents, sink stats); see [`Alerting::with_metrics`].
@@ -206,9 +206,9 @@ impl Alerting {
             None => Correlator::new(config),
         };
         // Replay's clock is the events' time; carry on from where the saved state stopped.
-        let last_at = match mode {
-            Mode::Replay => correlator.latest_time_ms(),
-            Mode::Follow => 0,
+        let log_clock = match mode {
+            Mode::Replay => correlate::LogTimeline::starting_at(correlator.latest_time_ms()),
+            Mode::Follow => correlate::LogTimeline::default(),
         };
         let clock = FollowClock::new(now_ms(), correlator.latest_time_ms());
         Alerting {
@@ -222,7 +222,7 @@ impl Alerting {
             changed: false,
             alerts: Vec::new(),
             delivered: 0,
-            last_at,
+            log_clock,
             metrics: None,
         }
     }
@@ -379,12 +379,16 @@ impl EventOutput for Alerting {
                     p.observe(event);
                 }
                 // Replay has no wall clock of its own: the events' stamps drive the windows.
-                let at = match self.mode {
-                    Mode::Replay => correlate::log_time_ms(event, self.last_at, now),
-                    Mode::Follow => now,
-                };
-                self.last_at = at;
-                self.correlator.push(event.clone(), at, &mut self.alerts);
+                match self.mode {
+                    Mode::Replay => {
+                        let mut placed = Vec::new();
+                        self.log_clock.place(event.clone(), now, &mut placed);
+                        for (e, at) in placed {
+                            self.correlator.push(e, at, &mut self.alerts);
+                        }
+                    }
+                    Mode::Follow => self.correlator.push(event.clone(), now, &mut self.alerts),
+                }
             }
             Item::Loss(loss) => {
                 let origin = match &loss.source {
@@ -412,7 +416,7 @@ impl EventOutput for Alerting {
                 // clock here would hold every later (older) event at today's time, and no
                 // window would pass again.
                 let at = match self.mode {
-                    Mode::Replay => self.last_at,
+                    Mode::Replay => self.log_clock.latest(),
                     Mode::Follow => now,
                 };
                 self.correlator.push_loss(info, at, &mut self.alerts);
@@ -454,7 +458,13 @@ impl EventOutput for Alerting {
         match self.mode {
             // Replay's output is complete: every incident ends with incident.closed.
             Mode::Replay => {
-                self.correlator.flush_all(self.last_at, &mut self.alerts);
+                let mut held = Vec::new();
+                self.log_clock.drain_held(&mut held);
+                for (e, at) in held {
+                    self.correlator.push(e, at, &mut self.alerts);
+                }
+                self.correlator
+                    .flush_all(self.log_clock.latest(), &mut self.alerts);
                 self.changed = true;
                 self.emit();
             }

@@ -732,4 +732,41 @@ fn a_far_future_stamp_does_not_move_log_time() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     check(&alerts, "replay");
+
+    // The first record the far-future one: held until a time is reached, not counted at 0 (its
+    // incident was closed as 56 years quiet by the next record).
+    let first = dir.path().join("first.log");
+    let text = avc("4102444800.000", 1, "/usr/bin/x")
+        + &avc("1700000000.000", 2, "/usr/bin/x")
+        + &avc("1700000010.000", 3, "/usr/bin/x");
+    std::fs::write(&first, text).unwrap();
+    let (alerts, _) = run_cli(&[first.to_str().unwrap()]);
+    let opened = alerts
+        .iter()
+        .filter(|a| a["type"] == "incident.opened")
+        .count();
+    assert_eq!(opened, 1, "{alerts:#?}");
+
+    // A log whose writer's clock ran two days ahead of this machine's is believed from its
+    // second record on: a 27-hour gap in it closes the incident (seen one record late).
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2 * 86_400;
+    let stamps = [ahead, ahead + 10, ahead + 27 * 3600, ahead + 27 * 3600 + 1];
+    let text: String = stamps
+        .iter()
+        .zip(1..)
+        .map(|(t, serial)| avc(&format!("{t}.000"), serial, "/usr/bin/x"))
+        .collect();
+    let ahead_log = dir.path().join("ahead.log");
+    std::fs::write(&ahead_log, text).unwrap();
+    let (alerts, _) = run_cli(&[ahead_log.to_str().unwrap()]);
+    let opened = alerts
+        .iter()
+        .filter(|a| a["type"] == "incident.opened")
+        .count();
+    let quiet = alerts.iter().filter(|a| a["reason"] == "quiet").count();
+    assert_eq!((opened, quiet), (2, 1), "{alerts:#?}");
 }

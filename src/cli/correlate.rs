@@ -13,7 +13,7 @@ use super::input::feed_lines;
 use crate::alert::{Alert, LossInfo};
 use crate::correlate::noise::{BUNDLED_NOISE, NoiseRules};
 use crate::correlate::severity::SeverityDb;
-use crate::correlate::{Config, Correlator, Settings, Snapshot, log_time_ms, loss_info};
+use crate::correlate::{Config, Correlator, LogTimeline, Settings, Snapshot, loss_info};
 use crate::parse::{Output, Parser};
 
 /// Arguments of `armorwatch correlate`.
@@ -69,14 +69,14 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
     let mut parser = Parser::new();
     let mut outputs = Vec::with_capacity(64);
     let mut alerts = Vec::with_capacity(64);
-    let mut now = 0u64;
+    let mut clock = LogTimeline::default();
     let mut malformed = 0u64;
     let input = feed_lines(&args.files, &mut parser, &mut outputs, |outputs| {
         feed(
             &mut correlator,
             outputs,
             &mut alerts,
-            &mut now,
+            &mut clock,
             &mut malformed,
         );
         write_alerts(&mut writer, &mut alerts)
@@ -86,9 +86,14 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
         &mut correlator,
         &mut outputs,
         &mut alerts,
-        &mut now,
+        &mut clock,
         &mut malformed,
     );
+    let mut held = Vec::new();
+    clock.drain_held(&mut held);
+    for (e, at) in held {
+        correlator.push(e, at, &mut alerts);
+    }
     if malformed > 0 {
         correlator.push_loss(
             LossInfo {
@@ -96,16 +101,16 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
                 what: "AppArmor-looking lines that could not be parsed".into(),
                 count: Some(malformed),
             },
-            now,
+            clock.latest(),
             &mut alerts,
         );
     }
     match &args.state {
         Some(path) => {
-            correlator.tick(now, &mut alerts);
+            correlator.tick(clock.latest(), &mut alerts);
             save_state(path, &correlator.snapshot())?;
         }
-        None => correlator.flush_all(now, &mut alerts),
+        None => correlator.flush_all(clock.latest(), &mut alerts),
     }
     write_alerts(&mut writer, &mut alerts)?;
     writer.flush().context("writing to standard output")?;
@@ -180,17 +185,20 @@ fn feed(
     c: &mut Correlator,
     outputs: &mut Vec<Output>,
     alerts: &mut Vec<Alert>,
-    now: &mut u64,
+    clock: &mut LogTimeline,
     malformed: &mut u64,
 ) {
     for o in outputs.drain(..) {
         match o {
             Output::Event(e) => {
                 // Log time: replaying old logs gives the same incidents as watching them live.
-                *now = log_time_ms(&e, *now, wall_ms());
-                c.push(e, *now, alerts);
+                let mut placed = Vec::new();
+                clock.place(Arc::from(e), wall_ms(), &mut placed);
+                for (e, at) in placed {
+                    c.push(e, at, alerts);
+                }
             }
-            Output::Loss(l) => c.push_loss(loss_info(&l), *now, alerts),
+            Output::Loss(l) => c.push_loss(loss_info(&l), clock.latest(), alerts),
             Output::Malformed(_) => *malformed += 1,
         }
     }

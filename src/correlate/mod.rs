@@ -364,17 +364,99 @@ pub fn event_time_ms(event: &Event) -> Option<u64> {
 /// machines that wrote a log drift; a day covers time zones mistaken for UTC as well).
 pub const FUTURE_TOLERANCE_MS: u64 = 24 * 3600 * 1000;
 
-/// Log time for `replay` and `correlate`: the event's own time, never before `latest` (time does
-/// not go backwards). A stamp more than [`FUTURE_TOLERANCE_MS`] past the wall clock `wall_ms` is
-/// not believed (a corrupt or hostile record): the event stays at `latest`, or every later window
-/// would wait for that date. A wall clock before 2020 (a machine without a real-time clock) is
-/// no reference and checks nothing.
-pub fn log_time_ms(event: &Event, latest: u64, wall_ms: u64) -> u64 {
-    const Y2020_MS: u64 = 1_577_836_800_000;
-    event_time_ms(event)
-        .filter(|&t| wall_ms < Y2020_MS || t <= wall_ms.saturating_add(FUTURE_TOLERANCE_MS))
-        .unwrap_or(latest)
-        .max(latest)
+/// Log time for `replay` and `correlate`: the events' own times, never going backwards. A stamp
+/// more than [`FUTURE_TOLERANCE_MS`] past the wall clock is not believed (a corrupt or forged
+/// record: every later window would wait for that date) unless the record before it was as far
+/// ahead as well (within the tolerance): a log whose writer's clock ran ahead, or a wall clock
+/// here that is behind, is believed from its second record on. A record not believed counts at
+/// the time reached so far. A wall clock before 2020 (a machine without a real-time clock) is no
+/// reference and checks nothing. Before any time is reached (the first records of a fresh
+/// replay), a record not believed has no time yet: [`LogTimeline`] holds it for the next time
+/// reached.
+#[derive(Debug, Clone, Copy, Default)]
+struct LogClock {
+    latest: u64,
+    /// The stamp of the record before, when it was not believed.
+    suspect: Option<u64>,
+}
+
+impl LogClock {
+    /// A clock that carries on from `latest` (a restored state's time).
+    fn starting_at(latest: u64) -> LogClock {
+        LogClock {
+            latest,
+            suspect: None,
+        }
+    }
+
+    /// The time reached so far.
+    fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// The time `event` counts at, given the wall clock `wall_ms`; `None` when it is not
+    /// believed and no time has been reached yet.
+    fn advance(&mut self, event: &Event, wall_ms: u64) -> Option<u64> {
+        const Y2020_MS: u64 = 1_577_836_800_000;
+        if let Some(t) = event_time_ms(event) {
+            let plausible = wall_ms < Y2020_MS || t <= wall_ms.saturating_add(FUTURE_TOLERANCE_MS);
+            let confirmed = self
+                .suspect
+                .is_some_and(|s| s.abs_diff(t) <= FUTURE_TOLERANCE_MS);
+            self.suspect = (!plausible).then_some(t);
+            if plausible || confirmed {
+                self.latest = self.latest.max(t);
+            } else if self.latest == 0 {
+                return None;
+            }
+        }
+        Some(self.latest)
+    }
+}
+
+/// Records a [`LogTimeline`] holds at most until a time is reached; past that, they count at 0.
+pub const MAX_UNTIMED: usize = 1024;
+
+/// A [`LogClock`] with the records it holds until a time is reached: what `replay` and
+/// `correlate` place their events on.
+#[derive(Debug, Default)]
+pub struct LogTimeline {
+    clock: LogClock,
+    untimed: Vec<Arc<Event>>,
+}
+
+impl LogTimeline {
+    /// A timeline that carries on from `latest` (a restored state's time).
+    pub fn starting_at(latest: u64) -> LogTimeline {
+        LogTimeline {
+            clock: LogClock::starting_at(latest),
+            untimed: Vec::new(),
+        }
+    }
+
+    /// The time reached so far.
+    pub fn latest(&self) -> u64 {
+        self.clock.latest()
+    }
+
+    /// Place `event` (wall clock `wall_ms`): appends to `out` the events that now have a time,
+    /// held ones first, each with its time; nothing while it is held.
+    pub fn place(&mut self, event: Arc<Event>, wall_ms: u64, out: &mut Vec<(Arc<Event>, u64)>) {
+        match self.clock.advance(&event, wall_ms) {
+            Some(at) => {
+                out.extend(self.untimed.drain(..).map(|held| (held, at)));
+                out.push((event, at));
+            }
+            None if self.untimed.len() < MAX_UNTIMED => self.untimed.push(event),
+            None => out.push((event, 0)),
+        }
+    }
+
+    /// The end of input: the events still held, at the time reached.
+    pub fn drain_held(&mut self, out: &mut Vec<(Arc<Event>, u64)>) {
+        let at = self.latest();
+        out.extend(self.untimed.drain(..).map(|held| (held, at)));
+    }
 }
 
 /// Map a parser loss report to the details of a `loss` alert.
