@@ -28,11 +28,13 @@ pub const DEFAULT_GRACE_RECORDS: u64 = 64;
 /// (companions written first, a second denial of one syscall, the other transport's copy).
 const EARLY_COMPANIONS: usize = 32;
 
-/// AppArmor events in a row that went out without a companion, after which a source is taken to
-/// write none (no audit context: kmsg and journald on a machine without auditd, where every
-/// denial stands alone): its events stop waiting for companions and go out as they are read,
-/// instead of after the idle flush. The first companion record seen makes them wait again; one
-/// event may then go out without its process.
+/// Kernel AppArmor events in a row that the idle flush released without a companion (the input
+/// went quiet and none came), after which a source is taken to write none (no audit context:
+/// kmsg and journald on a machine without auditd, where every denial stands alone): its events
+/// stop waiting for companions and go out as they are read, instead of after the idle flush.
+/// The first companion record seen makes them wait again; one event may then go out without its
+/// process. Events released by the grace window (a burst of denials of one syscall) or at the
+/// end of input, and dbus USER_AVC records (userspace: never any companions), do not count.
 pub const LONELY_AFTER: u32 = 32;
 
 /// Something the parser produced.
@@ -88,6 +90,8 @@ struct Pending {
     event: Box<Event>,
     last_touch: u64,
     done: bool,
+    /// A kernel record (not a userspace USER_AVC), which may have companions.
+    kernel: bool,
 }
 
 #[derive(Debug, Default)]
@@ -114,7 +118,8 @@ pub struct Parser {
     kmsg_text: String,
     records: u64,
     grace_records: u64,
-    /// Events in a row emitted without companions, reset by any companion record.
+    /// Kernel events in a row released by the idle flush without companions, reset by any
+    /// companion record.
     lonely: u32,
     stats: Stats,
 }
@@ -208,6 +213,14 @@ impl Parser {
         if let Some(held) = self.held.take() {
             self.process(&held.line, &held.source, out);
         }
+        let released = self
+            .pending
+            .iter()
+            .filter(|p| !p.done && p.kernel && p.event.process.is_none())
+            .count();
+        self.lonely = self
+            .lonely
+            .saturating_add(u32::try_from(released).unwrap_or(u32::MAX));
         self.flush_pending(out);
     }
 
@@ -278,13 +291,15 @@ impl Parser {
                         event,
                         last_touch: self.records,
                         done: true,
+                        kernel: false,
                     });
                     return;
                 };
                 let node = env.node.map(str::to_string);
+                let kernel = env.record_type != Some(RecordType::UserAvc);
                 // Companions that arrived first. They stay: another record of the same serial
                 // (a second denial of the syscall, the other journald transport's copy) may follow.
-                let mut done = self.lonely >= LONELY_AFTER;
+                let mut done = kernel && self.lonely >= LONELY_AFTER;
                 for e in &self.early {
                     if e.serial == stamp.serial && e.node == node {
                         done |= attach(&mut event, &e.line);
@@ -296,6 +311,7 @@ impl Parser {
                     event,
                     last_touch: self.records,
                     done,
+                    kernel,
                 });
             }
             Ok(Built::NotAppArmor) => {}
@@ -350,12 +366,6 @@ impl Parser {
                 break;
             }
             if let Some(p) = self.pending.pop_front() {
-                if p.serial != 0 {
-                    self.lonely = match p.event.process {
-                        None => self.lonely.saturating_add(1),
-                        Some(_) => 0,
-                    };
-                }
                 out.push(Output::Event(p.event));
             }
         }
@@ -678,6 +688,52 @@ type=PROCTITLE msg=audit(1700000001.100:500): proctitle=78002D61
         p.push_line(&avc(101), &Source::Text, &mut out);
         assert!(p.has_pending());
         assert_eq!(out.len(), 1);
+    }
+
+    /// What does not make a source "lonely": dbus USER_AVC records (userspace, never any
+    /// companions) released by the idle flush, and a burst of denials of one syscall released
+    /// by the grace window before the syscall's companions come.
+    #[test]
+    fn user_avcs_and_grace_releases_do_not_stop_the_wait() {
+        let kernel_event = |serial: u32| {
+            format!(
+                "type=AVC msg=audit(2.000:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\"\n\
+                 type=SYSCALL msg=audit(2.000:{serial}): arch=c000003e syscall=257 pid=1 exe=\"/c\"\n\
+                 type=PROCTITLE msg=audit(2.000:{serial}): proctitle=\"/c\""
+            )
+        };
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        for serial in 1..=2 * LONELY_AFTER {
+            let line = format!(
+                "type=USER_AVC msg=audit(1.000:{serial}): pid=363 uid=102 auid=4294967295 ses=4294967295 subj=unconfined msg='apparmor=\"DENIED\" operation=\"dbus_method_call\" bus=\"system\" path=\"/org/freedesktop/DBus\" interface=\"org.freedesktop.DBus\" member=\"Hello\" mask=\"send\" name=\"org.freedesktop.DBus\" pid=2833 label=\"/usr/bin/x\" peer_label=\"unconfined\" exe=\"/usr/bin/dbus-daemon\" sauid=102 hostname=? addr=? terminal=?'"
+            );
+            p.push_line(&line, &Source::Text, &mut out);
+            p.flush_idle(&mut out);
+        }
+        assert_eq!(out.len(), 2 * LONELY_AFTER as usize);
+        out.clear();
+        for line in kernel_event(1000).lines() {
+            p.push_line(line, &Source::Text, &mut out);
+        }
+        let [Output::Event(e)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(e.process.is_some(), "the kernel AVC waited for its SYSCALL");
+
+        // 150 denials of one syscall, its SYSCALL and PROCTITLE after them: the last 64 are
+        // within the grace window and get them, as before the lonely count.
+        let avc = "type=AVC msg=audit(3.000:2000): apparmor=\"DENIED\" operation=\"file_inherit\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\"\n";
+        let mut input = avc.repeat(150);
+        input += "type=SYSCALL msg=audit(3.000:2000): arch=c000003e syscall=59 pid=1 exe=\"/c\"\n";
+        input += "type=PROCTITLE msg=audit(3.000:2000): proctitle=\"/c\"\n";
+        let ev = events(&input);
+        assert_eq!(ev.len(), 150);
+        let with = ev.iter().filter(|e| e.process.is_some()).count();
+        assert!(
+            ev[149].process.is_some() && with >= 60,
+            "{with} with their process"
+        );
     }
 
     /// EOE completes every record of its serial: nothing waits for the grace window.
