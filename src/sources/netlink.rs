@@ -6,6 +6,8 @@
 //! keeps no history, so there is no checkpoint. Gaps in serials and receive-buffer overruns are
 //! reported as loss.
 
+use std::time::{Duration, Instant};
+
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_AUDIT};
 use tokio::io::unix::AsyncFd;
 
@@ -87,17 +89,28 @@ fn serial_of(text: &str) -> Option<u64> {
 
 /// Loss accounting over the serials received: a jump past the highest serial seen is a gap. An
 /// overrun (ENOBUFS) is reported together with the gap it leaves, as one loss with its count,
-/// not as an overrun and then the same records again as a gap.
+/// not as an overrun and then the same records again as a gap. The kernel reports ENOBUFS before
+/// the records still queued, so the gap shows only once those are read and a newer record comes;
+/// an overrun no gap follows within [`OVERRUN_WAIT`] is reported without a count.
 #[derive(Debug, Default)]
 struct Serials {
     max: Option<u64>,
-    overrun: bool,
+    /// When the socket reported an overrun not yet reported.
+    overrun: Option<Instant>,
 }
 
+/// How long an overrun waits for the serial gap that gives its count.
+const OVERRUN_WAIT: Duration = Duration::from_secs(1);
+
 impl Serials {
-    /// The socket reported ENOBUFS: records were dropped before the next one received.
-    fn overrun(&mut self) {
-        self.overrun = true;
+    /// The socket reported ENOBUFS at `now`: records were dropped after those still queued.
+    fn overrun(&mut self, now: Instant) {
+        self.overrun.get_or_insert(now);
+    }
+
+    /// When an unreported overrun stops waiting for its gap.
+    fn overrun_deadline(&self) -> Option<Instant> {
+        self.overrun.map(|at| at + OVERRUN_WAIT)
     }
 
     /// A record with `serial` was received: the loss it shows, if any.
@@ -105,32 +118,30 @@ impl Serials {
         if serial == 0 {
             return None;
         }
-        let gap = self
-            .max
-            .filter(|&max| serial > max + 1)
-            .map(|max| (serial - max - 1, max + 1, serial - 1));
+        let gap = self.max.filter(|&max| serial > max + 1).map(|max| {
+            (
+                serial - max - 1,
+                format!("audit serials {}..{} not received", max + 1, serial - 1),
+            )
+        });
         self.max = Some(self.max.map_or(serial, |m| m.max(serial)));
-        let missing =
-            gap.map(|(n, from, to)| (n, format!("audit serials {from}..{to} not received")));
-        if std::mem::take(&mut self.overrun) {
-            let detail = match &missing {
-                Some((_, m)) => format!("the netlink receive buffer overflowed: {m}"),
-                None => OVERRUN.to_string(),
-            };
-            return Some(loss(
+        let (n, missing) = gap?;
+        Some(match self.overrun.take() {
+            Some(_) => loss(
                 LossReason::NetlinkOverrun,
-                missing.map(|(n, _)| n),
-                detail,
-            ));
-        }
-        missing.map(|(n, m)| loss(LossReason::NetlinkSerialGap, Some(n), m))
+                Some(n),
+                format!("{OVERRUN}: {missing}"),
+            ),
+            None => loss(LossReason::NetlinkSerialGap, Some(n), missing),
+        })
     }
 
-    /// The end of what could be read: an overrun no record has followed yet is reported
-    /// without a count.
+    /// An overrun still waiting for its gap, reported now without a count (its wait is over, or
+    /// the source stops).
     fn flush(&mut self) -> Option<LossEvent> {
-        std::mem::take(&mut self.overrun)
-            .then(|| loss(LossReason::NetlinkOverrun, None, OVERRUN.to_string()))
+        self.overrun
+            .take()
+            .map(|_| loss(LossReason::NetlinkOverrun, None, OVERRUN.to_string()))
     }
 }
 
@@ -144,9 +155,17 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
     let mut serials = Serials::default();
     let mut cut = CutShort::default();
     loop {
+        let deadline = serials.overrun_deadline();
         let mut guard = tokio::select! {
-            g = fd.readable() => match g { Ok(g) => g, Err(_) => return },
-            _ = stop.changed() => return,
+            g = fd.readable() => match g { Ok(g) => g, Err(_) => break },
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                let lost: Vec<_> = serials.flush().map(SourceItem::Loss).into_iter().collect();
+                if tx.send(lost).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let mut batch = Vec::new();
         loop {
@@ -164,15 +183,16 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
                         }));
                     }
                 }
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => serials.overrun(),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    serials.overrun(Instant::now());
+                }
                 Ok(Err(e)) => {
                     eprintln!("armorwatch: netlink: {e}");
+                    batch.extend(serials.flush().map(SourceItem::Loss));
+                    let _ = tx.send(batch).await;
                     return;
                 }
-                Err(_would_block) => {
-                    batch.extend(serials.flush().map(SourceItem::Loss));
-                    break;
-                }
+                Err(_would_block) => break,
             }
             if batch.len() >= 256 {
                 batch.push(SourceItem::MoreFollows);
@@ -182,6 +202,10 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
         if cut.should_send(&batch) && tx.send(batch).await.is_err() {
             return;
         }
+    }
+    // Stopping: an overrun still waiting for its gap is reported all the same.
+    if let Some(lost) = serials.flush() {
+        let _ = tx.send(vec![SourceItem::Loss(lost)]).await;
     }
 }
 
@@ -209,27 +233,40 @@ pub fn audit_multicast_listeners(text: &str) -> Vec<(u32, Option<String>)> {
 mod tests {
     use super::*;
 
-    /// An overrun and the serial gap it leaves are one loss, with the gap's count; a gap alone
-    /// is a gap; an overrun nothing followed is reported at the end of the read.
+    /// An overrun and the serial gap it leaves are one loss, with the gap's count, also when
+    /// the records still queued at the overrun come first (the kernel's order); a gap alone is a
+    /// gap; an overrun no gap follows is reported without a count when flushed.
     #[test]
     fn an_overrun_and_its_gap_are_one_loss() {
         let mut s = Serials::default();
         assert!(s.observe(10).is_none());
-        assert!(s.observe(11).is_none());
-        s.overrun();
-        let l = s.observe(15).unwrap();
+        let at = Instant::now();
+        s.overrun(at);
+        assert_eq!(s.overrun_deadline(), Some(at + OVERRUN_WAIT));
+        // Queued before the overrun: no gap yet, the overrun keeps waiting.
+        assert!(s.observe(11).is_none() && s.observe(12).is_none());
+        let l = s.observe(16).unwrap();
         assert_eq!((l.reason, l.count), (LossReason::NetlinkOverrun, Some(3)));
-        assert!(l.detail.as_deref().unwrap().contains("12..14"), "{l:?}");
-        assert!(s.flush().is_none(), "reported once");
+        assert!(l.detail.as_deref().unwrap().contains("13..15"), "{l:?}");
+        assert!(
+            s.flush().is_none() && s.overrun_deadline().is_none(),
+            "reported once"
+        );
 
-        let l = s.observe(18).unwrap();
+        let l = s.observe(19).unwrap();
         assert_eq!((l.reason, l.count), (LossReason::NetlinkSerialGap, Some(2)));
-        assert!(s.observe(0).is_none() && s.observe(19).is_none());
+        assert!(s.observe(0).is_none() && s.observe(20).is_none());
 
-        s.overrun();
+        s.overrun(Instant::now());
+        assert!(s.observe(21).is_none());
         let l = s.flush().unwrap();
         assert_eq!((l.reason, l.count), (LossReason::NetlinkOverrun, None));
-        assert!(s.observe(20).is_none(), "the overrun was reported already");
+        let l = s.observe(25).unwrap();
+        assert_eq!(
+            l.reason,
+            LossReason::NetlinkSerialGap,
+            "the overrun was reported already"
+        );
     }
 
     #[test]
