@@ -740,12 +740,11 @@ fn a_far_future_stamp_does_not_move_log_time() {
         + &avc("1700000000.000", 2, "/usr/bin/x")
         + &avc("1700000010.000", 3, "/usr/bin/x");
     std::fs::write(&first, text).unwrap();
+    let count = |alerts: &[serde_json::Value], key: &str, value: &str| {
+        alerts.iter().filter(|a| a[key] == value).count()
+    };
     let (alerts, _) = run_cli(&[first.to_str().unwrap()]);
-    let opened = alerts
-        .iter()
-        .filter(|a| a["type"] == "incident.opened")
-        .count();
-    assert_eq!(opened, 1, "{alerts:#?}");
+    assert_eq!(count(&alerts, "type", "incident.opened"), 1, "{alerts:#?}");
 
     // A log whose writer's clock ran two days ahead of this machine's is believed from its
     // second record on: a 27-hour gap in it closes the incident (seen one record late).
@@ -763,10 +762,7 @@ fn a_far_future_stamp_does_not_move_log_time() {
     let ahead_log = dir.path().join("ahead.log");
     std::fs::write(&ahead_log, text).unwrap();
     let (alerts, _) = run_cli(&[ahead_log.to_str().unwrap()]);
-    let opened = alerts
-        .iter()
-        .filter(|a| a["type"] == "incident.opened")
-        .count();
-    let quiet = alerts.iter().filter(|a| a["reason"] == "quiet").count();
+    let opened = count(&alerts, "type", "incident.opened");
+    let quiet = count(&alerts, "reason", "quiet");
     assert_eq!((opened, quiet), (2, 1), "{alerts:#?}");
 }
