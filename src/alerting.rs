@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::alert::{Alert, AlertType};
 use crate::correlate::{self, Correlator};
@@ -159,13 +159,6 @@ pub struct Alerting {
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The daemon's time for the correlator: wall-clock milliseconds at start (or the restored
 /// state's time, when that is later), advanced by the monotonic clock. The correlator never lets
 /// time go backwards, so a wall clock stepped back (NTP, a VM restored) or a state saved while
@@ -210,7 +203,7 @@ impl Alerting {
             Mode::Replay => correlate::LogTimeline::starting_at(correlator.latest_time_ms()),
             Mode::Follow => correlate::LogTimeline::default(),
         };
-        let clock = FollowClock::new(now_ms(), correlator.latest_time_ms());
+        let clock = FollowClock::new(crate::sinks::now_ms(), correlator.latest_time_ms());
         Alerting {
             mode,
             clock,
@@ -231,7 +224,7 @@ impl Alerting {
     /// clock otherwise.
     fn now_ms(&self) -> u64 {
         match self.mode {
-            Mode::Replay => now_ms(),
+            Mode::Replay => crate::sinks::now_ms(),
             Mode::Follow => self.clock.now_ms(),
         }
     }

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::alert::{Alert, AlertType};
 use crate::event::{Event, Source};
 use crate::pipeline::{EventOutput, Item, LossReason};
-use crate::sinks::SinkStats;
+use crate::sinks::{SinkStats, now_ms};
 
 /// The journal `MESSAGE_ID` of every alert armorwatch logs:
 /// `journalctl MESSAGE_ID=7210ea427e304e46938bdf04a386fbf3` lists them.
@@ -185,12 +185,6 @@ fn source_label(source: &Source) -> &'static str {
         Source::Kmsg { .. } => "kmsg",
         Source::Netlink => "netlink",
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Log an alert with [`ALERT_MESSAGE_ID`] (to the journal when run by systemd).

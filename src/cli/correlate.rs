@@ -193,7 +193,7 @@ fn feed(
             Output::Event(e) => {
                 // Log time: replaying old logs gives the same incidents as watching them live.
                 let mut placed = Vec::new();
-                clock.place(Arc::from(e), wall_ms(), &mut placed);
+                clock.place(Arc::from(e), crate::sinks::now_ms(), &mut placed);
                 for (e, at) in placed {
                     c.push(e, at, alerts);
                 }
@@ -219,10 +219,4 @@ fn save_state(path: &Path, snap: &Snapshot) -> anyhow::Result<()> {
     let json = serde_json::to_vec(snap).context("serializing the correlator state")?;
     crate::checkpoint::write_atomic(path, &json)
         .with_context(|| format!("writing {}", path.display()))
-}
-/// The wall clock in milliseconds since the epoch: what log times are checked against.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
