@@ -372,15 +372,10 @@ impl EventOutput for Alerting {
                     p.observe(event);
                 }
                 // Replay has no wall clock of its own: the events' stamps drive the windows.
+                let (c, alerts) = (&mut self.correlator, &mut self.alerts);
                 match self.mode {
-                    Mode::Replay => {
-                        let mut placed = Vec::new();
-                        self.log_clock.place(event.clone(), now, &mut placed);
-                        for (e, at) in placed {
-                            self.correlator.push(e, at, &mut self.alerts);
-                        }
-                    }
-                    Mode::Follow => self.correlator.push(event.clone(), now, &mut self.alerts),
+                    Mode::Replay => self.log_clock.push(c, event.clone(), now, alerts),
+                    Mode::Follow => c.push(event.clone(), now, alerts),
                 }
             }
             Item::Loss(loss) => {
@@ -451,11 +446,8 @@ impl EventOutput for Alerting {
         match self.mode {
             // Replay's output is complete: every incident ends with incident.closed.
             Mode::Replay => {
-                let mut held = Vec::new();
-                self.log_clock.drain_held(&mut held);
-                for (e, at) in held {
-                    self.correlator.push(e, at, &mut self.alerts);
-                }
+                self.log_clock
+                    .push_held(&mut self.correlator, &mut self.alerts);
                 self.correlator
                     .flush_all(self.log_clock.latest(), &mut self.alerts);
                 self.changed = true;

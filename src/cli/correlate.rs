@@ -89,11 +89,7 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
         &mut clock,
         &mut malformed,
     );
-    let mut held = Vec::new();
-    clock.drain_held(&mut held);
-    for (e, at) in held {
-        correlator.push(e, at, &mut alerts);
-    }
+    clock.push_held(&mut correlator, &mut alerts);
     if malformed > 0 {
         correlator.push_loss(
             LossInfo {
@@ -192,11 +188,7 @@ fn feed(
         match o {
             Output::Event(e) => {
                 // Log time: replaying old logs gives the same incidents as watching them live.
-                let mut placed = Vec::new();
-                clock.place(Arc::from(e), crate::sinks::now_ms(), &mut placed);
-                for (e, at) in placed {
-                    c.push(e, at, alerts);
-                }
+                clock.push(c, e, crate::sinks::now_ms(), alerts);
             }
             Output::Loss(l) => c.push_loss(loss_info(&l), clock.latest(), alerts),
             Output::Malformed(_) => *malformed += 1,

@@ -362,7 +362,7 @@ pub fn event_time_ms(event: &Event) -> Option<u64> {
 
 /// How far past the wall clock a log time may be and still be believed (the clocks of the
 /// machines that wrote a log drift; a day covers time zones mistaken for UTC as well).
-pub const FUTURE_TOLERANCE_MS: u64 = 24 * 3600 * 1000;
+const FUTURE_TOLERANCE_MS: u64 = 24 * 3600 * 1000;
 
 /// Log time for `replay` and `correlate`: the events' own times, never going backwards. A stamp
 /// more than [`FUTURE_TOLERANCE_MS`] past the wall clock is not believed (a corrupt or forged
@@ -415,10 +415,10 @@ impl LogClock {
 }
 
 /// Records a [`LogTimeline`] holds at most until a time is reached; past that, they count at 0.
-pub const MAX_UNTIMED: usize = 1024;
+const MAX_UNTIMED: usize = 1024;
 
 /// A [`LogClock`] with the records it holds until a time is reached: what `replay` and
-/// `correlate` place their events on.
+/// `correlate` push their events to the correlator through.
 #[derive(Debug, Default)]
 pub struct LogTimeline {
     clock: LogClock,
@@ -439,23 +439,34 @@ impl LogTimeline {
         self.clock.latest()
     }
 
-    /// Place `event` (wall clock `wall_ms`): appends to `out` the events that now have a time,
-    /// held ones first, each with its time; nothing while it is held.
-    pub fn place(&mut self, event: Arc<Event>, wall_ms: u64, out: &mut Vec<(Arc<Event>, u64)>) {
+    /// Push `event` to `c` at its log time (wall clock `wall_ms`), after the events held for
+    /// that time; or hold it while no time is reached.
+    pub fn push(
+        &mut self,
+        c: &mut Correlator,
+        event: impl Into<Arc<Event>>,
+        wall_ms: u64,
+        out: &mut Vec<Alert>,
+    ) {
+        let event = event.into();
         match self.clock.advance(&event, wall_ms) {
             Some(at) => {
-                out.extend(self.untimed.drain(..).map(|held| (held, at)));
-                out.push((event, at));
+                for held in self.untimed.drain(..) {
+                    c.push(held, at, out);
+                }
+                c.push(event, at, out);
             }
             None if self.untimed.len() < MAX_UNTIMED => self.untimed.push(event),
-            None => out.push((event, 0)),
+            None => c.push(event, 0, out),
         }
     }
 
-    /// The end of input: the events still held, at the time reached.
-    pub fn drain_held(&mut self, out: &mut Vec<(Arc<Event>, u64)>) {
+    /// The end of input: push the events still held, at the time reached.
+    pub fn push_held(&mut self, c: &mut Correlator, out: &mut Vec<Alert>) {
         let at = self.latest();
-        out.extend(self.untimed.drain(..).map(|held| (held, at)));
+        for held in self.untimed.drain(..) {
+            c.push(held, at, out);
+        }
     }
 }
 
