@@ -421,6 +421,14 @@ impl EventOutput for Alerting {
         if !self.changed {
             return Ok(());
         }
+        // Records a replay holds until a time is reached are not in the snapshot: the positions
+        // about to be saved are past them, so a crash after this save would lose them. They
+        // count at the time reached so far instead.
+        if self.mode == Mode::Replay && self.log_clock.holds_any() {
+            self.log_clock
+                .push_held(&mut self.correlator, &mut self.alerts);
+            self.emit();
+        }
         if let Some(sinks) = &self.sinks {
             self.runtime.block_on(sinks.flush_local());
         }
@@ -665,7 +673,46 @@ pub fn build_outputs_with(
 
 #[cfg(test)]
 mod tests {
-    use super::FollowClock;
+    use super::{Alerting, FollowClock, Mode};
+    use crate::pipeline::{EventOutput, Item};
+
+    /// A replay whose first record is stamped far in the future holds it until a time is
+    /// reached. A save in between (the positions move past it) must not leave it out of the
+    /// saved incidents: a crash then lost it.
+    #[test]
+    fn a_save_keeps_the_records_held_for_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let opts = crate::sinks::SinkSetOptions::new(dir.path(), "testhost");
+        let sinks = crate::sinks::SinkSet::start(&[], opts).unwrap();
+        let mut alerting = Alerting::new(
+            Mode::Replay,
+            crate::correlate::Config::default(),
+            None,
+            sinks,
+            rt.handle().clone(),
+            Some(dir.path().to_path_buf()),
+        );
+        let line = "type=AVC msg=audit(4102444800.000:1): apparmor=\"DENIED\" operation=\"open\" \
+                    profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" \
+                    denied_mask=\"r\" fsuid=0 ouid=0";
+        let event = match crate::parse::parse_text(line, &crate::event::Source::Text).remove(0) {
+            crate::parse::Output::Event(e) => std::sync::Arc::new(*e),
+            other => panic!("{other:?}"),
+        };
+        alerting.deliver(&Item::Event(event)).unwrap();
+        alerting.persist(0).unwrap();
+        let restored = super::restore(
+            &dir.path().join(super::REPLAY_INCIDENTS_FILE),
+            dir.path(),
+            crate::correlate::Config::default(),
+        );
+        assert_eq!(restored.open_incidents(), 1);
+    }
 
     /// The follow clock starts at the later of the wall clock and the restored state's time
     /// (a state saved while the clock ran ahead does not hold the windows until the wall

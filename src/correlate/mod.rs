@@ -461,7 +461,13 @@ impl LogTimeline {
         }
     }
 
-    /// The end of input: push the events still held, at the time reached.
+    /// Events are held until a time is reached.
+    pub fn holds_any(&self) -> bool {
+        !self.untimed.is_empty()
+    }
+
+    /// The end of input (or a save: held events are not in a snapshot): push the events still
+    /// held, at the time reached.
     pub fn push_held(&mut self, c: &mut Correlator, out: &mut Vec<Alert>) {
         let at = self.latest();
         for held in self.untimed.drain(..) {
