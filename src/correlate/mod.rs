@@ -27,12 +27,11 @@
 //!   [`loss_info`]), about once a second [`Correlator::tick`]; each appends alerts to `out`;
 //! - on shutdown (and periodically) write [`Correlator::snapshot`] as JSON, atomically; at the end
 //!   of a replay [`Correlator::flush_all`] instead;
-//! - sinks filter with [`policy::Policy`] and batch digests with [`policy::Digest`].
+//! - what each sink receives is the sink's policy (`crate::sinks::SinkPolicy`), not decided here.
 
 pub mod glob;
 pub mod key;
 pub mod noise;
-pub mod policy;
 pub mod severity;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! Per-sink delivery policy: minimum severity, include/exclude globs on profile and operation,
 //! and the delivery mode (`always`, `first`, `digest`, `never`).
 //!
-//! Pure: no I/O. The correlator's own `Policy` (src/correlate/policy.rs) can replace this type once
-//! both are merged; the keys and their meaning are the same.
+//! Pure: no I/O. Globs are shell-style ([`glob_match`]): profile names hold `/` (`/usr/sbin/*`,
+//! `nginx//null-*`), and `*` crossing it is what one means there.
 
 use serde::Deserialize;
 
@@ -34,8 +34,7 @@ pub enum NoiseAction {
     Mute,
 }
 
-/// The policy keys of a `[sinks.NAME]` table (or of its `[sinks.NAME.policy]` sub-table, the form
-/// the correlator's `PolicyConfig` documents).
+/// The policy keys of a `[sinks.NAME]` table (or of its `[sinks.NAME.policy]` sub-table).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkPolicy {
@@ -97,8 +96,7 @@ pub const POLICY_KEYS: &[&str] = &[
 ];
 
 impl SinkPolicy {
-    /// Whether this sink is sent `alert` — the same rules as the correlator's
-    /// `correlate::policy::Policy::decide`: `loss` and `suppressed` alerts always pass (unless
+    /// Whether this sink is sent `alert`: `loss` and `suppressed` alerts always pass (unless
     /// `mode = "never"`); `first` drops `incident.update`/`incident.closed`; then `min_severity`,
     /// `noise = "mute"`, and the profile and operation globs (operations match the family or the
     /// raw operation).
