@@ -594,6 +594,40 @@ fn link_and_userns_rules() {
     assert_eq!(u.suggestion.unwrap().rule, "userns,");
 }
 
+/// A denial by a profile whose file the admin disabled (`aa-disable`: a link in disable/) says
+/// so: the profile is loaded all the same, and the file is not loaded at boot.
+#[test]
+fn a_disabled_profile_file_is_noted() {
+    use armorwatch::profiles::ProfileTree;
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "usr.bin.t".to_string(),
+        std::sync::Arc::from("profile t /usr/bin/t {\n  /srv/** r,\n}\n"),
+    );
+    let tree = |disabled: &[&str]| ProfileTree {
+        base: "/etc/apparmor.d".into(),
+        files: files.clone(),
+        disabled: disabled.iter().map(|s| s.to_string()).collect(),
+        dirs: Default::default(),
+    };
+    let denial = event(
+        r#"apparmor="DENIED" operation="open" profile="t" name="/etc/x" pid=1 comm="t" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+    );
+    let notes = |t: &ProfileTree| {
+        explain(&Index::build(t), &denial, &Context::default())
+            .profile
+            .notes
+    };
+    let disabled = notes(&tree(&["usr.bin.t"]));
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    assert!(
+        disabled[0]
+            .contains("/etc/apparmor.d/usr.bin.t is disabled (/etc/apparmor.d/disable/usr.bin.t)"),
+        "{disabled:?}"
+    );
+    assert!(notes(&tree(&["usr.bin.other"])).is_empty());
+}
+
 #[test]
 fn mount_and_unix_socket_rules() {
     let mut files = std::collections::BTreeMap::new();

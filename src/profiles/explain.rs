@@ -600,6 +600,17 @@ fn fill_profile(index: &Index, pidx: usize, info: &mut ProfileInfo, ctx: &Contex
     if p.name != info.name {
         info.declared = Some(p.name.clone());
     }
+    // `aa-disable` links the file into disable/ and unloads the profile; a denial means it is
+    // loaded all the same (the unload failed, or it was loaded by hand since), and a rule added
+    // to the file takes effect only when it is loaded by hand again.
+    if index.is_disabled(p.file()) {
+        info.notes.push(format!(
+            "{} is disabled ({}/disable/{}): the profile is loaded all the same, and is not loaded at the next boot; load a change with `apparmor_parser -r`, or unload it with `apparmor_parser -R`",
+            index.absolute(p.file()),
+            index.base(),
+            sanitize(p.file())
+        ));
+    }
     if ctx.mode.is_none() {
         info.mode = Some(index::declared_mode(&p.decl).to_string());
         info.mode_source = Some("declared");
