@@ -153,12 +153,6 @@ impl SeverityDb {
         SeverityDb::parse(BUNDLED_SEVERITY_DB).unwrap_or_default()
     }
 
-    /// Set the rank used when nothing matches.
-    pub fn with_unknown_rank(mut self, rank: u8) -> SeverityDb {
-        self.unknown_rank = rank.min(10);
-        self
-    }
-
     fn insert_path(&mut self, path: &str, rwx: Rwx) -> Result<(), super::glob::GlobError> {
         // Like severity.py: entries without '*' are exact (a later duplicate wins).
         if !path.contains('*') {

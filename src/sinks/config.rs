@@ -210,11 +210,6 @@ impl SinkKind {
         }
     }
 
-    /// True for sinks delivered through the outbox.
-    pub fn is_remote(&self) -> bool {
-        !matches!(self, SinkKind::File(_) | SinkKind::Stdout(_))
-    }
-
     /// What a local sink writes (`None` for remote sinks, which take alerts only).
     pub fn content(&self) -> Option<Content> {
         match self {

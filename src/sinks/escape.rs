@@ -8,9 +8,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// The default limit for one value inside a message (characters).
-pub const MAX_VALUE_CHARS: usize = 512;
-
 /// The marker appended to a truncated value (followed by the number of characters cut).
 pub const TRUNCATED_MARKER: &str = "…[truncated";
 

@@ -740,19 +740,6 @@ impl SinkSet {
         }
     }
 
-    /// [`SinkSet::deliver_alert`] on the blocking pool, for callers on the async runtime: spooling
-    /// fsyncs once per remote sink (milliseconds on slow disks), which should not hold a runtime
-    /// worker. Returns when the alert is durable in every remote sink's outbox.
-    pub async fn deliver_alert_async(&self, alert: Alert) {
-        let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some((json, view)) = encode(&alert, inner.needs_view) {
-                inner.deliver(&json, &view, None);
-            }
-        })
-        .await;
-    }
-
     /// Hand an event to the file and stdout sinks with `content = "events"`. A full queue drops
     /// the event (counted in the sink's `dropped`).
     pub fn deliver_event(&self, event: &Event) {
