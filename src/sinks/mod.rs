@@ -519,13 +519,18 @@ impl Budget {
     }
 }
 
+/// A `loss` alert about a sink. Each gets an id of its own (the outboxes and the receivers take
+/// a repeated `id:seq` for the same alert sent again): two reasons of one sink reported in the
+/// same batch, or the same reason in two batches of the same millisecond, are two losses.
 fn loss_alert(host: &str, origin_sink: &str, count: u64, what: &str) -> Alert {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let now = now_ms();
     let ts = rfc3339(now);
     Alert {
         schema: ALERT_SCHEMA,
         alert_type: AlertType::Loss,
-        id: format!("loss-sink-{origin_sink}-{now}"),
+        id: format!("loss-sink-{origin_sink}-{now}-{n}"),
         seq: 1,
         key: None,
         severity: 6,
@@ -987,6 +992,23 @@ fn spawn_local(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two loss alerts of one sink (an expiry and a refusal reported in the same batch) are two
+    /// alerts in an outbox: with one id they shared an idempotency key, and the outbox kept only
+    /// the first.
+    #[test]
+    fn loss_alerts_of_one_batch_have_their_own_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = outbox::Outbox::open(&dir.path().join("ob"), false, 100).unwrap();
+        for what in [
+            "alerts expired undelivered",
+            "alerts refused for good: HTTP 400",
+        ] {
+            let (json, view) = encode(&loss_alert("h", "slack", 1, what), true).unwrap();
+            ob.push_view(&json, view, 1).unwrap();
+        }
+        assert_eq!(ob.len(), 2);
+    }
 
     #[test]
     fn budget_bounds_and_never_hangs_on_a_stopped_sink() {
