@@ -360,9 +360,17 @@ pub fn html(s: &str, max_chars: usize) -> String {
 
 /// An email header value (before RFC 2047 encoding, which the mail builder applies to non-ASCII
 /// text): no CR, LF or other control character survives; values are truncated so the header
-/// stays well under the line limits.
+/// stays well under the line limits. An `=?` is written `=？` (a full-width question mark): the
+/// builder leaves ASCII words as they are, so a value holding an encoded-word of its own
+/// (`=?utf-8?b?4oCu…?=`) was decoded by the reader's mail client into whatever it encodes — a
+/// right-to-left override, say — past the escaping.
 pub fn header(s: &str, max_chars: usize) -> String {
-    plain(s, max_chars)
+    let v = plain(s, max_chars);
+    if v.contains("=?") {
+        v.replace("=?", "=\u{FF1F}")
+    } else {
+        v
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +428,26 @@ mod tests {
     fn header_has_no_line_breaks() {
         let h = header("subject\r\nBcc: evil@example.com", 100);
         assert!(!h.contains('\r') && !h.contains('\n'));
+    }
+
+    /// An encoded-word in a value reaches the Subject as text, not as something the mail client
+    /// decodes (here into U+202E, the right-to-left override).
+    #[test]
+    fn header_values_carry_no_encoded_words() {
+        let hostile = "DENIED open /tmp/=?utf-8?b?4oCuZXhlLmdwag==?= x";
+        let msg = lettre::Message::builder()
+            .from("a@example.com".parse().unwrap())
+            .to("b@example.com".parse().unwrap())
+            .subject(header(hostile, 150))
+            .body(String::new())
+            .unwrap();
+        let text = String::from_utf8(msg.formatted()).unwrap();
+        let subject = text.lines().find(|l| l.starts_with("Subject:")).unwrap();
+        assert!(!subject.contains("=?utf-8?b?4oCu"), "{subject}");
+        assert!(
+            subject.contains("=?utf-8?"),
+            "the builder encodes the word itself: {subject}"
+        );
     }
 
     #[test]
