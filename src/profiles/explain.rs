@@ -2363,12 +2363,17 @@ fn within_edits(a: &str, b: &str, max: usize) -> bool {
     .is_some()
 }
 
-/// Make log-provided text safe to print: control characters become `\xNN`.
+/// Make log-provided text safe to print: control characters become `\xNN`, bidi and zero-width
+/// characters `\u{NNNN}`.
 pub fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {
             let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else if crate::sinks::escape::is_invisible_or_control(c) {
+            // Bidi overrides, zero-width characters: not controls, but they reorder or hide
+            // text on a terminal (`armorwatch explain`) as much as in a chat message.
+            let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
         } else {
             out.push(c);
         }
@@ -2453,6 +2458,10 @@ mod tests {
     #[test]
     fn sanitizes_and_measures() {
         assert_eq!(sanitize("a\nb\x1b"), "a\\x0ab\\x1b");
+        assert_eq!(
+            sanitize("/tmp/\u{202e}gpj.exe\u{200b}"),
+            "/tmp/\\u{202e}gpj.exe\\u{200b}"
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here is ever applied; [`super::system::check_suggestion`] can compile-check a
 //! suggestion on a temporary copy of the tree.
 
+use crate::sinks::escape::is_invisible_or_control;
 use serde::Serialize;
 
 /// Result of compile-checking a suggestion with apparmor_parser.
@@ -141,8 +142,11 @@ pub fn special_advice(label: &str) -> Option<String> {
 /// Why a path cannot go into a suggested rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleTextError {
-    /// Control characters or quotes would need escapes the reader must check by hand.
-    #[error("the path contains control characters or quotes; write the rule by hand")]
+    /// Control characters, bidi or zero-width characters, or quotes would need escapes the reader
+    /// must check by hand (and the invisible ones make the line read differently from what it is).
+    #[error(
+        "the path contains control, bidi or zero-width characters, or quotes; write the rule by hand"
+    )]
     Unsafe,
     /// Not an absolute path.
     #[error("the path is not absolute")]
@@ -156,7 +160,7 @@ pub fn quote_path(path: &str) -> Result<String, RuleTextError> {
     if !path.starts_with('/') {
         return Err(RuleTextError::NotAbsolute);
     }
-    if path.chars().any(|c| c.is_control() || c == '"') {
+    if path.chars().any(|c| is_invisible_or_control(c) || c == '"') {
         return Err(RuleTextError::Unsafe);
     }
     let mut out = String::with_capacity(path.len() + 2);
@@ -183,7 +187,7 @@ pub fn quote_path(path: &str) -> Result<String, RuleTextError> {
 
 /// A peer label or other word for a rule condition: quoted when needed, refused when unsafe.
 pub fn quote_word(word: &str) -> Result<String, RuleTextError> {
-    if word.chars().any(|c| c.is_control() || c == '"') {
+    if word.chars().any(|c| is_invisible_or_control(c) || c == '"') {
         return Err(RuleTextError::Unsafe);
     }
     if word.is_empty()
@@ -223,6 +227,12 @@ mod tests {
             Err(RuleTextError::Unsafe)
         );
         assert_eq!(quote_path("relative"), Err(RuleTextError::NotAbsolute));
+        // A rule line that reads differently from what it says (a right-to-left override).
+        assert_eq!(
+            quote_path("/tmp/\u{202e}gpj.exe"),
+            Err(RuleTextError::Unsafe)
+        );
+        assert_eq!(quote_word("a\u{200b}b"), Err(RuleTextError::Unsafe));
         assert_eq!(quote_word("unconfined").as_deref(), Ok("unconfined"));
         assert_eq!(quote_word("a b").as_deref(), Ok("\"a b\""));
     }

@@ -54,10 +54,10 @@ pub fn am_alert(spec: &AlertmanagerSpec, v: &AlertView, now: &str) -> Value {
             .join("\n"),
     );
     if let Some(x) = s.explanation_text() {
-        annotations.insert("explanation".to_string(), truncate(&x, 2000));
+        annotations.insert("explanation".to_string(), plain_lines(&x, 2000));
     }
     if let Some(sug) = s.suggestion_text() {
-        annotations.insert("suggestion".to_string(), truncate(&sug, 2000));
+        annotations.insert("suggestion".to_string(), plain_lines(&sug, 2000));
     }
     annotations.insert("severity_score".to_string(), v.severity.to_string());
     annotations.insert("idempotency_key".to_string(), v.idempotency_key());
@@ -70,6 +70,13 @@ pub fn am_alert(spec: &AlertmanagerSpec, v: &AlertView, now: &str) -> Value {
         obj["endsAt"] = json!(now);
     }
     obj
+}
+
+/// Multi-line text as plain text line by line (control and bidi characters shown visibly, as in
+/// the other annotations; the line breaks kept), at most `max_chars`.
+fn plain_lines(text: &str, max_chars: usize) -> String {
+    let lines: Vec<String> = text.lines().map(|l| plain(l, max_chars)).collect();
+    truncate(&lines.join("\n"), max_chars)
 }
 
 /// One firing incident.
@@ -183,6 +190,33 @@ mod tests {
         assert_eq!(a["annotations"]["idempotency_key"], "inc\n1:2");
         let c = am_alert(&spec(), &view("incident.closed"), now);
         assert_eq!(c["endsAt"], now);
+    }
+
+    /// The explanation and suggestion annotations are plain text like the others: a closest
+    /// rule's reason naming a path with U+202E, a `needed` holding a terminal escape (OSC 8, a
+    /// hyperlink) from the record's capname, arrive visible, not raw.
+    #[test]
+    fn explanation_annotations_show_control_characters() {
+        let v = AlertView::from_json(&json!({"type": "incident.opened", "id": "i", "seq": 1,
+            "severity": 5, "host": "h",
+            "key": {"profile": "p", "operation": "open", "kind": "denied", "class": "file",
+                    "object": "/x", "permission": "w"},
+            "explanation": {"verdict": "no_rule_matches",
+                "needed": "capability \u{1b}]8;;http://evil\u{7}x",
+                "closest_rules": [{"file": "f", "line": 3, "rule": "deny /tmp/** w,",
+                    "reason": "deny rule matches /tmp/\u{202e}gpj.exe and forbids `w`"}],
+                "suggestion": {"rule": "/tmp/\u{202e}x w,", "file": "f"}}}))
+        .unwrap();
+        let a = am_alert(&spec(), &v, "2026-01-01T01:00:00.000Z");
+        for name in ["explanation", "suggestion"] {
+            let x = a["annotations"][name].as_str().unwrap();
+            assert!(
+                !x.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+                "{name}: {x:?}"
+            );
+        }
+        let x = a["annotations"]["explanation"].as_str().unwrap();
+        assert!(x.contains("\\u{202E}") && x.contains('\n'), "{x:?}");
     }
 
     #[test]

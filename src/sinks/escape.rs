@@ -180,7 +180,7 @@ pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
 
 /// True for characters that can change how the surrounding text is shown: C0/C1 controls, DEL,
 /// bidi embeddings/overrides/isolates, zero-width and line/paragraph separators.
-fn is_invisible_or_control(c: char) -> bool {
+pub fn is_invisible_or_control(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -523,8 +523,8 @@ impl Budget {
 /// a repeated `id:seq` for the same alert sent again): two reasons of one sink reported in the
 /// same batch, or the same reason in two batches of the same millisecond, are two losses.
 fn loss_alert(host: &str, origin_sink: &str, count: u64, what: &str) -> Alert {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let now = now_ms();
     let ts = rfc3339(now);
     Alert {
@@ -999,7 +999,7 @@ mod tests {
     #[test]
     fn loss_alerts_of_one_batch_have_their_own_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ob, _) = outbox::Outbox::open(&dir.path().join("ob"), false, 100).unwrap();
+        let (mut ob, _) = Outbox::open(&dir.path().join("ob"), false, 100).unwrap();
         for what in [
             "alerts expired undelivered",
             "alerts refused for good: HTTP 400",
