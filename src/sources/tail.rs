@@ -796,23 +796,36 @@ fn find_copy(
 }
 
 /// Where following a file of `len` bytes starts: after its last complete line (an incomplete one
-/// is being written, and is read whole when it is done), with that line's print when it is
-/// shorter than the 64 KiB looked at.
+/// is being written, and is read whole when it is done), with that line's print when the line
+/// is in the 64 KiB block its newline was found in. Looks back block by block, at most
+/// [`MAX_LINE`] past the end (a line longer is cut anyway): a file holding one incomplete line
+/// is read from its start, not from the middle of that line.
 fn end_of_last_line(f: &File, len: u64) -> io::Result<(u64, Option<LinePrint>)> {
     use std::os::unix::fs::FileExt;
-    let base = len.saturating_sub(1 << 16);
-    let mut tail = vec![0u8; (len - base) as usize];
-    f.read_exact_at(&mut tail, base)?;
-    let Some(nl) = memchr::memrchr(b'\n', &tail) else {
-        return Ok((len, None));
-    };
-    let start = match memchr::memrchr(b'\n', &tail[..nl]) {
-        Some(prev) => prev + 1,
-        None if base == 0 => 0,
-        None => return Ok((base + nl as u64 + 1, None)),
-    };
-    let print = LinePrint::of(&tail[start..nl], (nl + 1 - start) as u64);
-    Ok((base + nl as u64 + 1, Some(print)))
+    const BLOCK: u64 = 1 << 16;
+    let mut end = len;
+    let mut block = Vec::new();
+    loop {
+        let base = end.saturating_sub(BLOCK);
+        block.resize((end - base) as usize, 0);
+        f.read_exact_at(&mut block, base)?;
+        if let Some(nl) = memchr::memrchr(b'\n', &block) {
+            let start = match memchr::memrchr(b'\n', &block[..nl]) {
+                Some(prev) => prev + 1,
+                None if base == 0 => 0,
+                None => return Ok((base + nl as u64 + 1, None)),
+            };
+            let print = LinePrint::of(&block[start..nl], (nl + 1 - start) as u64);
+            return Ok((base + nl as u64 + 1, Some(print)));
+        }
+        if base == 0 {
+            return Ok((0, None));
+        }
+        if len - base > MAX_LINE as u64 {
+            return Ok((len, None));
+        }
+        end = base;
+    }
 }
 
 #[cfg(test)]
@@ -1167,5 +1180,26 @@ mod tests {
             [(2, true), (0, false)],
             "(items, cut short) per batch"
         );
+    }
+
+    /// A first start on a file holding one incomplete line (auditd writing its first record
+    /// just after a rotation) reads that line whole once it ends; it began reading at the end,
+    /// in the middle of the line, and the record was lost. A longer file whose last 64 KiB hold
+    /// no newline starts after the newline before them.
+    #[test]
+    fn a_first_start_inside_the_only_line_reads_it_whole() {
+        let mut rig = Rig::new("type=AVC msg=audit(1.0:1): apparmor=", None, Mode::Follow);
+        assert!(rig.step().is_empty());
+        rig.append("\"DENIED\"\n");
+        assert_eq!(
+            rig.step(),
+            ["type=AVC msg=audit(1.0:1): apparmor=\"DENIED\""]
+        );
+
+        let long = "y".repeat(100_000);
+        let mut rig = Rig::new(&format!("old\n{long}"), None, Mode::Follow);
+        assert!(rig.step().is_empty());
+        rig.append("z\n");
+        assert_eq!(rig.step(), [format!("{long}z")]);
     }
 }
