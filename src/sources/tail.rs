@@ -369,13 +369,7 @@ impl Reader {
             if *stop.borrow() || self.closed {
                 break;
             }
-            if let Err(e) = self.read_available() {
-                eprintln!("armorwatch: reading {}: {e}", self.shown);
-            }
-            let switched = self.check_rotation(mode);
-            self.read_rotated(false);
-            self.send();
-            if switched {
+            if self.turn(mode) {
                 continue;
             }
             if mode == Mode::Replay {
@@ -394,8 +388,37 @@ impl Reader {
         self.send();
     }
 
-    /// Notice rotation or truncation at the path; true when the reader moved to another file.
-    fn check_rotation(&mut self, mode: Mode) -> bool {
+    /// One turn of following: read what was appended, notice rotation or truncation, read the
+    /// renamed file, hand the lines over. True when the reader moved to another file.
+    fn turn(&mut self, mode: Mode) -> bool {
+        // Checked before reading: a file emptied in place (copytruncate) and written past our
+        // position since the last turn is not shorter than the position, and what is there now
+        // would be read from the middle, the rest of the old text (in the copy) and the start of
+        // the new lost.
+        let overwritten = self.overwritten();
+        if !overwritten {
+            if let Err(e) = self.read_available() {
+                eprintln!("armorwatch: reading {}: {e}", self.shown);
+            }
+        }
+        let switched = self.check_rotation(mode, overwritten);
+        self.read_rotated(false);
+        self.send();
+        switched
+    }
+
+    /// The line read last is no longer where it was in the open file: the file was emptied and
+    /// written again (one `pread` of the line's start and the bytes around it).
+    fn overwritten(&self) -> bool {
+        match (&self.file, self.last_print) {
+            (Some(f), Some(print)) if self.offset > 0 => !print.matches(f, self.offset),
+            _ => false,
+        }
+    }
+
+    /// Notice rotation or truncation at the path (`overwritten`: truncated whatever its size);
+    /// true when the reader moved to another file.
+    fn check_rotation(&mut self, mode: Mode, overwritten: bool) -> bool {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             Err(_) => return false,
@@ -456,7 +479,7 @@ impl Reader {
             }
         }
         let read_pos = self.offset + self.partial.len() as u64 + self.partial_cut;
-        if meta.len() < read_pos {
+        if meta.len() < read_pos || overwritten {
             // copytruncate: what we have not read yet is in the copy.
             let copy = find_copy(
                 &self.path,
@@ -903,15 +926,7 @@ mod tests {
 
         /// Read what there is, follow rotations, hand it over; the lines handed over.
         fn step(&mut self) -> Vec<String> {
-            loop {
-                self.reader.read_available().unwrap();
-                let switched = self.reader.check_rotation(self.mode);
-                self.reader.read_rotated(false);
-                self.reader.send();
-                if !switched {
-                    break;
-                }
-            }
+            while self.reader.turn(self.mode) {}
             let mut lines = Vec::new();
             while let Ok(batch) = self.rx.try_recv() {
                 for item in batch {
@@ -1201,5 +1216,28 @@ mod tests {
         assert!(rig.step().is_empty());
         rig.append("z\n");
         assert_eq!(rig.step(), [format!("{long}z")]);
+    }
+
+    /// copytruncate, and the writer appends more than had been read before the reader looks:
+    /// the file is not shorter than the position, yet what is there is new. The rest of the old
+    /// text is read from the copy and the new file from its start; it was read from the old
+    /// position on (a torn line, the copy's rest and the new start lost).
+    #[test]
+    fn copytruncate_regrown_past_the_position_is_noticed() {
+        let mut rig = Rig::new("", None, Mode::Follow);
+        rig.append(&numbered("a", 0..3));
+        assert_eq!(rig.step(), lines("a", 0..3));
+        rig.append(&numbered("a", 3..5));
+        std::fs::copy(&rig.path, rig.sibling("audit.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&rig.path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        rig.append(&numbered("bbbbbbbbbbbb", 0..10));
+        let mut want = lines("a", 3..5);
+        want.extend(lines("bbbbbbbbbbbb", 0..10));
+        assert_eq!(rig.step(), want);
     }
 }
