@@ -740,10 +740,12 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The rotated files newer than the one with identity `id`, oldest first: with `id` at
-/// `PATH.k`, the files `PATH.k-1` … `PATH.1` (numbered rotation, as auditd and logrotate do it).
-/// Empty when `id` is not among them (it was deleted, or the rotation does not number). The file
-/// now at the path (`current`) is never included.
+/// The rotated files newer than the one with identity `id`, oldest first. Numbered rotation (as
+/// auditd and logrotate do it): with `id` at `PATH.k`, the files `PATH.k-1` … `PATH.1`. Dated
+/// rotation (logrotate's `dateext`): with `id` at `PATH-D`, the `PATH-…` files whose names sort
+/// after it (the dates do, in every `dateformat` that keeps one width). Empty when `id` is not
+/// among them (it was deleted or compressed). The file now at the path (`current`) is never
+/// included.
 fn rotated_after(
     path: &Path,
     id: (u64, u64),
@@ -752,35 +754,53 @@ fn rotated_after(
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
-    let prefix = format!("{name}.");
-    let mut numbered: Vec<(u64, PathBuf)> = siblings(path)
-        .into_iter()
-        .filter_map(|p| {
-            let file = p.file_name()?.to_str()?;
-            let n = file.strip_prefix(&prefix)?.parse::<u64>().ok()?;
-            Some((n, p))
-        })
-        .collect();
-    numbered.sort();
-    let opened: Vec<(u64, File, std::fs::Metadata, PathBuf)> = numbered
-        .into_iter()
-        .filter_map(|(n, p)| {
-            let f = File::open(&p).ok()?;
-            let m = f.metadata().ok()?;
-            Some((n, f, m, p))
-        })
-        .collect();
-    let Some(ours) = opened.iter().position(|(_, _, m, _)| identity(m) == id) else {
-        return Vec::new();
+    let (dot, dash) = (format!("{name}."), format!("{name}-"));
+    // Each scheme's files, oldest first.
+    let mut numbered: Vec<(u64, PathBuf)> = Vec::new();
+    let mut dated: Vec<PathBuf> = Vec::new();
+    for p in siblings(path) {
+        let Some(file) = p.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        if let Some(n) = file.strip_prefix(&dot).and_then(|n| n.parse::<u64>().ok()) {
+            numbered.push((n, p));
+        } else if file.starts_with(&dash) {
+            dated.push(p);
+        }
+    }
+    numbered.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let numbered: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    dated.sort();
+    let open = |paths: Vec<PathBuf>| -> Vec<(File, std::fs::Metadata, PathBuf)> {
+        paths
+            .into_iter()
+            .filter_map(|p| {
+                let f = File::open(&p).ok()?;
+                let m = f.metadata().ok()?;
+                Some((f, m, p))
+            })
+            .collect()
     };
-    let mut newer: Vec<(File, std::fs::Metadata, PathBuf)> = opened
-        .into_iter()
-        .take(ours)
-        .filter(|(_, _, m, _)| identity(m) != current)
-        .map(|(_, f, m, p)| (f, m, p))
-        .collect();
-    newer.reverse();
-    newer
+    for opened in [open(numbered), open(dated)] {
+        let Some(ours) = opened.iter().position(|(_, m, _)| identity(m) == id) else {
+            continue;
+        };
+        // Of dated names, only those of our name's shape (digits where it has digits): a
+        // `PATH-old` left by hand sorts after every date, but is no rotation of ours.
+        let shape = |p: &Path| -> String {
+            let n = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+            n.chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect()
+        };
+        let our_shape = shape(&opened[ours].2);
+        return opened
+            .into_iter()
+            .skip(ours + 1)
+            .filter(|(_, m, p)| identity(m) != current && shape(p) == our_shape)
+            .collect();
+    }
+    Vec::new()
 }
 
 fn find_by_identity(path: &Path, id: (u64, u64)) -> Option<(File, std::fs::Metadata, PathBuf)> {
@@ -1238,6 +1258,28 @@ mod tests {
         rig.append(&numbered("bbbbbbbbbbbb", 0..10));
         let mut want = lines("a", 3..5);
         want.extend(lines("bbbbbbbbbbbb", 0..10));
+        assert_eq!(rig.step(), want);
+    }
+
+    /// Two dated rotations (logrotate's `dateext`) while stopped: the file of the checkpoint is
+    /// finished, then the one rotated after it, then the current one. The middle file was
+    /// skipped (only `PATH.N` names counted as rotated after ours).
+    #[test]
+    fn two_dated_rotations_while_stopped_read_the_middle_file() {
+        let mut rig = Rig::new(&numbered("a", 0..5), None, Mode::Follow);
+        assert!(rig.step().is_empty());
+        rig.append(&numbered("a", 5..7));
+        assert_eq!(rig.step(), lines("a", 5..7));
+        rig.append(&numbered("a", 7..9));
+        std::fs::rename(&rig.path, rig.sibling("audit.log-20261201")).unwrap();
+        std::fs::write(&rig.path, numbered("b", 0..3)).unwrap();
+        std::fs::rename(&rig.path, rig.sibling("audit.log-20261202")).unwrap();
+        std::fs::write(&rig.path, numbered("c", 0..2)).unwrap();
+        std::fs::write(rig.sibling("audit.log-old"), numbered("stale", 0..2)).unwrap();
+        let mut rig = rig.restart(Mode::Follow);
+        let mut want = lines("a", 7..9);
+        want.extend(lines("b", 0..3));
+        want.extend(lines("c", 0..2));
         assert_eq!(rig.step(), want);
     }
 }
