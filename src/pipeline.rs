@@ -457,6 +457,12 @@ pub enum PipelineError {
     /// The output failed and the pipeline was stopped before it recovered.
     #[error("output: {0}")]
     Output(io::Error),
+    /// A followed source ended by itself (a read error it cannot go on after, a device at its
+    /// end): what it delivered is saved, and the service manager restarts the daemon.
+    #[error(
+        "source {0} ended while following; stopped so that the service manager starts armorwatch again"
+    )]
+    SourceEnded(Arc<str>),
 }
 
 /// A parsed item plus the source position it completes, sent to the output thread.
@@ -516,13 +522,32 @@ pub async fn run(
         let name: Arc<str> = Arc::from(format!("file:{}", file.display()));
         starts.push((name, sources::Spec::WholeFile { path: file.clone() }));
     }
+    // Each source's end is reported: a followed source never ends before the stop unless it
+    // failed, and the daemon must not run on without it (or, with none left, end "cleanly").
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Arc<str>>();
     for (name, spec) in starts {
         let (tx, rx) = mpsc::channel::<Batch>(SOURCE_CHANNEL);
-        let handle = sources::start(spec, plan.mode, tx, stop_rx.clone())?;
-        source_tasks.push(handle);
+        let handle = match sources::start(spec, plan.mode, tx, stop_rx.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                // The sources started so far stop before the error is returned (their watchers
+                // would otherwise hold the runtime open).
+                let _ = stop_tx.send(true);
+                for h in source_tasks {
+                    let _ = h.await;
+                }
+                return Err(e.into());
+            }
+        };
+        let ended = ended_tx.clone();
+        let source = name.clone();
+        source_tasks.push(tokio::spawn(async move {
+            handle.join().await;
+            let _ = ended.send(source);
+        }));
         parser_tasks.push(tokio::spawn(parse_stage(name, rx, out_tx.clone())));
     }
-    drop(out_tx);
+    drop((out_tx, ended_tx));
 
     let configured_interval = plan.checkpoint_interval;
     let output = tokio::task::spawn_blocking(move || {
@@ -648,13 +673,28 @@ pub async fn run(
 
     let mut output = std::pin::pin!(output);
     let mut shutdown = std::pin::pin!(shutdown);
+    let follow = plan.mode == Mode::Follow;
+    let mut source_ended = None;
     let early = tokio::select! {
         r = &mut output => Some(r),
         () = &mut shutdown => None,
+        Some(name) = ended_rx.recv(), if follow => {
+            source_ended = Some(name);
+            None
+        }
     };
     let _ = stop_tx.send(true);
     for h in source_tasks {
-        h.join().await;
+        let _ = h.await;
+    }
+    // Following, the output ends by itself only once every source has (before any stop): it
+    // may have been seen first.
+    if follow && early.is_some() && source_ended.is_none() {
+        source_ended = Some(
+            ended_rx
+                .try_recv()
+                .unwrap_or_else(|_| Arc::from("(every one)")),
+        );
     }
     for t in parser_tasks {
         let _ = t.await;
@@ -663,10 +703,11 @@ pub async fn run(
         Some(r) => r,
         None => output.await,
     };
-    match result {
-        Ok(Ok(summary)) => Ok(summary),
-        Ok(Err(e)) => Err(PipelineError::Output(e)),
-        Err(e) => Err(PipelineError::Output(io::Error::other(e.to_string()))),
+    match (result, source_ended) {
+        (Ok(Ok(_)), Some(name)) => Err(PipelineError::SourceEnded(name)),
+        (Ok(Ok(summary)), None) => Ok(summary),
+        (Ok(Err(e)), _) => Err(PipelineError::Output(e)),
+        (Err(e), _) => Err(PipelineError::Output(io::Error::other(e.to_string()))),
     }
 }
 

@@ -249,6 +249,44 @@ fn a_reload_whose_sources_cannot_start_goes_back_to_the_previous_configuration()
     assert!(d.wait_exit(20).unwrap().success());
 }
 
+/// A followed source that ends by itself (here a kernel_log device, a pty, whose other end
+/// closes) stops the daemon with a failure, so that systemd (`Restart=on-failure`) starts it
+/// again; it ran on without that source, saying nothing (or, with no source left, ended with
+/// success).
+#[test]
+fn a_source_ending_while_following_stops_the_daemon_with_a_failure() {
+    use std::io::BufRead;
+    // A pty held by a helper until its stdin closes (the project forbids `unsafe`, so no
+    // openpty here): it prints the device, whose reads end when the helper exits.
+    let mut holder = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, sys\nm, s = os.openpty()\nprint(os.ttyname(s), flush=True)\nos.close(s)\nsys.stdin.read()",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut device = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut device)
+        .unwrap();
+    let device = device.trim().to_string();
+    assert!(device.starts_with("/dev/pts/"), "{device:?}");
+    let s = Setup::new();
+    s.write_config(&s.config(&format!("[sources.kernel_log]\npath = \"{device}\"\n")));
+    let mut d = Daemon::start(&s, &[]);
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let status = d.wait_exit(20);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", d.log());
+    assert!(
+        d.log().contains("source kernel_log ended while following"),
+        "{}",
+        d.log()
+    );
+}
+
 /// Regression: a checkpoint save that failed was tried again at once (with
 /// `checkpoint_interval_ms = 0`, thousands of warnings in seconds and a busy core). Now the
 /// next try waits 1 s, then 2 s, … up to 60 s, and says so.

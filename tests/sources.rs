@@ -861,6 +861,29 @@ fn journal_cursor_vacuumed_away_resumes_at_the_first_entry_after_it() {
     assert!(stderr.contains("no longer in the journal"), "{stderr}");
 }
 
+/// Regression: a saved cursor sd-journal cannot read (a state file edited or damaged) ended the
+/// journald source with `Invalid argument`, every start again: nothing was ever read. It counts
+/// as no position (replay: from the head), and says so.
+#[test]
+fn journal_unusable_cursor_counts_as_no_position() {
+    if !have_journal_remote() {
+        return;
+    }
+    let s = Setup::new();
+    let (_, config) = s.journal_config();
+    let entries = aa_journal(&s, "a", 20, 1, 1_700_000_000, 0);
+    fs::create_dir_all(s.path("state")).unwrap();
+    fs::write(
+        s.path("state/checkpoints.json"),
+        r#"{"version":1,"sources":{"journald":{"kind":"journald","cursor":"garbage"}},"generation":1}"#,
+    )
+    .unwrap();
+    let out = run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(json_lines(&s.out()).len() as u64, entries, "{stderr}");
+    assert!(stderr.contains("is unusable"), "{stderr}");
+}
+
 /// Regression: a first `run` on the journal began at its end but saved no position until an
 /// entry came, so what was logged while it was stopped before that was never read.
 #[test]

@@ -119,9 +119,19 @@ fn follow(
     let mut batch: Batch = Vec::new();
     // The entry the journal is on has not been delivered: read it before moving on.
     let mut on_undelivered = false;
+    // A cursor sd-journal cannot read (a state file edited or damaged) is no position: ending
+    // here would end the daemon, and every restart after it, on the same cursor.
+    let cursor = cursor.filter(|c| match j.seek_cursor(c.as_str()) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "armorwatch: journald: the saved position {c:?} is unusable ({e}); following from the end of the journal"
+            );
+            false
+        }
+    });
     match &cursor {
         Some(c) => {
-            j.seek_cursor(c.as_str())?;
             // The entry at the cursor was delivered already; when it is gone (vacuumed, or the
             // cursor is another journal's), the entry the seek found is the first not delivered.
             if j.next()? > 0 && !j.test_cursor(c.as_str())? {

@@ -179,7 +179,12 @@ async fn read_kmsg(
             }
         };
         match read {
-            Ok(0) => break,
+            Ok(0) => {
+                if mode == Mode::Follow {
+                    eprintln!("armorwatch: reading /dev/kmsg: end of file");
+                }
+                break;
+            }
             Ok(n) => {
                 let record = &buf[..n];
                 let Some((facility, seq)) = record_header(record) else {
