@@ -149,6 +149,8 @@ pub struct Alerting {
     state_dir: Option<PathBuf>,
     /// Events, losses or ticks changed the correlator since the last save.
     changed: bool,
+    /// The checkpoint generation the incidents on disk belong to.
+    saved_generation: Option<u64>,
     alerts: Vec<Alert>,
     delivered: u64,
     /// Replay's time: the events' own (see [`correlate::LogTimeline`]).
@@ -213,6 +215,7 @@ impl Alerting {
             runtime,
             state_dir,
             changed: false,
+            saved_generation: None,
             alerts: Vec::new(),
             delivered: 0,
             log_clock,
@@ -302,6 +305,7 @@ impl Alerting {
         }
         crate::checkpoint::write_atomic(&path, &bytes)?;
         self.changed = false;
+        self.saved_generation = Some(generation);
         Ok(())
     }
 }
@@ -416,9 +420,12 @@ impl EventOutput for Alerting {
 
     fn persist(&mut self, generation: u64) -> io::Result<()> {
         // Every alert comes from a change (an event, a loss, a tick that closed something):
-        // without one there is nothing queued to write and nothing new to save. The pipeline
-        // calls this each second while idle.
-        if !self.changed {
+        // without one there is nothing queued to write and nothing new to save (the pipeline
+        // calls this each second while idle) — unless the positions moved on (lines that were
+        // no AppArmor event): the incidents are saved again for the new generation, or a crash
+        // after the next change's save would find no incidents of the checkpoints' generation
+        // and restore the newer ones, counting the records read again twice.
+        if !self.changed && self.saved_generation == Some(generation) {
             return Ok(());
         }
         // Records a replay holds until a time is reached are not in the snapshot: the positions
@@ -712,6 +719,70 @@ mod tests {
             crate::correlate::Config::default(),
         );
         assert_eq!(restored.open_incidents(), 1);
+    }
+
+    fn denial(serial: u32) -> Item {
+        let line = format!(
+            "type=AVC msg=audit(1700000000.{serial:03}:{serial}): apparmor=\"DENIED\" operation=\"open\" \
+             profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" \
+             denied_mask=\"r\" fsuid=0 ouid=0"
+        );
+        match crate::parse::parse_text(&line, &crate::event::Source::Text).remove(0) {
+            crate::parse::Output::Event(e) => Item::Event(std::sync::Arc::new(*e)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A checkpoint save with the correlator unchanged (only lines that were no AppArmor event
+    /// since) left the incidents tagged with the generation before; the next change's save and
+    /// a kill -9 before its checkpoints then found no incidents of the checkpoints' generation,
+    /// restored the newer ones and counted the event read again twice. Found by a review helper.
+    #[test]
+    fn an_unchanged_save_keeps_the_generations_matching() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let opts = crate::sinks::SinkSetOptions::new(dir.path(), "testhost");
+        let sinks = crate::sinks::SinkSet::start(&[], opts).unwrap();
+        let mut a = Alerting::new(
+            Mode::Replay,
+            crate::correlate::Config::default(),
+            None,
+            sinks,
+            rt.handle().clone(),
+            Some(dir.path().to_path_buf()),
+        );
+        let pos = |seq| crate::checkpoint::Position::Kmsg {
+            boot_id: "b".into(),
+            seq,
+        };
+        let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
+        a.deliver(&denial(1)).unwrap();
+        cp.set("s", pos(1));
+        a.persist(cp.next_generation()).unwrap();
+        cp.save().unwrap();
+        // Lines that are no event: the positions move, the correlator does not.
+        cp.set("s", pos(2));
+        a.persist(cp.next_generation()).unwrap();
+        cp.save().unwrap();
+        // The next event is saved in the incidents; kill -9 before the checkpoints follow.
+        a.deliver(&denial(3)).unwrap();
+        a.persist(cp.next_generation()).unwrap();
+        drop(cp);
+        let restored = super::restore(
+            &dir.path().join(super::REPLAY_INCIDENTS_FILE),
+            dir.path(),
+            crate::correlate::Config::default(),
+        );
+        let snap = restored.snapshot();
+        assert_eq!(snap.incidents.len(), 1);
+        assert_eq!(
+            snap.incidents[0].total, 1,
+            "the event read again is counted once"
+        );
     }
 
     /// The follow clock starts at the later of the wall clock and the restored state's time
