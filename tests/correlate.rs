@@ -527,6 +527,35 @@ fn run_cli(args: &[&str]) -> (Vec<serde_json::Value>, String) {
     (alerts, String::from_utf8(out.stderr).unwrap())
 }
 
+/// The state is saved only once the alerts it counts are written: with standard output full,
+/// the run fails and leaves no state that goes on past alerts nobody got (it saved first and
+/// wrote after; found by a review helper).
+#[test]
+fn command_saves_no_state_when_its_alerts_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // One denial: its alert fits the output buffer, written only at the end.
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &log,
+        "type=AVC msg=audit(1700000000.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_armorwatch"))
+        .arg("correlate")
+        .arg("--state")
+        .arg(&state)
+        .arg(&log)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        !state.exists(),
+        "state saved for alerts that were not written"
+    );
+}
+
 #[test]
 fn command_keeps_incidents_across_runs_with_a_state_file() {
     let dir = tempfile::tempdir().unwrap();

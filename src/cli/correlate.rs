@@ -102,15 +102,17 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     match &args.state {
-        Some(path) => {
-            correlator.tick(clock.latest(), &mut alerts);
-            save_state(path, &correlator.snapshot())?;
-        }
+        Some(_) => correlator.tick(clock.latest(), &mut alerts),
         None => correlator.flush_all(clock.latest(), &mut alerts),
     }
     write_alerts(&mut writer, &mut alerts)?;
     writer.flush().context("writing to standard output")?;
     drop(writer);
+    // Only once every alert it counts is out: a state saved first went on past alerts that a
+    // failed write (a closed pipe, a full disk) or a kill had lost.
+    if let Some(path) = &args.state {
+        save_state(path, &correlator.snapshot())?;
+    }
     let s = correlator.stats();
     eprintln!(
         "armorwatch correlate: {} events, {} incidents opened, {} closed ({} evicted), {} open, {} alerts ({} held back, {} suppressed alerts, {} status, {} loss)",
