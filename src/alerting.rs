@@ -683,27 +683,36 @@ mod tests {
     use super::{Alerting, FollowClock, Mode};
     use crate::pipeline::{EventOutput, Item};
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A replay's alerting stage with no sinks, its state in `dir`.
+    fn replay_alerting(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Alerting {
+        let _guard = rt.enter();
+        let opts = crate::sinks::SinkSetOptions::new(dir, "testhost");
+        let sinks = crate::sinks::SinkSet::start(&[], opts).unwrap();
+        Alerting::new(
+            Mode::Replay,
+            crate::correlate::Config::default(),
+            None,
+            sinks,
+            rt.handle().clone(),
+            Some(dir.to_path_buf()),
+        )
+    }
+
     /// A replay whose first record is stamped far in the future holds it until a time is
     /// reached. A save in between (the positions move past it) must not leave it out of the
     /// saved incidents: a crash then lost it.
     #[test]
     fn a_save_keeps_the_records_held_for_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        let opts = crate::sinks::SinkSetOptions::new(dir.path(), "testhost");
-        let sinks = crate::sinks::SinkSet::start(&[], opts).unwrap();
-        let mut alerting = Alerting::new(
-            Mode::Replay,
-            crate::correlate::Config::default(),
-            None,
-            sinks,
-            rt.handle().clone(),
-            Some(dir.path().to_path_buf()),
-        );
+        let rt = runtime();
+        let mut alerting = replay_alerting(&rt, dir.path());
         let line = "type=AVC msg=audit(4102444800.000:1): apparmor=\"DENIED\" operation=\"open\" \
                     profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" \
                     denied_mask=\"r\" fsuid=0 ouid=0";
@@ -740,21 +749,8 @@ mod tests {
     #[test]
     fn an_unchanged_save_keeps_the_generations_matching() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        let opts = crate::sinks::SinkSetOptions::new(dir.path(), "testhost");
-        let sinks = crate::sinks::SinkSet::start(&[], opts).unwrap();
-        let mut a = Alerting::new(
-            Mode::Replay,
-            crate::correlate::Config::default(),
-            None,
-            sinks,
-            rt.handle().clone(),
-            Some(dir.path().to_path_buf()),
-        );
+        let rt = runtime();
+        let mut a = replay_alerting(&rt, dir.path());
         let pos = |seq| crate::checkpoint::Position::Kmsg {
             boot_id: "b".into(),
             seq,
