@@ -527,6 +527,34 @@ fn run_cli(args: &[&str]) -> (Vec<serde_json::Value>, String) {
     (alerts, String::from_utf8(out.stderr).unwrap())
 }
 
+/// A state restored under a lowered `max_open_incidents` is brought under the cap at the next
+/// tick (the least recently seen evicted, each with its `incident.closed`); it stayed over the
+/// cap until new incidents came.
+#[test]
+fn a_lowered_cap_applies_to_restored_incidents_at_the_next_tick() {
+    let mut c = Correlator::new(config());
+    let mut out = Vec::new();
+    for (i, e) in prototypes().into_iter().take(3).enumerate() {
+        c.push(e, 1_700_000_000_000 + i as u64, &mut out);
+    }
+    assert_eq!(c.open_incidents(), 3);
+    let lowered = Config {
+        max_open_incidents: 1,
+        ..config()
+    };
+    let mut c = Correlator::restore(c.snapshot(), lowered).unwrap();
+    let mut out = Vec::new();
+    c.tick(1_700_000_000_010, &mut out);
+    assert_eq!(c.open_incidents(), 1);
+    let evicted = out
+        .iter()
+        .filter(|a| {
+            a.alert_type == AlertType::IncidentClosed && a.reason.as_deref() == Some("evicted")
+        })
+        .count();
+    assert_eq!(evicted, 2, "{out:#?}");
+}
+
 /// The state is saved only once the alerts it counts are written: with standard output full,
 /// the run fails and leaves no state that goes on past alerts nobody got (it saved first and
 /// wrote after; found by a review helper).

@@ -69,7 +69,8 @@ pub fn run(args: &CorrelateArgs) -> anyhow::Result<ExitCode> {
     let mut parser = Parser::new();
     let mut outputs = Vec::with_capacity(64);
     let mut alerts = Vec::with_capacity(64);
-    let mut clock = LogTimeline::default();
+    // Carries on from a restored state's time, as `replay` does.
+    let mut clock = LogTimeline::starting_at(correlator.latest_time_ms());
     let mut malformed = 0u64;
     let input = feed_lines(&args.files, &mut parser, &mut outputs, |outputs| {
         feed(

@@ -595,13 +595,7 @@ impl Correlator {
             }
             return;
         }
-        while self.incidents.len() >= self.config.max_open_incidents.max(1) {
-            let Some((k, inc)) = self.incidents.pop_lru() else {
-                break;
-            };
-            self.stats.incidents_evicted += 1;
-            self.close(k, inc, "evicted", now, false, out);
-        }
+        self.evict_to(self.config.max_open_incidents.max(1) - 1, now, out);
         let severity = severity::event_severity(&self.config.severity_db, &event, &class);
         let severity = match noise {
             Some((_, Some(max))) => severity.min(max),
@@ -695,7 +689,20 @@ impl Correlator {
     /// Let time pass: ends the flood-control minute (sending `suppressed`) and closes quiet
     /// incidents. Call it about once a second; `push` does the same work on its own.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Alert>) {
-        self.advance(now_ms, out);
+        let now = self.advance(now_ms, out);
+        // A state restored under a lowered `max_open_incidents` holds more than the cap.
+        self.evict_to(self.config.max_open_incidents.max(1), now, out);
+    }
+
+    /// Close the least recently seen incidents (`evicted`) until at most `keep` are open.
+    fn evict_to(&mut self, keep: usize, now: u64, out: &mut Vec<Alert>) {
+        while self.incidents.len() > keep {
+            let Some((k, inc)) = self.incidents.pop_lru() else {
+                break;
+            };
+            self.stats.incidents_evicted += 1;
+            self.close(k, inc, "evicted", now, false, out);
+        }
     }
 
     /// End of input: list what flood control holds and close every open incident
