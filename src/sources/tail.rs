@@ -781,23 +781,24 @@ fn rotated_after(
             })
             .collect()
     };
-    for opened in [open(numbered), open(dated)] {
+    // Of dated names, only those of our name's shape (digits where it has digits): a `PATH-old`
+    // left by hand sorts after every date, but is no rotation of ours. Numbered names differ in
+    // width (`PATH.10` before `PATH.9`) and are taken as they are.
+    let shape = |p: &Path| -> String {
+        let n = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        n.chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect()
+    };
+    for (opened, same_shape) in [(open(numbered), false), (open(dated), true)] {
         let Some(ours) = opened.iter().position(|(_, m, _)| identity(m) == id) else {
             continue;
-        };
-        // Of dated names, only those of our name's shape (digits where it has digits): a
-        // `PATH-old` left by hand sorts after every date, but is no rotation of ours.
-        let shape = |p: &Path| -> String {
-            let n = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-            n.chars()
-                .map(|c| if c.is_ascii_digit() { '9' } else { c })
-                .collect()
         };
         let our_shape = shape(&opened[ours].2);
         return opened
             .into_iter()
             .skip(ours + 1)
-            .filter(|(_, m, p)| identity(m) != current && shape(p) == our_shape)
+            .filter(|(_, m, p)| identity(m) != current && (!same_shape || shape(p) == our_shape))
             .collect();
     }
     Vec::new()
@@ -1280,6 +1281,32 @@ mod tests {
         let mut want = lines("a", 7..9);
         want.extend(lines("b", 0..3));
         want.extend(lines("c", 0..2));
+        assert_eq!(rig.step(), want);
+    }
+
+    /// Numbered rotation past nine files: with the checkpoint's file at `PATH.10`, the files
+    /// rotated after it are `PATH.9` … `PATH.1`, though their names are shorter (the dated
+    /// names' shape check must not apply to them).
+    #[test]
+    fn a_reader_at_path_10_reads_path_9_to_path_1() {
+        let mut rig = Rig::new(&numbered("a", 0..2), None, Mode::Follow);
+        assert!(rig.step().is_empty());
+        rig.append(&numbered("a", 2..3));
+        assert_eq!(rig.step(), lines("a", 2..3));
+        rig.append(&numbered("a", 3..4));
+        // Ten rotations while stopped: ours ends as PATH.10, file k as PATH.(10-k).
+        let mut want = lines("a", 3..4);
+        for k in 0..10u32 {
+            for n in (1..=k).rev() {
+                let from = rig.sibling(&format!("audit.log.{n}"));
+                std::fs::rename(&from, rig.sibling(&format!("audit.log.{}", n + 1))).unwrap();
+            }
+            std::fs::rename(&rig.path, rig.sibling("audit.log.1")).unwrap();
+            let tag = format!("f{k}");
+            std::fs::write(&rig.path, numbered(&tag, 0..1)).unwrap();
+            want.extend(lines(&tag, 0..1));
+        }
+        let mut rig = rig.restart(Mode::Follow);
         assert_eq!(rig.step(), want);
     }
 }
