@@ -705,6 +705,19 @@ mod tests {
         )
     }
 
+    /// A file denial of `/usr/bin/x` stamped `stamp` (`SECONDS.MILLIS`).
+    fn denial(stamp: &str, serial: u32) -> Item {
+        let line = format!(
+            "type=AVC msg=audit({stamp}:{serial}): apparmor=\"DENIED\" operation=\"open\" \
+             profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" \
+             denied_mask=\"r\" fsuid=0 ouid=0"
+        );
+        match crate::parse::parse_text(&line, &crate::event::Source::Text).remove(0) {
+            crate::parse::Output::Event(e) => Item::Event(std::sync::Arc::new(*e)),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A replay whose first record is stamped far in the future holds it until a time is
     /// reached. A save in between (the positions move past it) must not leave it out of the
     /// saved incidents: a crash then lost it.
@@ -713,14 +726,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         let mut alerting = replay_alerting(&rt, dir.path());
-        let line = "type=AVC msg=audit(4102444800.000:1): apparmor=\"DENIED\" operation=\"open\" \
-                    profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" \
-                    denied_mask=\"r\" fsuid=0 ouid=0";
-        let event = match crate::parse::parse_text(line, &crate::event::Source::Text).remove(0) {
-            crate::parse::Output::Event(e) => std::sync::Arc::new(*e),
-            other => panic!("{other:?}"),
-        };
-        alerting.deliver(&Item::Event(event)).unwrap();
+        alerting.deliver(&denial("4102444800.000", 1)).unwrap();
         alerting.persist(0).unwrap();
         let restored = super::restore(
             &dir.path().join(super::REPLAY_INCIDENTS_FILE),
@@ -728,18 +734,6 @@ mod tests {
             crate::correlate::Config::default(),
         );
         assert_eq!(restored.open_incidents(), 1);
-    }
-
-    fn denial(serial: u32) -> Item {
-        let line = format!(
-            "type=AVC msg=audit(1700000000.{serial:03}:{serial}): apparmor=\"DENIED\" operation=\"open\" \
-             profile=\"/usr/bin/x\" name=\"/etc/x\" pid=42 comm=\"x\" requested_mask=\"r\" \
-             denied_mask=\"r\" fsuid=0 ouid=0"
-        );
-        match crate::parse::parse_text(&line, &crate::event::Source::Text).remove(0) {
-            crate::parse::Output::Event(e) => Item::Event(std::sync::Arc::new(*e)),
-            other => panic!("{other:?}"),
-        }
     }
 
     /// A checkpoint save with the correlator unchanged (only lines that were no AppArmor event
@@ -756,7 +750,7 @@ mod tests {
             seq,
         };
         let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
-        a.deliver(&denial(1)).unwrap();
+        a.deliver(&denial("1700000000.001", 1)).unwrap();
         cp.set("s", pos(1));
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap();
@@ -765,7 +759,7 @@ mod tests {
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap();
         // The next event is saved in the incidents; kill -9 before the checkpoints follow.
-        a.deliver(&denial(3)).unwrap();
+        a.deliver(&denial("1700000000.003", 3)).unwrap();
         a.persist(cp.next_generation()).unwrap();
         drop(cp);
         let restored = super::restore(

@@ -2368,12 +2368,15 @@ fn within_edits(a: &str, b: &str, max: usize) -> bool {
 pub fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
-            let _ = write!(out, "\\x{:02x}", u32::from(c));
-        } else if crate::sinks::escape::is_invisible_or_control(c) {
-            // Bidi overrides, zero-width characters: not controls, but they reorder or hide
-            // text on a terminal (`armorwatch explain`) as much as in a chat message.
-            let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+        // Controls (all below U+0100), and bidi overrides and zero-width characters, which
+        // reorder or hide text on a terminal (`armorwatch explain`) as much as in a chat message.
+        if crate::sinks::escape::is_invisible_or_control(c) {
+            let n = u32::from(c);
+            let _ = if n < 0x100 {
+                write!(out, "\\x{n:02x}")
+            } else {
+                write!(out, "\\u{{{n:04x}}}")
+            };
         } else {
             out.push(c);
         }

@@ -937,6 +937,15 @@ mod tests {
             self.path.with_file_name(name)
         }
 
+        /// Rotation by rename and create: the file goes to the sibling `to` (returned), a new
+        /// one holding `next` takes its place.
+        fn rotate(&self, to: &str, next: &str) -> PathBuf {
+            let old = self.sibling(to);
+            std::fs::rename(&self.path, &old).unwrap();
+            std::fs::write(&self.path, next).unwrap();
+            old
+        }
+
         fn append(&self, text: &str) {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
@@ -986,9 +995,7 @@ mod tests {
         rig.append("a 2 half");
         assert_eq!(rig.step(), lines("a", 0..2));
         // Renamed; the writer (rsyslog before its HUP) goes on with the old file.
-        let old = rig.sibling("audit.log.1");
-        std::fs::rename(&rig.path, &old).unwrap();
-        std::fs::write(&rig.path, numbered("b", 0..1)).unwrap();
+        let old = rig.rotate("audit.log.1", &numbered("b", 0..1));
         assert_eq!(rig.step(), lines("b", 0..1), "the held line was cut short");
         let append_old = |text: &str| {
             let mut f = std::fs::OpenOptions::new().append(true).open(&old).unwrap();
@@ -1023,9 +1030,7 @@ mod tests {
         let mut rig = Rig::new("", None, Mode::Follow);
         rig.append(&numbered("a", 0..2));
         assert_eq!(rig.step(), lines("a", 0..2));
-        let old = rig.sibling("audit.log.1");
-        std::fs::rename(&rig.path, &old).unwrap();
-        std::fs::write(&rig.path, numbered("b", 0..3)).unwrap();
+        let old = rig.rotate("audit.log.1", &numbered("b", 0..3));
         assert_eq!(rig.step(), lines("b", 0..3));
         let mut f = std::fs::OpenOptions::new().append(true).open(&old).unwrap();
         f.write_all(numbered("a", 2..3).as_bytes()).unwrap();
@@ -1128,8 +1133,7 @@ mod tests {
         let mut rig = Rig::new(&numbered("a", 0..5), None, Mode::Replay);
         assert_eq!(rig.step().len(), 5);
         rig.append(&numbered("a", 5..7));
-        std::fs::rename(&rig.path, rig.sibling("audit.log-20261202")).unwrap();
-        std::fs::write(&rig.path, numbered("b", 0..2)).unwrap();
+        rig.rotate("audit.log-20261202", &numbered("b", 0..2));
         let mut rig = rig.restart(Mode::Replay);
         let mut want = lines("a", 5..7);
         want.extend(lines("b", 0..2));
@@ -1272,10 +1276,8 @@ mod tests {
         rig.append(&numbered("a", 5..7));
         assert_eq!(rig.step(), lines("a", 5..7));
         rig.append(&numbered("a", 7..9));
-        std::fs::rename(&rig.path, rig.sibling("audit.log-20261201")).unwrap();
-        std::fs::write(&rig.path, numbered("b", 0..3)).unwrap();
-        std::fs::rename(&rig.path, rig.sibling("audit.log-20261202")).unwrap();
-        std::fs::write(&rig.path, numbered("c", 0..2)).unwrap();
+        rig.rotate("audit.log-20261201", &numbered("b", 0..3));
+        rig.rotate("audit.log-20261202", &numbered("c", 0..2));
         std::fs::write(rig.sibling("audit.log-old"), numbered("stale", 0..2)).unwrap();
         let mut rig = rig.restart(Mode::Follow);
         let mut want = lines("a", 7..9);
@@ -1301,9 +1303,8 @@ mod tests {
                 let from = rig.sibling(&format!("audit.log.{n}"));
                 std::fs::rename(&from, rig.sibling(&format!("audit.log.{}", n + 1))).unwrap();
             }
-            std::fs::rename(&rig.path, rig.sibling("audit.log.1")).unwrap();
             let tag = format!("f{k}");
-            std::fs::write(&rig.path, numbered(&tag, 0..1)).unwrap();
+            rig.rotate("audit.log.1", &numbered(&tag, 0..1));
             want.extend(lines(&tag, 0..1));
         }
         let mut rig = rig.restart(Mode::Follow);
