@@ -173,4 +173,18 @@ impl Alert {
     pub fn idempotency_key(&self) -> String {
         format!("{}:{}", self.id, self.seq)
     }
+
+    /// What an incident alert says, as a stable hash: its type, counts, severity, latest event
+    /// time and close reason. Two alerts with one key and one digest are the same alert made
+    /// twice (see `correlate::sent`); the explanation is left out (it follows the profiles).
+    pub fn content_digest(&self) -> u64 {
+        crate::correlate::key::stable_hash(&[
+            self.alert_type.as_str(),
+            &self.count.to_string(),
+            &self.total.to_string(),
+            &self.severity.to_string(),
+            self.last_seen.as_deref().unwrap_or(""),
+            self.reason.as_deref().unwrap_or(""),
+        ])
+    }
 }

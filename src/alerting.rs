@@ -24,6 +24,12 @@ pub const INCIDENTS_FILE: &str = "incidents.json";
 /// The same for `armorwatch replay`, so a replay of history never touches the daemon's incidents.
 pub const REPLAY_INCIDENTS_FILE: &str = "replay-incidents.json";
 
+/// The incident alerts made since the last save of `incidents.json` (see [`SentLog`]).
+pub const SENT_FILE: &str = "incidents-sent.log";
+
+/// The same for `armorwatch replay`.
+pub const REPLAY_SENT_FILE: &str = "replay-incidents-sent.log";
+
 /// The open incidents as saved: the correlator's snapshot and the generation of the source
 /// checkpoints it belongs to. The previous save is kept as `FILE.prev`: a crash between saving
 /// the incidents and saving the checkpoints leaves the incidents one generation ahead, and the
@@ -159,6 +165,130 @@ pub struct Alerting {
     clock: FollowClock,
     /// The daemon's counters (alerts, open incidents, sink stats); see [`Alerting::with_metrics`].
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The incident alerts made since the last save (none without a state directory).
+    sent_log: Option<SentLog>,
+}
+
+/// The incident alerts handed to the sinks since the last save of the incidents (see
+/// [`correlate::sent`]): a line `ID SEQ DIGEST` each, written before any sink gets them, one
+/// `write` per batch. No fsync: it is there for a process that is killed or crashes (the kernel
+/// keeps what it wrote), not for a power loss. Each save of the incidents moves it to
+/// `FILE.prev` and starts a new one, so it holds what came after the newer saved incidents, and
+/// `.prev` what came between those and the previous ones (kept as `incidents.json.prev`).
+#[derive(Debug)]
+struct SentLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buf: String,
+    /// A write failed (warned once until one succeeds again).
+    failing: bool,
+}
+
+impl SentLog {
+    fn new(path: PathBuf) -> SentLog {
+        SentLog {
+            path,
+            file: None,
+            buf: String::new(),
+            failing: false,
+        }
+    }
+
+    /// Record the incident alerts among `alerts`.
+    fn record(&mut self, alerts: &[Alert]) {
+        use std::fmt::Write as _;
+        use std::io::Write as _;
+        self.buf.clear();
+        for a in alerts {
+            if matches!(
+                a.alert_type,
+                AlertType::IncidentOpened | AlertType::IncidentUpdate | AlertType::IncidentClosed
+            ) {
+                let _ = writeln!(self.buf, "{} {} {:x}", a.id, a.seq, a.content_digest());
+            }
+        }
+        if self.buf.is_empty() {
+            return;
+        }
+        let result = match &mut self.file {
+            Some(f) => f.write_all(self.buf.as_bytes()),
+            None => Self::open(&self.path).and_then(|mut f| {
+                f.write_all(self.buf.as_bytes())?;
+                self.file = Some(f);
+                Ok(())
+            }),
+        };
+        match result {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                // The alerts still go out; only a crash before the next save could then reuse
+                // a `seq` of theirs.
+                if !self.failing {
+                    crate::log_warn!(
+                        "{}: {e}; after a crash before the next save, an incident's next alert \
+                         may reuse the seq of one sent now",
+                        self.path.display()
+                    );
+                }
+                self.failing = true;
+                self.file = None;
+            }
+        }
+    }
+
+    /// Open the log for appending. A last line torn by a kill is ended first, so the next
+    /// entry does not join it.
+    fn open(path: &Path) -> io::Result<std::fs::File> {
+        use std::io::Write as _;
+        use std::os::unix::fs::FileExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        let len = f.metadata()?.len();
+        let mut last = [0u8];
+        if len > 0 && f.read_at(&mut last, len - 1)? == 1 && last[0] != b'\n' {
+            f.write_all(b"\n")?;
+        }
+        Ok(f)
+    }
+
+    /// The incidents were saved: what was recorded is in them; start a new log.
+    fn rotate(&mut self) {
+        self.file = None;
+        match std::fs::rename(&self.path, prev_path(&self.path)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => crate::log_warn!("{}: cannot move it aside: {e}", self.path.display()),
+        }
+    }
+
+    /// The entries of the log at `path` (a line torn by a kill, or damaged, is skipped).
+    fn read(path: &Path) -> Vec<correlate::sent::SentSeq> {
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    crate::log_warn!("{}: {e}; not used", path.display());
+                }
+                return Vec::new();
+            }
+        };
+        text.split_terminator('\n')
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let id = parts.next()?;
+                let seq = parts.next()?.parse().ok()?;
+                let digest = u64::from_str_radix(parts.next()?, 16).ok()?;
+                (parts.next().is_none() && !id.is_empty()).then(|| correlate::sent::SentSeq {
+                    id: id.to_string(),
+                    seq,
+                    digest,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The daemon's time for the correlator: wall-clock milliseconds at start (or the restored
@@ -196,9 +326,20 @@ impl Alerting {
         runtime: tokio::runtime::Handle,
         state_dir: Option<PathBuf>,
     ) -> Alerting {
-        let correlator = match &state_dir {
-            Some(dir) => restore(&dir.join(incidents_file(mode)), dir, config),
-            None => Correlator::new(config),
+        let (correlator, sent_log) = match &state_dir {
+            Some(dir) => {
+                let (mut correlator, restored) =
+                    restore(&dir.join(incidents_file(mode)), dir, config);
+                let log = dir.join(sent_file(mode));
+                // The alerts made after the restored save: those recorded since the newer save
+                // and, unless that one was restored, those before it as well.
+                if restored == Restored::Other {
+                    correlator.sent_after_save(SentLog::read(&prev_path(&log)));
+                }
+                correlator.sent_after_save(SentLog::read(&log));
+                (correlator, Some(SentLog::new(log)))
+            }
+            None => (Correlator::new(config), None),
         };
         // Replay's clock is the events' time; carry on from where the saved state stopped.
         let log_clock = match mode {
@@ -220,6 +361,7 @@ impl Alerting {
             delivered: 0,
             log_clock,
             metrics: None,
+            sent_log,
         }
     }
 
@@ -253,6 +395,9 @@ impl Alerting {
     fn emit(&mut self) {
         let mut alerts = std::mem::take(&mut self.alerts);
         let emitted = alerts.len();
+        if let Some(log) = &mut self.sent_log {
+            log.record(&alerts);
+        }
         for mut alert in alerts.drain(..) {
             if matches!(
                 alert.alert_type,
@@ -304,6 +449,9 @@ impl Alerting {
             Err(e) => return Err(e),
         }
         crate::checkpoint::write_atomic(&path, &bytes)?;
+        if let Some(log) = &mut self.sent_log {
+            log.rotate();
+        }
         self.changed = false;
         self.saved_generation = Some(generation);
         Ok(())
@@ -317,13 +465,30 @@ fn incidents_file(mode: Mode) -> &'static str {
     }
 }
 
+fn sent_file(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Follow => SENT_FILE,
+        Mode::Replay => REPLAY_SENT_FILE,
+    }
+}
+
+/// Which save [`restore`] used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restored {
+    /// `FILE`, saved for the checkpoints' generation.
+    Current,
+    /// `FILE.prev` (the crash came between saving the incidents and the checkpoints), a save
+    /// of another generation, or none (a first start, or no save could be used).
+    Other,
+}
+
 fn prev_path(path: &Path) -> PathBuf {
     crate::checkpoint::with_suffix(path, ".prev")
 }
 
 /// The saved incidents that belong to the checkpoints in `dir`: `path` or, after a crash between
 /// the two saves, `path.prev`; failing both, the newer of them (with a warning); none: empty.
-fn restore(path: &Path, dir: &Path, config: correlate::Config) -> Correlator {
+fn restore(path: &Path, dir: &Path, config: correlate::Config) -> (Correlator, Restored) {
     let generation = crate::checkpoint::saved_generation(dir);
     let read = |p: &Path| -> Option<SavedIncidents> {
         let bytes = std::fs::read(p).ok()?;
@@ -338,7 +503,9 @@ fn restore(path: &Path, dir: &Path, config: correlate::Config) -> Correlator {
     let current = read(path);
     let previous = read(&prev_path(path));
     let chosen = match (current, previous) {
-        (Some(c), _) if c.checkpoint_generation == generation => Some(c),
+        (Some(c), _) if c.checkpoint_generation == generation => {
+            return (restore_snapshot(c, path, config), Restored::Current);
+        }
         (_, Some(p)) if p.checkpoint_generation == generation => Some(p),
         (Some(c), _) => {
             crate::log_warn!(
@@ -351,9 +518,14 @@ fn restore(path: &Path, dir: &Path, config: correlate::Config) -> Correlator {
         }
         (None, p) => p,
     };
-    let Some(saved) = chosen else {
-        return Correlator::new(config);
+    let correlator = match chosen {
+        Some(saved) => restore_snapshot(saved, path, config),
+        None => Correlator::new(config),
     };
+    (correlator, Restored::Other)
+}
+
+fn restore_snapshot(saved: SavedIncidents, path: &Path, config: correlate::Config) -> Correlator {
     match Correlator::restore(saved.snapshot, config.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -728,7 +900,7 @@ mod tests {
         let mut alerting = replay_alerting(&rt, dir.path());
         alerting.deliver(&denial("4102444800.000", 1)).unwrap();
         alerting.persist(0).unwrap();
-        let restored = super::restore(
+        let (restored, _) = super::restore(
             &dir.path().join(super::REPLAY_INCIDENTS_FILE),
             dir.path(),
             crate::correlate::Config::default(),
@@ -762,7 +934,7 @@ mod tests {
         a.deliver(&denial("1700000000.003", 3)).unwrap();
         a.persist(cp.next_generation()).unwrap();
         drop(cp);
-        let restored = super::restore(
+        let (restored, _) = super::restore(
             &dir.path().join(super::REPLAY_INCIDENTS_FILE),
             dir.path(),
             crate::correlate::Config::default(),
@@ -778,6 +950,70 @@ mod tests {
     /// The follow clock starts at the later of the wall clock and the restored state's time
     /// (a state saved while the clock ran ahead does not hold the windows until the wall
     /// clock catches up) and moves only forward.
+    /// The incident alerts made after a save are recorded before the sinks get them and come
+    /// back after a kill -9: re-made with the same content, an alert keeps its `seq`; with
+    /// other content, it takes the next one. A save starts a new log.
+    #[test]
+    fn alerts_made_after_the_last_save_come_back_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let log = dir.path().join(super::REPLAY_SENT_FILE);
+        let mut a = replay_alerting(&rt, dir.path());
+        a.deliver(&denial("1700000000.000", 1)).unwrap();
+        a.persist(0).unwrap();
+        a.deliver(&denial("1700000200.000", 2)).unwrap();
+        a.deliver(&denial("1700000310.000", 3)).unwrap(); // incident.update, seq 2, count 2
+        let id = a.correlator.snapshot().incidents[0].id.clone();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let (line, digest) = text
+            .lines()
+            .find_map(|l| Some((l, l.strip_prefix(&format!("{id} 2 "))?)))
+            .unwrap_or_else(|| panic!("no seq 2 of {id} in {text:?}"));
+        assert_eq!(
+            text.lines().count(),
+            1,
+            "only what came after the save: {text:?}"
+        );
+        let digest = u64::from_str_radix(digest, 16).unwrap();
+        drop(a); // kill -9
+
+        let restarted = |rt| replay_alerting(rt, dir.path());
+        let mut a = restarted(&rt);
+        let sent = a.correlator.snapshot().sent;
+        assert_eq!(
+            sent,
+            [crate::correlate::sent::SentSeq {
+                id: id.clone(),
+                seq: 2,
+                digest
+            }]
+        );
+        // The same records again: the same update, under the same key.
+        a.deliver(&denial("1700000200.000", 2)).unwrap();
+        a.deliver(&denial("1700000310.000", 3)).unwrap();
+        let snap = a.correlator.snapshot();
+        assert_eq!((snap.incidents[0].seq, snap.sent.len()), (2, 0));
+        drop(a);
+
+        // A kill while a batch was written tore the last line.
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str(&format!("{id} 3"));
+        std::fs::write(&log, text).unwrap();
+        // Other records after the restart: the incident closes quiet, which says something
+        // else than the update recorded as seq 2: it takes seq 3, recorded after the torn line.
+        let mut a = restarted(&rt);
+        a.deliver(&denial("1700000620.000", 4)).unwrap();
+        drop(a);
+        // And again: an update that differs from both takes seq 4.
+        let mut a = restarted(&rt);
+        a.deliver(&denial("1700000200.000", 2)).unwrap();
+        a.deliver(&denial("1700000305.000", 5)).unwrap();
+        assert_eq!(a.correlator.snapshot().incidents[0].seq, 4);
+        a.persist(0).unwrap();
+        assert!(!log.exists());
+        assert!(super::prev_path(&log).exists());
+    }
+
     #[test]
     fn the_follow_clock_starts_at_the_later_time_and_only_moves_forward() {
         let ahead = FollowClock::new(1_000, 5_000_000);

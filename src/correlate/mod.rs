@@ -32,9 +32,10 @@
 pub mod glob;
 pub mod key;
 pub mod noise;
+pub mod sent;
 pub mod severity;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use lru::LruCache;
@@ -247,6 +248,10 @@ pub struct Snapshot {
     pub ledger_severity: u8,
     /// Open incidents, least recently seen first.
     pub incidents: Vec<IncidentSnapshot>,
+    /// Incident alerts made after the save a restart restored, not yet passed (see
+    /// [`sent`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<sent::SentSeq>,
 }
 
 /// One open incident in a [`Snapshot`].
@@ -346,6 +351,7 @@ pub struct Correlator {
     next_serial: u64,
     last_now: u64,
     stats: Stats,
+    sent: sent::Sent,
 }
 
 /// The event's own time in milliseconds since the epoch (for `replay`, which runs on log time).
@@ -523,6 +529,7 @@ impl Correlator {
             next_serial: 0,
             last_now: 0,
             stats: Stats::default(),
+            sent: sent::Sent::default(),
         }
     }
 
@@ -586,7 +593,15 @@ impl Correlator {
             };
             if let Some(t) = due {
                 if self.gate.take() {
-                    out.push(make_alert(&ikey, inc, t, None, &self.config.host, now));
+                    out.push(make_alert(
+                        &ikey,
+                        inc,
+                        t,
+                        None,
+                        &self.config.host,
+                        now,
+                        &mut self.sent,
+                    ));
                     self.stats.alerts += 1;
                 } else {
                     inc.held = true;
@@ -640,6 +655,7 @@ impl Correlator {
                 None,
                 &self.config.host,
                 now,
+                &mut self.sent,
             ));
             self.stats.alerts += 1;
         } else {
@@ -752,6 +768,7 @@ impl Correlator {
             ledger: self.ledger.clone(),
             ledger_severity: self.ledger_severity,
             incidents,
+            sent: self.sent.entries(),
         }
     }
 
@@ -770,6 +787,7 @@ impl Correlator {
         c.gate.bucket_count = snapshot.bucket_count;
         c.ledger = snapshot.ledger;
         c.ledger_severity = snapshot.ledger_severity.min(10);
+        let sent = snapshot.sent;
         for s in snapshot.incidents {
             let event = reparse(&s.last_event_raw, &s.key, s.host.clone());
             let ikey = InternalKey {
@@ -797,7 +815,25 @@ impl Correlator {
                 },
             );
         }
+        c.sent_after_save(sent);
         Ok(c)
+    }
+
+    /// Incident alerts made after the save this correlator was restored from (by a process
+    /// that died before the next one): an incident that makes an alert again under one of their
+    /// `seq`s keeps it only when the alert says the same (see [`sent`]).
+    pub fn sent_after_save(&mut self, entries: impl IntoIterator<Item = sent::SentSeq>) {
+        let mut open: Option<HashMap<&str, u64>> = None;
+        for entry in entries {
+            let open = open.get_or_insert_with(|| {
+                self.incidents
+                    .iter()
+                    .map(|(_, inc)| (inc.id.as_str(), inc.seq))
+                    .collect()
+            });
+            let passed = open.get(entry.id.as_str()).copied();
+            self.sent.add(entry, passed);
+        }
     }
 
     fn clamp(&mut self, now_ms: u64) -> u64 {
@@ -845,10 +881,13 @@ impl Correlator {
                 Some(reason),
                 &self.config.host,
                 now,
+                &mut self.sent,
             ));
+            self.sent.forget(&inc.id);
             self.stats.alerts += 1;
             return;
         }
+        self.sent.forget(&inc.id);
         self.stats.alerts_held += 1;
         self.ledger_severity = self.ledger_severity.max(inc.severity);
         self.ledger.push(HeldBack {
@@ -1005,13 +1044,14 @@ fn make_alert(
     reason: Option<&str>,
     default_host: &str,
     now: u64,
+    sent: &mut sent::Sent,
 ) -> Alert {
     inc.seq += 1;
     let count = std::mem::take(&mut inc.pending);
     inc.last_alert_ms = now;
     inc.announced = true;
     inc.held = false;
-    Alert {
+    let mut alert = Alert {
         schema: ALERT_SCHEMA,
         alert_type,
         id: inc.id.clone(),
@@ -1031,7 +1071,11 @@ fn make_alert(
         reason: reason.map(str::to_owned),
         profile: None,
         explanation: None,
+    };
+    if !sent.is_empty() {
+        inc.seq = sent.settle(&mut alert);
     }
+    alert
 }
 
 /// Keep a sample when there is room and its object or command is new to the incident.
