@@ -965,9 +965,9 @@ mod tests {
         a.deliver(&denial("1700000310.000", 3)).unwrap(); // incident.update, seq 2, count 2
         let id = a.correlator.snapshot().incidents[0].id.clone();
         let text = std::fs::read_to_string(&log).unwrap();
-        let (line, digest) = text
+        let digest = text
             .lines()
-            .find_map(|l| Some((l, l.strip_prefix(&format!("{id} 2 "))?)))
+            .find_map(|l| l.strip_prefix(&format!("{id} 2 ")))
             .unwrap_or_else(|| panic!("no seq 2 of {id} in {text:?}"));
         assert_eq!(
             text.lines().count(),
