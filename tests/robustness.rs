@@ -789,6 +789,10 @@ fn remote_sinks_down_through_restarts_then_everything_delivered() {
             .filter_map(|r| r["headers"]["idempotency-key"].as_str().map(str::to_string))
             .collect()
     };
+    // Every record read first: otherwise the sinks can catch up with the file sink while the
+    // daemon is still reading the backlog, and the SIGTERM below would have to drain it (a
+    // sink's outbox writes each alert durably; under load that passed the 15 s drain bound).
+    wait_all(&s.events(), serial - 1);
     let start = Instant::now();
     loop {
         let w = written();
