@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{json_lines, run_ok};
+use common::{free_port, json_lines, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const MESSAGE_ID: &str = "7210ea427e304e46938bdf04a386fbf3";
@@ -204,6 +204,17 @@ fn sighup_with_an_invalid_config_keeps_running_and_names_the_key() {
     let second = &log[log.rfind("reload rejected").unwrap()..];
     assert!(second.contains("sinks.hook"), "{log}");
 
+    // Another state directory: the checkpoints, open incidents and outboxes are in the
+    // running one, and a new pipeline on an empty one skipped what came during the reload,
+    // opened open incidents again and left undelivered alerts behind (found by a review
+    // helper). A restart is needed.
+    s.write_config(&s.config("").replace("/state\"", "/state2\""));
+    d.signal("HUP");
+    assert!(d.wait_log(10, "reload rejected", 3), "{}", d.log());
+    let log = d.log();
+    let third = &log[log.rfind("reload rejected").unwrap()..];
+    assert!(third.contains("`state.dir`"), "{log}");
+
     // Still the old pipeline, untouched and working.
     assert!(d.alive());
     assert_eq!(d.log().matches("sources started").count(), 1, "{}", d.log());
@@ -211,6 +222,64 @@ fn sighup_with_an_invalid_config_keeps_running_and_names_the_key() {
     assert!(
         wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1),
         "no alert after the rejected reload: {}",
+        d.log()
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+}
+
+fn healthz(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = c.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = c.read_to_string(&mut body);
+    body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200")
+}
+
+/// The metrics endpoint stays where it is when a reload cannot move it: a port another
+/// process holds stopped the running endpoint and left none; a reload that goes back to the
+/// previous configuration had moved it to the rejected configuration's port (both found by a
+/// review helper).
+#[test]
+fn a_reload_moves_the_metrics_endpoint_only_when_it_can_and_the_reload_stands() {
+    let s = Setup::new();
+    let old = free_port();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let metrics = |port: u16| format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    s.write_config(&s.config(&metrics(old)));
+    let mut d = Daemon::start(&s, &[]);
+    assert!(healthz(old), "{}", d.log());
+
+    s.write_config(&s.config(&metrics(busy_port)));
+    d.signal("HUP");
+    assert!(d.wait_log(15, "sources started", 2), "{}", d.log());
+    assert!(
+        healthz(old),
+        "no endpoint after a reload to a busy port: {}",
+        d.log()
+    );
+
+    let new = free_port();
+    s.write_config(&format!(
+        "{}[sources.journald]\ndirectory = \"{}\"\n",
+        s.config(&metrics(new)),
+        s.p("no-such-journal").display()
+    ));
+    d.signal("HUP");
+    assert!(
+        d.wait_log(15, "going back to the previous configuration", 1),
+        "{}",
+        d.log()
+    );
+    assert!(d.wait_log(15, "sources started", 3), "{}", d.log());
+    assert!(
+        healthz(old) && !healthz(new),
+        "the endpoint did not go back with the configuration: {}",
         d.log()
     );
     d.signal("TERM");
@@ -971,4 +1040,64 @@ fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
         "exited after {took:?}; the bound is 15 s, systemd kills at 20 s"
     );
     assert!(err.contains("draining took longer than 15 s"), "{err}");
+}
+
+/// What `check-config` calls a configuration error (exit 78, with the key) makes `run` exit 78
+/// with the key as well: a configured source that cannot be opened, a state directory that
+/// cannot be created. It exited 1 without the key, and the unit (`Restart=on-failure`,
+/// `RestartPreventExitStatus=78`) restarted it every 5 s for ever (found by a review helper).
+#[test]
+fn run_exits_78_with_the_key_where_check_config_does() {
+    let s = Setup::new();
+    std::fs::write(s.p("not-a-dir"), "").unwrap();
+    let d = s.dir.display();
+    let cases = [
+        (
+            "sources.audit_log.path",
+            format!(
+                "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/no/such/dir/audit.log\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
+        (
+            "state.dir",
+            format!(
+                "[state]\ndir = \"{d}/not-a-dir\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
+        (
+            "sources.journald.directory",
+            format!(
+                "[state]\ndir = \"{d}/state\"\n[sources.journald]\ndirectory = \"{d}/no-journal\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
+    ];
+    for (key, text) in cases {
+        s.write_config(&text);
+        for cmd in ["check-config", "run"] {
+            let mut child = Command::new(BIN)
+                .args([cmd, "--config"])
+                .arg(s.p("config.toml"))
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(s.p("stderr.log")).unwrap())
+                .spawn()
+                .unwrap();
+            let mut status = None;
+            let exited = wait_for(20, || {
+                status = child.try_wait().unwrap();
+                status.is_some()
+            });
+            if !exited {
+                let _ = child.kill();
+            }
+            let log = std::fs::read_to_string(s.p("stderr.log")).unwrap();
+            assert_eq!(
+                status.and_then(|s| s.code()),
+                Some(78),
+                "{cmd} on {key}: {log}"
+            );
+            assert!(log.contains(&format!("`{key}`")), "{cmd} on {key}: {log}");
+        }
+    }
 }

@@ -191,6 +191,22 @@ pub fn load_validated(path: &Path, events: bool) -> Result<Config, String> {
     Ok(config)
 }
 
+/// A reload keeps the state directory: the checkpoints, open incidents, sent-alert log and
+/// outboxes are in the running one, and a new pipeline on another would start without them
+/// (records written meanwhile skipped, open incidents opened again, undelivered alerts left
+/// behind).
+fn same_state_dir(config: Config, running: &Path) -> Result<Config, String> {
+    if config.state_dir != running {
+        return Err(format!(
+            "`state.dir`: {} is not the running {}; changing it needs a restart \
+             (systemctl restart armorwatch), after moving the directory's contents if they are to be kept",
+            config.state_dir.display(),
+            running.display()
+        ));
+    }
+    Ok(config)
+}
+
 /// Why a pipeline ended.
 #[derive(Debug)]
 enum Outcome {
@@ -241,6 +257,7 @@ async fn until_stop_or_reload(
     outcome: &mut Outcome,
     drain: &mut Option<DrainGuard>,
     start: &mut Start,
+    running_state: &Path,
 ) {
     // First polled once the sources are open: a reload is applied only now.
     if *start == Start::Reloaded {
@@ -266,7 +283,7 @@ async fn until_stop_or_reload(
                 };
                 notify::reloading();
                 tracing::info!("SIGHUP: reloading {}", path.display());
-                match load_validated(path, events) {
+                match load_validated(path, events).and_then(|c| same_state_dir(c, running_state)) {
                     Ok(c) => {
                         *outcome = Outcome::Reload(Box::new(c));
                         break;
@@ -334,6 +351,11 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// Where it serves (None: nowhere).
+    fn addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().map(|r| r.0)
+    }
+
     /// Serve on `want` (None: stop). Errors leave the previous state in place.
     fn apply(
         &mut self,
@@ -351,7 +373,14 @@ impl Endpoint {
         };
         let std_listener = match std::net::TcpListener::bind(addr) {
             // The old endpoint may hold the port (0.0.0.0:9812 → 127.0.0.1:9812): free it first.
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.running.is_some() => {
+            // Only then: a port another process holds leaves the running endpoint alone.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && self
+                        .running
+                        .as_ref()
+                        .is_some_and(|(old, _)| overlaps(*old, addr)) =>
+            {
                 self.running = None;
                 std::thread::yield_now();
                 std::net::TcpListener::bind(addr)?
@@ -371,6 +400,12 @@ impl Endpoint {
         tracing::info!("metrics: listening on http://{bound}/metrics and /healthz");
         Ok(())
     }
+}
+
+/// Two listen addresses that cannot be bound at once: one port, and one address or either of
+/// them unspecified (`0.0.0.0`, `::`).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Run the subcommand.
@@ -413,7 +448,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut previous: Option<Config> = None;
     let mut lock: Option<StateLock> = None;
+    let mut endpoint_before_reload: Option<Option<SocketAddr>> = None;
     loop {
+        // A reload moves the endpoint to its configuration's address (when it can be bound);
+        // going back to the previous configuration puts it back where it was.
+        let want = if previous.is_some() {
+            endpoint_before_reload = Some(endpoint.addr());
+            config.metrics_listen
+        } else {
+            match endpoint_before_reload.take() {
+                Some(before) => before,
+                None => endpoint.addr(),
+            }
+        };
+        if let Err(e) = endpoint.apply(want, &metrics, &runtime) {
+            tracing::error!(
+                "metrics.listen: cannot listen on {want:?}: {e}; the endpoint stays where it was"
+            );
+        }
         let mut fallback = previous.take();
         let mut start = if fallback.is_some() {
             Start::Reloaded
@@ -450,9 +502,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             match StateLock::acquire(dir) {
                 Ok(l) => lock = Some(l),
                 Err(e) => match fallback.take() {
-                    None => {
+                    // Another armorwatch holds it: not the configuration's fault.
+                    None if matches!(e, crate::checkpoint::CheckpointError::Locked { .. }) => {
                         tracing::error!("{e}");
                         return Ok(ExitCode::FAILURE);
+                    }
+                    // One that cannot be created or written: what check-config calls a
+                    // configuration error, and the same exit (the unit does not restart it).
+                    None => {
+                        tracing::error!("configuration error: `state.dir`: {e}");
+                        return Ok(ExitCode::from(EXIT_CONFIG));
                     }
                     Some(old) => {
                         metrics.reloaded(false);
@@ -504,6 +563,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         all.push(Box::new(MetricsOutput::new(metrics.clone(), true)));
         let mut outcome = Outcome::Stop("end of input");
         let mut drain = None;
+        let running_state = config.state_dir.clone();
         let result = runtime.block_on(async {
             let stop = until_stop_or_reload(
                 &mut signals,
@@ -513,6 +573,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 &mut outcome,
                 &mut drain,
                 &mut start,
+                &running_state,
             );
             pipeline::run(plan, all, stop).await
         });
@@ -531,6 +592,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     config = old;
                     continue;
                 }
+                // A configured source that cannot be opened at the first start: what
+                // check-config calls a configuration error, with its key and exit 78.
+                None if start == Start::First => match &e {
+                    pipeline::PipelineError::Source(se) => {
+                        tracing::error!("configuration error: `{}`: {e}", se.key());
+                        notify::stopping();
+                        return Ok(ExitCode::from(EXIT_CONFIG));
+                    }
+                    _ => {
+                        tracing::error!("{e}");
+                        notify::stopping();
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
                 None => {
                     tracing::error!("{e}");
                     notify::stopping();
@@ -542,12 +617,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Outcome::Stop(_) => break,
             Outcome::Reload(new) => {
                 let new = *new;
-                if let Err(e) = endpoint.apply(new.metrics_listen, &metrics, &runtime) {
-                    tracing::error!(
-                        "metrics.listen: cannot listen on {:?}: {e}",
-                        new.metrics_listen
-                    );
-                }
                 tracing::info!("configuration reloaded; starting the new pipeline");
                 previous = Some(std::mem::replace(&mut config, new));
             }

@@ -455,6 +455,26 @@ fn typed<T: DeserializeOwned>(name: &str, table: toml::Table) -> Result<T, SinkC
     })
 }
 
+/// Ten years, in seconds: the most any sink's interval or age may be.
+const TEN_YEARS_SECS: u64 = 10 * 366 * 86_400;
+
+/// `value` (in units of `1/per_sec` seconds) is at most [`TEN_YEARS_SECS`].
+fn at_most_ten_years(
+    name: &str,
+    key: &str,
+    value: u64,
+    per_sec: u64,
+) -> Result<(), SinkConfigError> {
+    if value / per_sec > TEN_YEARS_SECS {
+        return Err(err(
+            name,
+            key,
+            format!("must be at most {} (ten years)", TEN_YEARS_SECS * per_sec),
+        ));
+    }
+    Ok(())
+}
+
 impl SinkSpec {
     /// Validate one `[sinks.NAME]` table.
     pub fn from_table(
@@ -533,11 +553,21 @@ impl SinkSpec {
         if delivery.timeout_secs == 0 {
             return Err(err(name, "timeout_secs", "must be at least 1"));
         }
+        // Times are added to clocks: a value beyond any use (10 years) would overflow them.
+        at_most_ten_years(name, "digest_interval_secs", policy.digest_interval_secs, 1)?;
+        at_most_ten_years(name, "max_age_secs", delivery.max_age_secs, 1)?;
+        at_most_ten_years(name, "timeout_secs", delivery.timeout_secs, 1)?;
+        at_most_ten_years(name, "retry_initial_ms", delivery.retry_initial_ms, 1000)?;
+        at_most_ten_years(name, "retry_max_ms", delivery.retry_max_ms, 1000)?;
         let kind = match type_name.as_str() {
             "file" => {
                 let r: FileRaw = typed(name, rest)?;
-                if r.path.as_os_str().is_empty() {
-                    return Err(err(name, "path", "must not be empty"));
+                if !r.path.is_absolute() {
+                    return Err(err(
+                        name,
+                        "path",
+                        "must be an absolute path (the daemon runs in /)",
+                    ));
                 }
                 if r.max_size_bytes == Some(0) {
                     return Err(err(name, "max_size_bytes", "must be at least 1"));
@@ -609,6 +639,7 @@ impl SinkSpec {
                     }
                 }
                 let repost = r.repost_interval_secs.unwrap_or(60);
+                at_most_ten_years(name, "repost_interval_secs", repost, 1)?;
                 if repost == 0 {
                     return Err(err(name, "repost_interval_secs", "must be at least 1"));
                 }
@@ -720,7 +751,11 @@ fn email_spec(
         sendmail: r.sendmail,
         ca_file: r.ca_file,
         subject_prefix: r.subject_prefix.unwrap_or_else(|| "[armorwatch]".into()),
-        keep_session_secs: r.keep_session_secs.unwrap_or(10),
+        keep_session_secs: {
+            let keep = r.keep_session_secs.unwrap_or(10);
+            at_most_ten_years(name, "keep_session_secs", keep, 1)?;
+            keep
+        },
     })
 }
 
@@ -873,6 +908,57 @@ mode = "first"
         assert_eq!(v[0].policy.min_severity, 4);
         assert_eq!(v[0].policy.mode, super::super::policy::Mode::First);
         assert!(matches!(&v[0].kind, SinkKind::File(f) if f.max_size_bytes == Some(1000)));
+    }
+
+    /// Intervals and ages are added to clocks: a huge one panicked the sink's task (an
+    /// overflowing `Instant` addition) after `check-config` had accepted it (found by a review
+    /// helper). And a relative file path was written relative to the daemon's working
+    /// directory (`/` under systemd).
+    #[test]
+    fn huge_intervals_and_relative_paths_are_refused_with_their_key() {
+        let huge = 9_223_372_036_854_775_807u64;
+        for (extra, key) in [
+            (
+                format!(
+                    "type = \"webhook\"\nurl = \"http://127.0.0.1:1/h\"\nmax_age_secs = {huge}"
+                ),
+                "max_age_secs",
+            ),
+            (
+                format!(
+                    "type = \"webhook\"\nurl = \"http://127.0.0.1:1/h\"\nretry_max_ms = {huge}"
+                ),
+                "retry_max_ms",
+            ),
+            (
+                format!(
+                    "type = \"webhook\"\nurl = \"http://127.0.0.1:1/h\"\nmode = \"digest\"\ndigest_interval_secs = {huge}"
+                ),
+                "digest_interval_secs",
+            ),
+            (
+                format!(
+                    "type = \"alertmanager\"\nurl = \"http://127.0.0.1:1\"\nrepost_interval_secs = {huge}"
+                ),
+                "repost_interval_secs",
+            ),
+            (
+                format!(
+                    "type = \"email\"\nsmtp_host = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\nkeep_session_secs = {huge}"
+                ),
+                "keep_session_secs",
+            ),
+            (
+                "type = \"file\"\npath = \"alerts.jsonl\"".to_string(),
+                "path",
+            ),
+        ] {
+            let e = parse(&format!("[sinks.s]\n{extra}\n")).unwrap_err();
+            assert_eq!(e.path, format!("sinks.s.{key}"), "{e}");
+        }
+        // Ten years is still fine.
+        parse("[sinks.s]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/h\"\nmax_age_secs = 315360000\n")
+            .unwrap();
     }
 
     #[test]

@@ -52,6 +52,22 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The configuration key it is about (`sources.audit_log.path`, …).
+    pub fn key(&self) -> String {
+        match self {
+            SourceError::Open { source_name, .. } | SourceError::Watch { source_name, .. } => {
+                format!("sources.{source_name}.path")
+            }
+            SourceError::Journal {
+                directory: Some(_), ..
+            } => "sources.journald.directory".to_string(),
+            SourceError::Journal { .. } => "sources.journald".to_string(),
+            SourceError::Netlink(_) => "sources.netlink".to_string(),
+        }
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub enum Spec {
