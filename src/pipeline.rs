@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -92,7 +92,7 @@ pub struct FileLines {
     pub shown: Arc<str>,
     /// For positions: the configured path and the file's (device, inode); None for files
     /// without checkpoints (command-line files).
-    pub file: Option<(Arc<std::path::Path>, u64, u64)>,
+    pub file: Option<(Arc<Path>, u64, u64)>,
 }
 
 /// One line of [`FileLines`].
@@ -332,22 +332,70 @@ impl JsonLines {
 
     /// Append to a file (created, with its directory, if missing). A last line left torn by a
     /// crash is ended first, so the next line is not glued to it.
-    pub fn file(path: &std::path::Path) -> io::Result<JsonLines> {
+    pub fn file(path: &Path) -> io::Result<JsonLines> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)?;
             }
         }
-        let mut f = OpenOptions::new()
+        Ok(JsonLines {
+            writer: Box::new(FollowedFile::open(path)?),
+            pending: Vec::new(),
+        })
+    }
+}
+
+/// A file appended to by path: moved away (logrotate) or removed, the next batch goes to a new
+/// file at the path, as the alert file sink does. Checked only between whole lines.
+#[derive(Debug)]
+struct FollowedFile {
+    path: PathBuf,
+    file: std::fs::File,
+    id: (u64, u64),
+    /// The last write ended a line.
+    at_line_start: bool,
+}
+
+impl FollowedFile {
+    fn open(path: &Path) -> io::Result<FollowedFile> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o640)
             .open(path)?;
-        crate::sinks::file::end_torn_line(&mut f)?;
-        Ok(JsonLines {
-            writer: Box::new(f),
-            pending: Vec::new(),
+        // A last line left torn by a crash is ended first, so the next is not glued to it.
+        crate::sinks::file::end_torn_line(&mut file)?;
+        let m = file.metadata()?;
+        Ok(FollowedFile {
+            path: path.to_path_buf(),
+            file,
+            id: (m.dev(), m.ino()),
+            at_line_start: true,
         })
+    }
+
+    fn moved_away(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).map_or(true, |m| (m.dev(), m.ino()) != self.id)
+    }
+}
+
+impl Write for FollowedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.at_line_start && self.moved_away() {
+            *self = FollowedFile::open(&self.path)?;
+        }
+        let n = self.file.write(buf)?;
+        if n > 0 {
+            self.at_line_start = buf[n - 1] == b'\n';
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -1526,6 +1574,30 @@ type=1300 msg=audit(1700000001.100:600): arch=c000003e syscall=257 success=no ex
             String::from_utf8(sink.0.lock().unwrap().0.clone()).unwrap(),
             want
         );
+    }
+
+    /// An events file moved away by logrotate is followed: the next batch goes to a new file
+    /// at the path. It went on into the moved file for ever, so `events.jsonl` stayed empty
+    /// after the first rotation (found by a review helper).
+    #[test]
+    fn an_events_file_moved_away_is_followed_by_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut out = JsonLines::file(&path).unwrap();
+        let line = |n: u32| {
+            format!(
+                "type=AVC msg=audit(1700000000.006:{n}): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x{n}\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"
+            )
+        };
+        out.deliver(&Item::Event(event(&line(1)).into())).unwrap();
+        out.end_batch().unwrap();
+        std::fs::rename(&path, dir.path().join("events.jsonl.1")).unwrap();
+        out.deliver(&Item::Event(event(&line(2)).into())).unwrap();
+        out.end_batch().unwrap();
+        let moved = std::fs::read_to_string(dir.path().join("events.jsonl.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(moved.contains("/x1") && !moved.contains("/x2"), "{moved}");
+        assert!(new.contains("/x2") && !new.contains("/x1"), "{new}");
     }
 
     #[test]

@@ -249,16 +249,27 @@ enum Start {
     Running,
 }
 
+/// What a SIGHUP reloads: the configuration file (None: nothing to reload), with `--events`,
+/// and the state directory it must keep.
+struct ReloadFrom<'a> {
+    config_path: Option<&'a Path>,
+    events: bool,
+    running_state: &'a Path,
+}
+
 async fn until_stop_or_reload(
     signals: &mut Signals,
     metrics: &Metrics,
-    config_path: Option<&Path>,
-    events: bool,
+    reload: ReloadFrom<'_>,
     outcome: &mut Outcome,
     drain: &mut Option<DrainGuard>,
     start: &mut Start,
-    running_state: &Path,
 ) {
+    let ReloadFrom {
+        config_path,
+        events,
+        running_state,
+    } = reload;
     // First polled once the sources are open: a reload is applied only now.
     if *start == Start::Reloaded {
         metrics.reloaded(true);
@@ -568,12 +579,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let stop = until_stop_or_reload(
                 &mut signals,
                 &metrics,
-                args.config.as_deref(),
-                args.events,
+                ReloadFrom {
+                    config_path: args.config.as_deref(),
+                    events: args.events,
+                    running_state: &running_state,
+                },
                 &mut outcome,
                 &mut drain,
                 &mut start,
-                &running_state,
             );
             pipeline::run(plan, all, stop).await
         });

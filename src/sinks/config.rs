@@ -513,6 +513,7 @@ impl SinkSpec {
         }
         // The correlator documents the policy as a `[sinks.NAME.policy]` sub-table; the same keys
         // directly in `[sinks.NAME]` are accepted too, but not both at once.
+        let policy_given = !policy_table.is_empty() || rest.contains_key("policy");
         let policy: SinkPolicy = match rest.remove("policy") {
             Some(toml::Value::Table(t)) => {
                 if let Some(k) = policy_table.keys().next() {
@@ -571,6 +572,26 @@ impl SinkSpec {
                 }
                 if r.max_size_bytes == Some(0) {
                     return Err(err(name, "max_size_bytes", "must be at least 1"));
+                }
+                // An events file takes every event: no policy, and rotation is logrotate's
+                // (the file is followed when moved away); these keys would be ignored.
+                if r.content == Content::Events {
+                    let ignored = if r.max_size_bytes.is_some() {
+                        Some("max_size_bytes")
+                    } else if r.max_files != default_max_files() {
+                        Some("max_files")
+                    } else if policy_given {
+                        Some("policy")
+                    } else {
+                        None
+                    };
+                    if let Some(key) = ignored {
+                        return Err(err(
+                            name,
+                            key,
+                            "applies to alert files only: an events file (content = \"events\") takes every event and is rotated by logrotate",
+                        ));
+                    }
                 }
                 SinkKind::File(FileSpec {
                     path: r.path,
@@ -954,6 +975,18 @@ mode = "first"
             ),
         ] {
             let e = parse(&format!("[sinks.s]\n{extra}\n")).unwrap_err();
+            assert_eq!(e.path, format!("sinks.s.{key}"), "{e}");
+        }
+        // Keys an events file would ignore.
+        for (extra, key) in [
+            ("max_size_bytes = 1000", "max_size_bytes"),
+            ("max_files = 2", "max_files"),
+            ("min_severity = 9", "policy"),
+        ] {
+            let e = parse(&format!(
+                "[sinks.s]\ntype = \"file\"\npath = \"/e.jsonl\"\ncontent = \"events\"\n{extra}\n"
+            ))
+            .unwrap_err();
             assert_eq!(e.path, format!("sinks.s.{key}"), "{e}");
         }
         // Ten years is still fine.
