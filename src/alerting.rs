@@ -171,7 +171,7 @@ pub struct Alerting {
 
 /// The incident alerts handed to the sinks since the last save of the incidents (see
 /// [`correlate::sent`]): a line `ID SEQ DIGEST` each, written before any sink gets them, one
-/// `write` per batch. No fsync: it is there for a process that is killed or crashes (the kernel
+/// `write` for the alerts of one event or tick. No fsync: it is there for a process that is killed or crashes (the kernel
 /// keeps what it wrote), not for a power loss. Each save of the incidents moves it to
 /// `FILE.prev` and starts a new one, so it holds what came after the newer saved incidents, and
 /// `.prev` what came between those and the previous ones (kept as `incidents.json.prev`).
@@ -254,10 +254,24 @@ impl SentLog {
         Ok(f)
     }
 
-    /// The incidents were saved: what was recorded is in them; start a new log.
-    fn rotate(&mut self) {
+    /// The incidents were saved: what was recorded is in them; start a new log. `keep_prev`:
+    /// the save replaced one the checkpoints never caught up with, so `.prev` still belongs to
+    /// the save they are at, and what was recorded since is added to it.
+    fn rotate(&mut self, keep_prev: bool) {
+        use std::io::Write as _;
         self.file = None;
-        match std::fs::rename(&self.path, prev_path(&self.path)) {
+        let prev = prev_path(&self.path);
+        let result = if keep_prev {
+            match std::fs::read(&self.path) {
+                Ok(bytes) => Self::open(&prev)
+                    .and_then(|mut f| f.write_all(&bytes))
+                    .and_then(|()| std::fs::remove_file(&self.path)),
+                Err(e) => Err(e),
+            }
+        } else {
+            std::fs::rename(&self.path, &prev)
+        };
+        match result {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => crate::log_warn!("{}: cannot move it aside: {e}", self.path.display()),
@@ -443,14 +457,22 @@ impl Alerting {
         };
         let bytes = serde_json::to_vec(&saved).map_err(io::Error::other)?;
         let path = dir.join(incidents_file(self.mode));
-        match std::fs::rename(&path, prev_path(&path)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        // The previous save's checkpoints were not saved (a failed save, retried): that save
+        // is replaced, and `.prev` (the one the checkpoints on disk belong to) stays, with
+        // the alerts recorded since it.
+        let uncommitted = self
+            .saved_generation
+            .is_some_and(|g| crate::checkpoint::saved_generation(dir) < g);
+        if !uncommitted {
+            match std::fs::rename(&path, prev_path(&path)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         crate::checkpoint::write_atomic(&path, &bytes)?;
         if let Some(log) = &mut self.sent_log {
-            log.rotate();
+            log.rotate(uncommitted);
         }
         self.changed = false;
         self.saved_generation = Some(generation);
@@ -1022,5 +1044,280 @@ mod tests {
         assert!(ahead.now_ms() >= first);
         let behind = FollowClock::new(9_000_000, 5_000_000);
         assert!((9_000_000..9_060_000).contains(&behind.now_ms()));
+    }
+
+    // Regressions found by a review helper (each failed before its fix).
+
+    /// A follow-mode alerting stage (state in `dir`, no sinks) whose clock reads `at_ms`.
+    fn follow_alerting(
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+        at_ms: u64,
+    ) -> Alerting {
+        follow_alerting_with(rt, dir, at_ms, crate::correlate::Config::default())
+    }
+
+    fn follow_alerting_with(
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+        at_ms: u64,
+        config: crate::correlate::Config,
+    ) -> Alerting {
+        let _guard = rt.enter();
+        let opts = crate::sinks::SinkSetOptions::new(dir, "testhost");
+        let sinks = crate::sinks::SinkSet::start(&[], opts).unwrap();
+        let mut a = Alerting::new(
+            Mode::Follow,
+            config,
+            None,
+            sinks,
+            rt.handle().clone(),
+            Some(dir.to_path_buf()),
+        );
+        a.clock = FollowClock {
+            base_ms: at_ms,
+            start: std::time::Instant::now(),
+        };
+        a
+    }
+
+    fn set_clock(a: &mut Alerting, at_ms: u64) {
+        a.clock = FollowClock {
+            base_ms: at_ms,
+            start: std::time::Instant::now(),
+        };
+    }
+
+    /// A denial of `/etc/NAME` by `/usr/bin/x`.
+    fn denial_of(stamp: &str, serial: u32, name: &str) -> Item {
+        let line = format!(
+            "type=AVC msg=audit({stamp}:{serial}): apparmor=\"DENIED\" operation=\"open\" \
+             profile=\"/usr/bin/x\" name=\"/etc/{name}\" pid=42 comm=\"x\" requested_mask=\"r\" \
+             denied_mask=\"r\" fsuid=0 ouid=0"
+        );
+        match crate::parse::parse_text(&line, &crate::event::Source::Text).remove(0) {
+            crate::parse::Output::Event(e) => Item::Event(std::sync::Arc::new(*e)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every `ID SEQ DIGEST` handed to the sinks, from the sent log and its `.prev`, in the
+    /// order given.
+    fn keys_by_content(
+        lines: &[String],
+    ) -> std::collections::BTreeMap<(String, String), std::collections::BTreeSet<u64>> {
+        let mut m: std::collections::BTreeMap<(String, String), std::collections::BTreeSet<u64>> =
+            Default::default();
+        for l in lines {
+            let p: Vec<&str> = l.split(' ').collect();
+            m.entry((p[0].to_string(), p[2].to_string()))
+                .or_default()
+                .insert(p[1].parse().unwrap());
+        }
+        m
+    }
+
+    /// Two kill -9s before the next save (a crash loop). The second restart makes, from the
+    /// same restored state and the same records, the same alert the first restart made, but
+    /// under another seq: a receiver dropping duplicates by `id:seq` gets it twice.
+    #[test]
+    fn a_second_kill_keeps_the_seq_a_restart_gave_an_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let log = dir.path().join(super::SENT_FILE);
+        let t0 = 1_700_000_000_000u64;
+        // Process 1: opens the incident, saves, then an update (seq 2), kill -9.
+        let mut a = follow_alerting(&rt, dir.path(), t0);
+        a.deliver(&denial("1700000000.000", 1)).unwrap();
+        a.persist(0).unwrap();
+        set_clock(&mut a, t0 + 100_000);
+        a.deliver(&denial("1700000100.000", 2)).unwrap();
+        set_clock(&mut a, t0 + 310_000);
+        a.deliver(&denial("1700000310.000", 3)).unwrap();
+        drop(a);
+        let mut delivered: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        // Process 2, restarted later: reads the records since the save again; the incident
+        // closes quiet (other content than the update: it moves to seq 3). kill -9.
+        let mut a = follow_alerting(&rt, dir.path(), t0 + 1_000_000);
+        a.deliver(&denial("1700000100.000", 2)).unwrap();
+        a.deliver(&denial("1700000310.000", 3)).unwrap();
+        drop(a);
+        let n = delivered.len();
+        let all: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        delivered.extend(all[n..].iter().cloned());
+        // Process 3, restarted the same way: the same restored state, the same records.
+        let mut a = follow_alerting(&rt, dir.path(), t0 + 2_000_000);
+        a.deliver(&denial("1700000100.000", 2)).unwrap();
+        a.deliver(&denial("1700000310.000", 3)).unwrap();
+        drop(a);
+        let n2 = all.len();
+        let all: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        delivered.extend(all[n2..].iter().cloned());
+        for ((id, digest), seqs) in keys_by_content(&delivered) {
+            assert_eq!(
+                seqs.len(),
+                1,
+                "{id}: one alert (digest {digest}) delivered under seqs {seqs:?}; log: {delivered:#?}"
+            );
+        }
+    }
+
+    /// More than `MAX_SENT_INCIDENTS` incidents alerted between two saves (flood cap off, a
+    /// storm of distinct denials within one checkpoint interval), then kill -9: the restored
+    /// incident whose alert came first loses its entry, and its next alert, with other
+    /// content, takes the seq of the update it sent before the kill.
+    #[test]
+    fn many_incidents_alerted_after_a_save_do_not_push_out_an_open_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let log = dir.path().join(super::SENT_FILE);
+        let cfg = || crate::correlate::Config {
+            max_alerts_per_minute: 0,
+            ..crate::correlate::Config::default()
+        };
+        let t0 = 1_700_000_000_000u64;
+        let mut a = follow_alerting_with(&rt, dir.path(), t0, cfg());
+        a.deliver(&denial("1700000000.000", 1)).unwrap();
+        a.persist(0).unwrap();
+        set_clock(&mut a, t0 + 100_000);
+        a.deliver(&denial("1700000100.000", 2)).unwrap();
+        set_clock(&mut a, t0 + 310_000);
+        a.deliver(&denial("1700000310.000", 3)).unwrap(); // incident.update, seq 2
+        for i in 0..crate::correlate::sent::MAX_SENT_INCIDENTS as u32 {
+            let name: String = [i / 676, (i / 26) % 26, i % 26]
+                .iter()
+                .map(|d| char::from(b'a' + *d as u8))
+                .collect();
+            a.deliver(&denial_of("1700000310.500", 10 + i, &name))
+                .unwrap();
+        }
+        drop(a); // kill -9
+        let mut delivered: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        // Restart later: the records since the save are read again; the restored incident is
+        // quiet by now and closes (other content than the update it sent as seq 2).
+        let n = delivered.len();
+        let mut a = follow_alerting_with(&rt, dir.path(), t0 + 1_000_000, cfg());
+        a.deliver(&denial("1700000100.000", 2)).unwrap();
+        drop(a);
+        let all: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        delivered.extend(all[n..].iter().cloned());
+        let mut by_key: std::collections::BTreeMap<
+            (String, u64),
+            std::collections::BTreeSet<String>,
+        > = Default::default();
+        for l in &delivered {
+            let p: Vec<&str> = l.split(' ').collect();
+            by_key
+                .entry((p[0].to_string(), p[1].parse().unwrap()))
+                .or_default()
+                .insert(p[2].to_string());
+        }
+        for ((id, seq), digests) in by_key {
+            assert_eq!(
+                digests.len(),
+                1,
+                "{id}:{seq} given to {} different alerts: {digests:?}",
+                digests.len()
+            );
+        }
+    }
+
+    fn lines_of(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The checkpoint save after a `persist` fails (the pipeline warns and tries again after
+    /// its back-off, calling `persist` for the same generation again): the second save moves
+    /// the sent log over `.prev` a second time, so the alerts made after the save matching the
+    /// checkpoints on disk are gone. kill -9: the records since those checkpoints are read
+    /// again, an incident that had opened and closed in between opens again under its id,
+    /// and its next alert takes the seq of one sent before the kill with other content.
+    #[test]
+    fn a_retried_save_after_a_failed_checkpoint_save_keeps_the_sent_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let log = dir.path().join(super::SENT_FILE);
+        let pos = |seq| crate::checkpoint::Position::Kmsg {
+            boot_id: "b".into(),
+            seq,
+        };
+        let t0 = 1_700_000_000_000u64;
+        let mut delivered = Vec::new();
+        let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
+        let mut a = follow_alerting(&rt, dir.path(), t0);
+        a.deliver(&denial_of("1700000000.000", 1, "b")).unwrap();
+        cp.set("s", pos(1));
+        a.persist(cp.next_generation()).unwrap();
+        cp.save().unwrap(); // generation 1 on disk: the records after position 1 come again
+        // After the save: incident J opens (seq 1) and closes quiet (seq 2, total 1); other
+        // incidents open.
+        set_clock(&mut a, t0 + 10_000);
+        a.deliver(&denial("1700000010.000", 2)).unwrap();
+        set_clock(&mut a, t0 + 320_000);
+        a.deliver(&denial("1700000320.000", 3)).unwrap();
+        set_clock(&mut a, t0 + 700_000);
+        a.deliver(&denial_of("1700000700.000", 4, "d")).unwrap();
+        cp.set("s", pos(4));
+        delivered.extend(lines_of(&log));
+        a.persist(cp.next_generation()).unwrap();
+        // ... cp.save() fails here (ENOSPC, EIO): the checkpoints stay at generation 1.
+        set_clock(&mut a, t0 + 710_000);
+        a.deliver(&denial_of("1700000710.000", 5, "c")).unwrap();
+        cp.set("s", pos(5));
+        delivered.extend(lines_of(&log));
+        a.persist(cp.next_generation()).unwrap(); // the retry after the back-off
+        drop(a); // kill -9 before cp.save()
+        drop(cp);
+        // Restart: positions of generation 1; the records since are read again.
+        let mut a = follow_alerting(&rt, dir.path(), t0 + 2_000_000);
+        a.deliver(&denial("1700000010.000", 2)).unwrap();
+        a.deliver(&denial("1700000320.000", 3)).unwrap();
+        set_clock(&mut a, t0 + 3_000_000);
+        a.tick().unwrap();
+        drop(a);
+        delivered.extend(lines_of(&log));
+        let mut by_key: std::collections::BTreeMap<
+            (String, u64),
+            std::collections::BTreeSet<String>,
+        > = Default::default();
+        for l in &delivered {
+            let p: Vec<&str> = l.split(' ').collect();
+            by_key
+                .entry((p[0].to_string(), p[1].parse().unwrap()))
+                .or_default()
+                .insert(p[2].to_string());
+        }
+        for ((id, seq), digests) in by_key {
+            assert_eq!(
+                digests.len(),
+                1,
+                "{id}:{seq} given to {} different alerts: {digests:?}; delivered {delivered:#?}",
+                digests.len()
+            );
+        }
     }
 }

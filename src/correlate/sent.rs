@@ -36,12 +36,16 @@ pub struct SentSeq {
 /// The recorded alerts of incidents that may make an alert under one of their `seq`s again.
 #[derive(Debug, Default)]
 pub(super) struct Sent {
-    /// Per incident: when it came (a count) and its recorded (`seq`, digest) pairs.
+    /// Per incident: when it came (a count; 0 for an incident open at the restore, which is
+    /// never dropped: those are bounded by `max_open_incidents`) and its recorded (`seq`,
+    /// digest) pairs.
     by_id: HashMap<String, (u64, Vec<(u64, u64)>)>,
-    /// Ids in the order they came, with that count: an id that went and came back is listed
-    /// twice, and only the entry with its current count stands for it.
+    /// The other ids in the order they came, with that count: an id that went and came back is
+    /// listed twice, and only the entry with its current count stands for it.
     order: VecDeque<(u64, String)>,
     added: u64,
+    /// Ids in `by_id` with a count (capped at [`MAX_SENT_INCIDENTS`]).
+    capped: usize,
 }
 
 impl Sent {
@@ -56,18 +60,23 @@ impl Sent {
             return;
         }
         if !self.by_id.contains_key(&entry.id) {
-            while self.by_id.len() >= MAX_SENT_INCIDENTS {
-                let Some((no, old)) = self.order.pop_front() else {
-                    break;
-                };
-                if self.by_id.get(&old).is_some_and(|(n, _)| *n == no) {
-                    self.by_id.remove(&old);
+            let no = if passed.is_some() {
+                0
+            } else {
+                while self.capped >= MAX_SENT_INCIDENTS {
+                    let Some((no, old)) = self.order.pop_front() else {
+                        break;
+                    };
+                    if self.by_id.get(&old).is_some_and(|(n, _)| *n == no) {
+                        self.remove(&old);
+                    }
                 }
-            }
-            self.added += 1;
-            self.order.push_back((self.added, entry.id.clone()));
-            self.by_id
-                .insert(entry.id.clone(), (self.added, Vec::new()));
+                self.added += 1;
+                self.capped += 1;
+                self.order.push_back((self.added, entry.id.clone()));
+                self.added
+            };
+            self.by_id.insert(entry.id.clone(), (no, Vec::new()));
         }
         let Some((_, list)) = self.by_id.get_mut(&entry.id) else {
             return;
@@ -78,17 +87,25 @@ impl Sent {
     }
 
     /// Give `alert` (just made, under the incident's next `seq`) a `seq` no earlier alert of the
-    /// incident had with other content; returns the `seq` the incident is at after it.
+    /// incident had with other content; returns the `seq` the incident is at after it. An alert
+    /// recorded with the same content keeps that one's `seq` — also a later one, where an
+    /// earlier restart (killed as well) moved it.
     pub(super) fn settle(&mut self, alert: &mut Alert) -> u64 {
         let Some((_, list)) = self.by_id.get(&alert.id) else {
             return alert.seq;
         };
         let last = list.iter().map(|&(seq, _)| seq).max().unwrap_or(0);
         let digest = alert.content_digest();
+        let same = list
+            .iter()
+            .filter(|&&(seq, d)| d == digest && seq >= alert.seq)
+            .map(|&(seq, _)| seq)
+            .min();
         let taken = list.iter().any(|&(seq, _)| seq == alert.seq);
-        let same = list.contains(&(alert.seq, digest));
-        if taken && !same {
-            alert.seq = last + 1;
+        match same {
+            Some(seq) => alert.seq = seq,
+            None if taken => alert.seq = last + 1,
+            None => {}
         }
         if alert.seq >= last {
             self.forget(&alert.id);
@@ -98,20 +115,32 @@ impl Sent {
 
     /// The incident closed: its id is not used again.
     pub(super) fn forget(&mut self, id: &str) {
-        self.by_id.remove(id);
+        self.remove(id);
         // `order` keeps the id until `add` passes it (it is added only at a restore).
         if self.by_id.is_empty() {
             self.order.clear();
         }
     }
 
-    /// What to save with the snapshot, oldest incident first.
+    fn remove(&mut self, id: &str) {
+        if let Some((no, _)) = self.by_id.remove(id) {
+            if no > 0 {
+                self.capped -= 1;
+            }
+        }
+    }
+
+    /// What to save with the snapshot: the incidents open at the restore, then the others,
+    /// oldest first.
     pub(super) fn entries(&self) -> Vec<SentSeq> {
         let mut out = Vec::new();
-        for (no, id) in &self.order {
-            let Some((_, list)) = self.by_id.get(id).filter(|(n, _)| n == no) else {
-                continue;
-            };
+        let mut open: Vec<_> = self.by_id.iter().filter(|(_, (no, _))| *no == 0).collect();
+        open.sort_by(|a, b| a.0.cmp(b.0));
+        let others = self
+            .order
+            .iter()
+            .filter_map(|(no, id)| self.by_id.get_key_value(id).filter(|(_, (n, _))| n == no));
+        for (id, (_, list)) in open.into_iter().chain(others) {
             out.extend(list.iter().map(|&(seq, digest)| SentSeq {
                 id: id.clone(),
                 seq,
