@@ -171,8 +171,8 @@ pub struct Alerting {
 
 /// The incident alerts handed to the sinks since the last save of the incidents (see
 /// [`correlate::sent`]): a line `ID SEQ DIGEST` each, written before any sink gets them, one
-/// `write` for the alerts of one event or tick. No fsync: it is there for a process that is killed or crashes (the kernel
-/// keeps what it wrote), not for a power loss. Each save of the incidents moves it to
+/// `write` for the alerts of one event or tick. No fsync: it is there for a process that is
+/// killed or crashes (the kernel keeps what it wrote), not for a power loss. Each save of the incidents moves it to
 /// `FILE.prev` and starts a new one, so it holds what came after the newer saved incidents, and
 /// `.prev` what came between those and the previous ones (kept as `incidents.json.prev`).
 #[derive(Debug)]
