@@ -1101,3 +1101,75 @@ fn run_exits_78_with_the_key_where_check_config_does() {
         }
     }
 }
+
+/// A SIGHUP that comes while the daemon is still reading its configuration (logrotate, or a
+/// `systemctl reload` racing a restart) is a reload once it runs. It terminated the process:
+/// the handlers were installed after the configuration was read, and systemd counts a death
+/// by SIGHUP as a clean exit, so `Restart=on-failure` did not bring the service back. The
+/// configuration is a FIFO here, so the daemon is held inside the read for as long as the test
+/// wants.
+#[test]
+fn a_sighup_while_the_configuration_is_read_is_a_reload_once_running() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let s = Setup::new();
+    let fifo = s.p("config.toml");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let log = s.p("stderr.log");
+    let mut d = Daemon {
+        child: Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&fifo)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    // A writer opens a FIFO without blocking only once a reader has it open: the daemon is
+    // then inside the configuration read.
+    let mut writer = None;
+    assert!(
+        wait_for(20, || {
+            writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .ok();
+            writer.is_some()
+        }),
+        "the daemon never opened its configuration: {}",
+        d.log()
+    );
+    d.signal("HUP");
+    let config = s.config("");
+    // If the signal killed it, the write fails (EPIPE); the assertion below says why.
+    let _ = writer.take().unwrap().write_all(config.as_bytes());
+    assert!(
+        d.wait_log(20, "sources started", 1),
+        "not started after a SIGHUP during the configuration read ({:?}): {}",
+        d.child.try_wait().unwrap(),
+        d.log()
+    );
+    // The pending SIGHUP is a reload: it reads the FIFO again.
+    assert!(d.wait_log(20, "SIGHUP: reloading", 1), "{}", d.log());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    assert!(d.wait_log(20, "sources started", 2), "{}", d.log());
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(
+        wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1),
+        "no alert: {}",
+        d.log()
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success(), "{}", d.log());
+}

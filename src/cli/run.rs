@@ -235,8 +235,6 @@ impl Signals {
     }
 }
 
-/// The pipeline's stop future: first polled once the sources are started (→ `READY=1`), ends
-/// on SIGTERM/SIGINT or on SIGHUP with a valid configuration.
 /// How far a pipeline got: a reloaded configuration whose pipeline fails before its sources
 /// are open goes back to the previous one instead of ending the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +255,8 @@ struct ReloadFrom<'a> {
     running_state: &'a Path,
 }
 
+/// The pipeline's stop future: first polled once the sources are started (→ `READY=1`), ends
+/// on SIGTERM/SIGINT or on SIGHUP with a valid configuration.
 async fn until_stop_or_reload(
     signals: &mut Signals,
     metrics: &Metrics,
@@ -423,6 +423,19 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let log = crate::logging::init();
     tracing::debug!("logging to {log}");
+    // The signal handlers come first: until they are installed a SIGHUP (logrotate, a
+    // `systemctl reload` racing a restart) terminates the process, and systemd counts death by
+    // SIGHUP as a clean exit, so `Restart=on-failure` would not bring the service back. A
+    // signal that arrives while the configuration is read waits for the running loop.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut signals = {
+        let _guard = runtime.enter();
+        Signals::new().context("installing signal handlers")?
+    };
     let mut config = match args.config.as_deref() {
         None => Config::default(),
         Some(p) => match load_validated(p, false) {
@@ -436,11 +449,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.events {
         events_to_stdout(&mut config);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     let metrics = Metrics::new();
     let mut endpoint = Endpoint::default();
     if let Err(e) = endpoint.apply(config.metrics_listen, &metrics, &runtime) {
@@ -453,10 +461,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let mut signals = {
-        let _guard = runtime.enter();
-        Signals::new().context("installing signal handlers")?
-    };
     let mut previous: Option<Config> = None;
     let mut lock: Option<StateLock> = None;
     let mut endpoint_before_reload: Option<Option<SocketAddr>> = None;

@@ -19,10 +19,12 @@ use crate::sinks::rfc3339;
 /// Arguments of `armorwatch status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The state directory (default: `[state] dir` of --config, else /var/lib/armorwatch).
+    /// The state directory (default: `[state] dir` of --config, or of
+    /// /etc/armorwatch/config.toml when it exists, else /var/lib/armorwatch).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// The configuration file naming the state directory.
+    /// The configuration file naming the state directory (default:
+    /// /etc/armorwatch/config.toml when it exists).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// One JSON object for scripts.
@@ -203,18 +205,31 @@ pub fn render(status: &Status) -> String {
     o
 }
 
+/// The state directory to read: `--state-dir`, else `[state] dir` of `--config`, else of the
+/// default configuration file when there is one (where the service reads its configuration
+/// from), else the default directory.
+fn state_dir(
+    args: &StatusArgs,
+    default_config: &Path,
+) -> Result<PathBuf, crate::config::ConfigError> {
+    match (&args.state_dir, &args.config) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some(c)) => Ok(crate::config::load(c)?.state_dir),
+        (None, None) if default_config.exists() => {
+            Ok(crate::config::load(default_config)?.state_dir)
+        }
+        (None, None) => Ok(PathBuf::from(crate::config::DEFAULT_STATE_DIR)),
+    }
+}
+
 /// Run the subcommand.
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let dir = match (&args.state_dir, &args.config) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => match crate::config::load(c) {
-            Ok(cfg) => cfg.state_dir,
-            Err(e) => {
-                eprintln!("armorwatch: configuration error: {e}");
-                return Ok(ExitCode::from(super::EXIT_CONFIG));
-            }
-        },
-        (None, None) => PathBuf::from(crate::config::DEFAULT_STATE_DIR),
+    let dir = match state_dir(args, Path::new(super::check_config::DEFAULT_CONFIG)) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("armorwatch: configuration error: {e}");
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
     };
     if !dir.is_dir() {
         anyhow::bail!("{}: no such state directory", dir.display());
@@ -226,4 +241,54 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render(&status));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(state_dir: Option<&Path>, config: Option<&Path>) -> StatusArgs {
+        StatusArgs {
+            state_dir: state_dir.map(Path::to_path_buf),
+            config: config.map(Path::to_path_buf),
+            json: false,
+            recent: 10,
+        }
+    }
+
+    /// Without options, status reads the state directory the service uses: the one of the
+    /// default configuration file when it exists. It read /var/lib/armorwatch whatever that
+    /// file said (found by a review helper).
+    #[test]
+    fn the_state_directory_comes_from_the_default_configuration_when_there_is_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = tmp.path().join("config.toml");
+        let missing = tmp.path().join("missing.toml");
+        std::fs::write(&conf, "[state]\ndir = \"/srv/aw-state\"\n").unwrap();
+        assert_eq!(
+            state_dir(&args(None, None), &conf).unwrap(),
+            Path::new("/srv/aw-state")
+        );
+        assert_eq!(
+            state_dir(&args(None, None), &missing).unwrap(),
+            Path::new(crate::config::DEFAULT_STATE_DIR)
+        );
+        // The options win over the default file.
+        assert_eq!(
+            state_dir(&args(Some(Path::new("/x")), None), &conf).unwrap(),
+            Path::new("/x")
+        );
+        let other = tmp.path().join("other.toml");
+        std::fs::write(&other, "[state]\ndir = \"/srv/other\"\n").unwrap();
+        assert_eq!(
+            state_dir(&args(None, Some(&other)), &conf).unwrap(),
+            Path::new("/srv/other")
+        );
+        // A broken default file is a configuration error naming the key, not a silent
+        // fallback to another directory.
+        std::fs::write(&conf, "[state]\ndir = 5\n").unwrap();
+        let e = state_dir(&args(None, None), &conf).unwrap_err().to_string();
+        assert!(e.contains("state.dir"), "{e}");
+    }
 }
