@@ -1173,3 +1173,47 @@ fn a_sighup_while_the_configuration_is_read_is_a_reload_once_running() {
     d.signal("TERM");
     assert!(d.wait_exit(20).unwrap().success(), "{}", d.log());
 }
+
+/// A SIGTERM while a reload drains the old pipeline stops the daemon there. It waited for the
+/// new pipeline to start and then drained that one too, which with a slow sink (here a
+/// receiver that never answers, holding the drain for the sinks' 5 s) and slow sources could
+/// outlast the unit's TimeoutStopSec.
+#[test]
+fn sigterm_during_a_reload_drain_stops_without_starting_the_new_pipeline() {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hang.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hang.incoming() {
+            match c {
+                Ok(c) => conns.push(c),
+                Err(_) => break,
+            }
+            if conns.len() > 50 {
+                break;
+            }
+        }
+    });
+    let s = Setup::new();
+    s.write_config(&s.config(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+    )));
+    let mut d = Daemon::start(&s, &[]);
+    s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
+    assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
+    d.signal("HUP");
+    assert!(d.wait_log(10, "SIGHUP: reloading", 1), "{}", d.log());
+    d.signal("TERM");
+    let status = d.wait_exit(20).expect("still running 20 s after SIGTERM");
+    let log = d.log();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(
+        log.contains("SIGTERM during the reload: stopping instead of starting the new pipeline"),
+        "{log}"
+    );
+    assert_eq!(log.matches("sources started").count(), 1, "{log}");
+    // The drain saved what a stop saves.
+    let checkpoints = std::fs::read_to_string(s.p("state/checkpoints.json")).unwrap();
+    assert!(checkpoints.contains("audit_log"), "{checkpoints}");
+    drop(held);
+}

@@ -233,6 +233,20 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
         })
     }
+
+    /// A SIGTERM or SIGINT that arrived and was not handled yet (consumed).
+    fn pending_stop(&mut self, runtime: &tokio::runtime::Runtime) -> Option<&'static str> {
+        use std::task::{Context, Poll, Waker};
+        let _guard = runtime.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(Some(())) = self.term.poll_recv(&mut cx) {
+            return Some("SIGTERM");
+        }
+        if let Poll::Ready(Some(())) = self.int.poll_recv(&mut cx) {
+            return Some("SIGINT");
+        }
+        None
+    }
 }
 
 /// How far a pipeline got: a reloaded configuration whose pipeline fails before its sources
@@ -633,6 +647,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         match outcome {
             Outcome::Stop(_) => break,
             Outcome::Reload(new) => {
+                // A stop asked for during the drain is not kept waiting for the new pipeline to
+                // start (and drain again): systemd kills at TimeoutStopSec.
+                if let Some(signal) = signals.pending_stop(&runtime) {
+                    tracing::info!(
+                        "{signal} during the reload: stopping instead of starting the new pipeline"
+                    );
+                    notify::stopping();
+                    break;
+                }
                 let new = *new;
                 tracing::info!("configuration reloaded; starting the new pipeline");
                 previous = Some(std::mem::replace(&mut config, new));
