@@ -751,35 +751,83 @@ fn rotated_after(
     id: (u64, u64),
     current: (u64, u64),
 ) -> Vec<(File, std::fs::Metadata, PathBuf)> {
+    rotated_after_with(path, id, current, &mut |_| {})
+}
+
+/// How many times [`rotated_after_with`] scans the rotated files again when a rotation moved
+/// them while it opened them.
+const ROTATED_SCANS: usize = 20;
+
+/// [`rotated_after`], `opened` called after each rotated file is opened (tests rotate there).
+///
+/// The files are opened one name at a time, and a rotation that runs meanwhile (auditd renames
+/// `.4` → `.5` … `.1` → `.2`, the log → `.1`) moves them between names: ours may be seen under
+/// no name at all (opened at `.3` before it came there, gone from `.2` when that was opened),
+/// and the file after ours, whose lines the reader has not read, was then taken for one it had
+/// (1 000 records of a 1M-record stream rotated every 1 000 lines, lost in a robustness run).
+/// So a scan counts only when, after every open, the names are the same and each still holds
+/// the file opened under it: every rename in between changes the file under its source or its
+/// target name. Otherwise the scan is repeated.
+fn rotated_after_with(
+    path: &Path,
+    id: (u64, u64),
+    current: (u64, u64),
+    opened: &mut dyn FnMut(&Path),
+) -> Vec<(File, std::fs::Metadata, PathBuf)> {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
     let (dot, dash) = (format!("{name}."), format!("{name}-"));
-    // Each scheme's files, oldest first.
-    let mut numbered: Vec<(u64, PathBuf)> = Vec::new();
-    let mut dated: Vec<PathBuf> = Vec::new();
-    for p in siblings(path) {
-        let Some(file) = p.file_name().and_then(|f| f.to_str()) else {
-            continue;
-        };
-        if let Some(n) = file.strip_prefix(&dot).and_then(|n| n.parse::<u64>().ok()) {
-            numbered.push((n, p));
-        } else if file.starts_with(&dash) {
-            dated.push(p);
+    let mut scans = 0;
+    let (numbered, dated) = loop {
+        scans += 1;
+        let names = siblings(path);
+        // Each scheme's files, oldest first.
+        let mut numbered: Vec<(u64, PathBuf)> = Vec::new();
+        let mut dated: Vec<PathBuf> = Vec::new();
+        for p in &names {
+            let Some(file) = p.file_name().and_then(|f| f.to_str()) else {
+                continue;
+            };
+            if let Some(n) = file.strip_prefix(&dot).and_then(|n| n.parse::<u64>().ok()) {
+                numbered.push((n, p.clone()));
+            } else if file.starts_with(&dash) {
+                dated.push(p.clone());
+            }
         }
-    }
-    numbered.sort_by_key(|e| std::cmp::Reverse(e.0));
-    let numbered: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
-    dated.sort();
-    let open = |paths: Vec<PathBuf>| -> Vec<(File, std::fs::Metadata, PathBuf)> {
-        paths
-            .into_iter()
-            .filter_map(|p| {
-                let f = File::open(&p).ok()?;
-                let m = f.metadata().ok()?;
-                Some((f, m, p))
+        numbered.sort_by_key(|e| std::cmp::Reverse(e.0));
+        dated.sort();
+        let mut complete = true;
+        let mut open = |paths: Vec<PathBuf>| -> Vec<(File, std::fs::Metadata, PathBuf)> {
+            paths
+                .into_iter()
+                .filter_map(|p| {
+                    let got = File::open(&p).and_then(|f| {
+                        let m = f.metadata()?;
+                        Ok((f, m))
+                    });
+                    opened(&p);
+                    match got {
+                        Ok((f, m)) => Some((f, m, p)),
+                        Err(_) => {
+                            complete = false;
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        let numbered = open(numbered.into_iter().map(|(_, p)| p).collect());
+        let dated = open(dated);
+        let unmoved = |files: &[(File, std::fs::Metadata, PathBuf)]| {
+            files.iter().all(|(_, m, p)| {
+                std::fs::metadata(p).is_ok_and(|now| identity(&now) == identity(m))
             })
-            .collect()
+        };
+        let stable = complete && unmoved(&numbered) && unmoved(&dated) && siblings(path) == names;
+        if stable || scans >= ROTATED_SCANS {
+            break (numbered, dated);
+        }
     };
     // Of dated names, only those of our name's shape (digits where it has digits): a `PATH-old`
     // left by hand sorts after every date, but is no rotation of ours. Numbered names differ in
@@ -790,7 +838,7 @@ fn rotated_after(
             .map(|c| if c.is_ascii_digit() { '9' } else { c })
             .collect()
     };
-    for (opened, same_shape) in [(open(numbered), false), (open(dated), true)] {
+    for (opened, same_shape) in [(numbered, false), (dated, true)] {
         let Some(ours) = opened.iter().position(|(_, m, _)| identity(m) == id) else {
             continue;
         };
@@ -804,12 +852,34 @@ fn rotated_after(
     Vec::new()
 }
 
+/// The rotated file with identity `id`. A rotation running meanwhile can move it from a name
+/// not opened yet to one already opened, so a miss counts only when the names did not change
+/// while they were opened (see [`rotated_after_with`]).
 fn find_by_identity(path: &Path, id: (u64, u64)) -> Option<(File, std::fs::Metadata, PathBuf)> {
-    siblings(path).into_iter().find_map(|p| {
-        let f = File::open(&p).ok()?;
-        let m = f.metadata().ok()?;
-        (identity(&m) == id).then_some((f, m, p))
-    })
+    for _ in 0..ROTATED_SCANS {
+        let names = siblings(path);
+        // What each name held when it was opened (None: it could not be).
+        let mut seen: Vec<Option<(u64, u64)>> = Vec::with_capacity(names.len());
+        for p in &names {
+            let got = File::open(p).and_then(|f| {
+                let m = f.metadata()?;
+                Ok((f, m))
+            });
+            match got {
+                Ok((f, m)) if identity(&m) == id => return Some((f, m, p.clone())),
+                Ok((_, m)) => seen.push(Some(identity(&m))),
+                Err(_) => seen.push(None),
+            }
+        }
+        let unmoved = names.iter().zip(&seen).all(|(p, was)| {
+            let now = std::fs::metadata(p).ok().map(|m| identity(&m));
+            was.is_some() && now == *was
+        });
+        if unmoved && siblings(path) == names {
+            return None;
+        }
+    }
+    None
 }
 
 /// The copy made by copytruncate of the file read to `offset` (complete lines; `partial` more
@@ -1309,5 +1379,48 @@ mod tests {
         }
         let mut rig = rig.restart(Mode::Follow);
         assert_eq!(rig.step(), want);
+    }
+
+    /// A rotation that runs while the rotated files are opened one by one: ours (`.2`) moves to
+    /// `.3` after `.3` was opened and the file after it to `.2` before `.2` is, so one scan
+    /// saw ours under no name and gave nothing, and the reader skipped the file after it as
+    /// renamed by this rotation (1 000 records lost in a robustness run).
+    #[test]
+    fn a_rotation_while_the_rotated_files_are_opened_loses_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let log = p("audit.log");
+        for (name, text) in [
+            ("audit.log.3", "w\n"),
+            ("audit.log.2", "x\n"),
+            ("audit.log.1", "y\n"),
+            ("audit.log", "z\n"),
+        ] {
+            std::fs::write(p(name), text).unwrap();
+        }
+        let id = |n: &str| identity(&std::fs::metadata(p(n)).unwrap());
+        let (ours, current) = (id("audit.log.2"), id("audit.log"));
+        let mut rotated = false;
+        let newer = rotated_after_with(&log, ours, current, &mut |opened| {
+            if !rotated && opened.ends_with("audit.log.3") {
+                rotated = true;
+                for k in (1..=3).rev() {
+                    std::fs::rename(
+                        p(&format!("audit.log.{k}")),
+                        p(&format!("audit.log.{}", k + 1)),
+                    )
+                    .unwrap();
+                }
+                std::fs::rename(&log, p("audit.log.1")).unwrap();
+                std::fs::write(&log, "").unwrap();
+            }
+        });
+        assert!(rotated);
+        let texts: Vec<String> = newer
+            .iter()
+            .map(|(_, _, path)| std::fs::read_to_string(path).unwrap())
+            .collect();
+        // The file after ours (now `.2`); the one that was current is left to the caller.
+        assert_eq!(texts, ["y\n"]);
     }
 }
