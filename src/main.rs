@@ -25,8 +25,29 @@ fn tune_allocator() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
 }
 
+/// The soft limit on open files goes up to the hard one. sd-journal keeps every file of a
+/// journal open and skips, logging at debug level only, the ones it cannot open: under
+/// systemd's default soft limit of 1 024 a journal directory of more files (a journal-remote
+/// collector, many small archives) lost their records without a word. armorwatch uses no
+/// `select(2)`, the one reason for keeping the soft limit low (systemd.exec(5), `LimitNOFILE=`);
+/// journalctl raises it the same way.
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("armorwatch: raising the open-file limit: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    raise_nofile_limit();
     armorwatch::cli::main()
 }
 
