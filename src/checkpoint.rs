@@ -26,6 +26,11 @@ pub enum Position {
         /// sd-journal cursor.
         cursor: String,
     },
+    /// A journal that held no kernel or audit entry when the source first started following
+    /// it: every such entry it holds later is still to be read, from its head. Without it, a
+    /// start on an empty journal (a new collector's directory) saved nothing, and every restart
+    /// was a first start at the end: what came while armorwatch was stopped was never read.
+    JournaldHead,
     /// A byte offset in a file identified by device and inode (a rotated file keeps both).
     File {
         /// The configured path (shared: every line read carries its position).

@@ -84,8 +84,9 @@ pub fn start(
     // Opened here once to report errors before running; the thread opens its own handle
     // because `Journal` cannot be moved across threads.
     drop(open(directory.as_ref())?);
-    let cursor = match position {
-        Some(Position::Journald { cursor }) => Some(cursor),
+    let resume = match position {
+        Some(Position::Journald { cursor }) => Some(Resume::Cursor(cursor)),
+        Some(Position::JournaldHead) => Some(Resume::Head),
         _ => None,
     };
     let thread = std::thread::Builder::new()
@@ -98,7 +99,7 @@ pub fn start(
                     return;
                 }
             };
-            if let Err(e) = follow(&mut j, cursor, mode, &tx, &stop) {
+            if let Err(e) = follow(&mut j, resume, mode, &tx, &stop) {
                 eprintln!("armorwatch: journald: {e}");
             }
         })
@@ -109,9 +110,18 @@ pub fn start(
     Ok(SourceHandle::Thread(thread))
 }
 
+/// Where a saved position says to go on.
+#[derive(Debug)]
+enum Resume {
+    /// After the entry with this cursor.
+    Cursor(String),
+    /// At the head: the journal had no entry to read when the source first started.
+    Head,
+}
+
 fn follow(
     j: &mut JournalRef,
-    cursor: Option<String>,
+    resume: Option<Resume>,
     mode: Mode,
     tx: &BatchSender,
     stop: &StopSignal,
@@ -119,6 +129,11 @@ fn follow(
     let mut batch: Batch = Vec::new();
     // The entry the journal is on has not been delivered: read it before moving on.
     let mut on_undelivered = false;
+    let (cursor, head) = match resume {
+        Some(Resume::Cursor(c)) => (Some(c), false),
+        Some(Resume::Head) => (None, true),
+        None => (None, false),
+    };
     // A cursor sd-journal cannot read (a state file edited or damaged) is no position: ending
     // here would end the daemon, and every restart after it, on the same cursor.
     let cursor = cursor.filter(|c| match j.seek_cursor(c.as_str()) {
@@ -130,8 +145,8 @@ fn follow(
             false
         }
     });
-    match &cursor {
-        Some(c) => {
+    match (&cursor, head) {
+        (Some(c), _) => {
             // The entry at the cursor was delivered already; when it is gone (vacuumed, or the
             // cursor is another journal's), the entry the seek found is the first not delivered.
             if j.next()? > 0 && !j.test_cursor(c.as_str())? {
@@ -141,17 +156,26 @@ fn follow(
                 on_undelivered = true;
             }
         }
-        None if mode == Mode::Follow => {
+        // Nothing was there to read at the first start: every entry there is now is new (the
+        // position stays until an entry is read). Not the time of that start: a collector's
+        // entries carry their machines' clocks, which may be behind this one.
+        (None, true) => j.seek_head()?,
+        (None, false) if mode == Mode::Follow => {
             j.seek_tail()?;
             // A first start begins at the end and hands that position over at once, so a
-            // restart before anything new was read resumes there, not at the end again.
-            if j.previous()? > 0 {
-                batch.push(SourceItem::Position(Position::Journald {
+            // restart before anything new was read resumes there, not at the end again; on a
+            // journal without any kernel or audit entry, its head.
+            let position = if j.previous()? > 0 {
+                Position::Journald {
                     cursor: j.cursor()?,
-                }));
-            }
+                }
+            } else {
+                j.seek_tail()?;
+                Position::JournaldHead
+            };
+            batch.push(SourceItem::Position(position));
         }
-        None => j.seek_head()?,
+        (None, false) => j.seek_head()?,
     }
     // Entries passed over since the last position handed on; their cursor is fetched lazily
     // (formatting a cursor costs more than reading most entries).
