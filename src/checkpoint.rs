@@ -50,6 +50,15 @@ pub enum Position {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_line: Option<LinePrint>,
     },
+    /// Audit netlink: the highest audit serial received, valid for one boot. Not a place to
+    /// resume (the kernel keeps no history), but it tells the next start which records it did
+    /// not receive: those made while armorwatch was stopped.
+    Netlink {
+        /// `/proc/sys/kernel/random/boot_id`.
+        boot_id: String,
+        /// The highest audit serial received.
+        serial: u64,
+    },
     /// /dev/kmsg: the next sequence number expected, valid for one boot.
     Kmsg {
         /// `/proc/sys/kernel/random/boot_id`.

@@ -558,6 +558,11 @@ pub async fn run(
         }
         let name: Arc<str> = Arc::from(cfg.name());
         let position = checkpoints.as_ref().and_then(|c| c.get(&name).cloned());
+        // Netlink's position only counts the records made while armorwatch was stopped. With
+        // another source beside it (audit.log, journald, kmsg), that one reads them: a gap
+        // would be a false loss at every restart.
+        let position =
+            position.filter(|_| *cfg != SourceConfig::Netlink || plan.sources.len() == 1);
         starts.push((
             name,
             sources::Spec::Configured {

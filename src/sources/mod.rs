@@ -124,7 +124,7 @@ pub fn start(
             SourceConfig::Journald { directory } => {
                 journald::start(directory, position, mode, tx, stop)
             }
-            SourceConfig::Netlink => netlink::start(tx, stop),
+            SourceConfig::Netlink => netlink::start(position, tx, stop),
         },
     }
 }

@@ -3,15 +3,18 @@
 //!
 //! Each message is `nlmsghdr` + text `audit(SEC.MS:SERIAL): body`; it is turned into an auditd
 //! line (`type=NNNN msg=audit(…): body`) so the parser assembles companions. Live only: the kernel
-//! keeps no history, so there is no checkpoint. Gaps in serials and receive-buffer overruns are
-//! reported as loss.
+//! keeps no history. Gaps in serials and receive-buffer overruns are reported as loss; the
+//! highest serial received is saved with the checkpoints, so a start in the same boot reports
+//! the records made while armorwatch was stopped as a gap too (when the pipeline passes the
+//! position on: only where no other source carries the same records).
 
 use std::time::{Duration, Instant};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_AUDIT};
 use tokio::io::unix::AsyncFd;
 
-use super::{SourceError, SourceHandle};
+use super::{SourceError, SourceHandle, boot_id};
+use crate::checkpoint::Position;
 use crate::event::Source;
 use crate::pipeline::{
     BatchSender, CutShort, LossEvent, LossReason, SourceItem, SourceLine, StopSignal,
@@ -41,8 +44,13 @@ pub fn probe() -> Result<(), String> {
     open().map(drop)
 }
 
-/// Start reading (follow only).
-pub fn start(tx: BatchSender, stop: StopSignal) -> Result<SourceHandle, SourceError> {
+/// Start reading (follow only). `position`: the highest serial an earlier run received; in
+/// the same boot, the records after it are missing unless the first received follows it.
+pub fn start(
+    position: Option<Position>,
+    tx: BatchSender,
+    stop: StopSignal,
+) -> Result<SourceHandle, SourceError> {
     let socket = open().map_err(SourceError::Netlink)?;
     socket
         .set_non_blocking(true)
@@ -51,7 +59,11 @@ pub fn start(tx: BatchSender, stop: StopSignal) -> Result<SourceHandle, SourceEr
     // while registered; this `T` owns it (and `register`, the replacement, is `unsafe`).
     #[allow(deprecated)]
     let fd = AsyncFd::new(socket).map_err(|e| SourceError::Netlink(e.to_string()))?;
-    Ok(SourceHandle::Task(tokio::spawn(read(fd, tx, stop))))
+    let boot: std::sync::Arc<str> = boot_id().into();
+    let serials = Serials::resumed(position.as_ref(), &boot);
+    Ok(SourceHandle::Task(tokio::spawn(read(
+        fd, boot, serials, tx, stop,
+    ))))
 }
 
 /// Split a datagram into (type, text) messages.
@@ -103,6 +115,16 @@ struct Serials {
 const OVERRUN_WAIT: Duration = Duration::from_secs(1);
 
 impl Serials {
+    /// Accounting that goes on from a saved position of the same boot (another boot's serials
+    /// start again at 1: what its last records were is unknown, and not counted).
+    fn resumed(position: Option<&Position>, boot: &str) -> Serials {
+        let max = match position {
+            Some(Position::Netlink { boot_id, serial }) if boot_id == boot => Some(*serial),
+            _ => None,
+        };
+        Serials { max, overrun: None }
+    }
+
     /// The socket reported ENOBUFS at `now`: records were dropped after those still queued.
     fn overrun(&mut self, now: Instant) {
         self.overrun.get_or_insert(now);
@@ -151,8 +173,13 @@ fn loss(reason: LossReason, count: Option<u64>, detail: String) -> LossEvent {
     LossEvent::now(reason, count, Some(detail), Source::Netlink)
 }
 
-async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
-    let mut serials = Serials::default();
+async fn read(
+    fd: AsyncFd<Socket>,
+    boot: std::sync::Arc<str>,
+    mut serials: Serials,
+    tx: BatchSender,
+    mut stop: StopSignal,
+) {
     let mut cut = CutShort::default();
     loop {
         let deadline = serials.overrun_deadline();
@@ -179,7 +206,11 @@ async fn read(fd: AsyncFd<Socket>, tx: BatchSender, mut stop: StopSignal) {
                         batch.push(SourceItem::Line(SourceLine {
                             text: format!("type={kind} msg={text}"),
                             source: Source::Netlink,
-                            position: None,
+                            // The highest serial so far (records may come slightly out of order).
+                            position: serials.max.map(|serial| Position::Netlink {
+                                boot_id: boot.to_string(),
+                                serial,
+                            }),
                         }));
                     }
                 }
@@ -267,6 +298,27 @@ mod tests {
             LossReason::NetlinkSerialGap,
             "the overrun was reported already"
         );
+    }
+
+    /// A start in the same boot goes on from the saved serial: the records made while
+    /// armorwatch was stopped are a gap with their count (they were lost without a word: a
+    /// review helper's real-kernel run received serials 3–7 and 13–17 and reported nothing).
+    /// Another boot's position counts nothing.
+    #[test]
+    fn a_restart_in_the_same_boot_reports_the_records_made_while_stopped() {
+        let saved = Position::Netlink {
+            boot_id: "b1".into(),
+            serial: 7,
+        };
+        let mut s = Serials::resumed(Some(&saved), "b1");
+        let l = s.observe(13).unwrap();
+        assert_eq!((l.reason, l.count), (LossReason::NetlinkSerialGap, Some(5)));
+        assert!(l.detail.as_deref().unwrap().contains("8..12"), "{l:?}");
+        let mut s = Serials::resumed(Some(&saved), "b1");
+        assert!(s.observe(8).is_none(), "nothing missed");
+        let mut s = Serials::resumed(Some(&saved), "b2");
+        assert!(s.observe(13).is_none(), "another boot");
+        assert!(Serials::resumed(None, "b1").observe(13).is_none());
     }
 
     #[test]
