@@ -139,9 +139,11 @@ fn follow(
     let cursor = cursor.filter(|c| match j.seek_cursor(c.as_str()) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!(
-                "armorwatch: journald: the saved position {c:?} is unusable ({e}); following from the end of the journal"
-            );
+            let from = match mode {
+                Mode::Follow => "following from the end of the journal",
+                Mode::Replay => "reading the journal from its start",
+            };
+            eprintln!("armorwatch: journald: the saved position {c:?} is unusable ({e}); {from}");
             false
         }
     });
