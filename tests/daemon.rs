@@ -493,9 +493,9 @@ fn sighup_with_a_valid_config_switches_and_reopens_files() {
     assert_eq!(objects, ["/var/log/msmtp.log", "/etc/shadow"]);
 }
 
-#[test]
-fn sigterm_drains_within_the_bound_and_saves_state() {
-    // A receiver that accepts connections and never answers: the webhook sink hangs on it.
+/// A setup whose config has a webhook sink to a receiver that accepts connections and never
+/// answers (the sink hangs on it); the thread holding the connections.
+fn setup_with_a_hanging_webhook() -> (Setup, std::thread::JoinHandle<()>) {
     let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = hang.local_addr().unwrap().port();
     let held = std::thread::spawn(move || {
@@ -514,6 +514,12 @@ fn sigterm_drains_within_the_bound_and_saves_state() {
     s.write_config(&s.config(&format!(
         "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
     )));
+    (s, held)
+}
+
+#[test]
+fn sigterm_drains_within_the_bound_and_saves_state() {
+    let (s, held) = setup_with_a_hanging_webhook();
     let mut d = Daemon::start(&s, &[]);
     s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
     assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
@@ -1180,24 +1186,7 @@ fn a_sighup_while_the_configuration_is_read_is_a_reload_once_running() {
 /// outlast the unit's TimeoutStopSec.
 #[test]
 fn sigterm_during_a_reload_drain_stops_without_starting_the_new_pipeline() {
-    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hang.local_addr().unwrap().port();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        for c in hang.incoming() {
-            match c {
-                Ok(c) => conns.push(c),
-                Err(_) => break,
-            }
-            if conns.len() > 50 {
-                break;
-            }
-        }
-    });
-    let s = Setup::new();
-    s.write_config(&s.config(&format!(
-        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
-    )));
+    let (s, held) = setup_with_a_hanging_webhook();
     let mut d = Daemon::start(&s, &[]);
     s.append(&denial(1, "mknod", "/var/log/msmtp.log"));
     assert!(wait_for(10, || opened(&s.p("alerts.jsonl")).len() == 1));
