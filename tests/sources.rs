@@ -1032,3 +1032,45 @@ fn a_first_start_on_a_journal_without_kernel_or_audit_entries_resumes_there() {
     assert!(serial_counts(&got).values().all(|&n| n == 1), "{got:#?}");
     terminate(child);
 }
+
+/// A journal directory deleted and created again while it is followed (a collector's directory
+/// cleaned up by a script) is read anew, from its start. sd-journal watched the deleted one and
+/// the source waited forever (found by a review helper's suspicion, confirmed with the binary:
+/// no entry of the new directory read).
+#[test]
+fn a_journal_directory_replaced_while_following_is_read_anew() {
+    if !have_journal_remote() {
+        return;
+    }
+    let s = Setup::new();
+    let (jdir, config) = s.journal_config();
+    let export = s.path("e.export");
+    let add = |k: u64| {
+        fs::write(&export, kernel_avc_export(k..k + 1, 1_700_000_000 + k)).unwrap();
+        journal_remote(&export, &jdir.join(format!("f{k}.journal")));
+    };
+    add(1);
+    let checkpoints = s.path("state/checkpoints.json");
+    let child = s.spawn("run", &config);
+    let start = Instant::now();
+    // Started: the first start hands over the journal's end at once.
+    while !fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("journald")) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the journal source did not start"
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    add(2);
+    wait_serials(&s.out(), 2..3);
+    fs::remove_dir_all(&jdir).unwrap();
+    fs::create_dir(&jdir).unwrap();
+    add(3);
+    let got = wait_serials(&s.out(), 2..4);
+    assert!(serial_counts(&got).values().all(|&n| n == 1), "{got:#?}");
+    let stderr = terminate(child);
+    assert!(
+        stderr.contains("was replaced by another directory"),
+        "{stderr}"
+    );
+}

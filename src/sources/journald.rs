@@ -12,7 +12,7 @@
 //! `test_cursor` matches), else from the tail (follow) or the head (replay). sd-journal itself
 //! follows rotation, vacuuming and journald restarts through `sd_journal_wait`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use systemd::journal::{self, Journal, JournalRef};
@@ -92,15 +92,29 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("armorwatch-journald".into())
         .spawn(move || {
-            let mut j = match open(directory.as_ref()) {
-                Ok(j) => j,
-                Err(e) => {
-                    eprintln!("armorwatch: {e}");
-                    return;
+            let mut resume = resume;
+            loop {
+                let mut j = match open(directory.as_ref()) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        eprintln!("armorwatch: {e}");
+                        return;
+                    }
+                };
+                match follow(&mut j, directory.as_deref(), resume, mode, &tx, &stop) {
+                    Ok(Ended::Done) => return,
+                    Ok(Ended::Replaced) => {
+                        eprintln!(
+                            "armorwatch: journald: {} was replaced by another directory; reading it from its start",
+                            directory.as_deref().unwrap_or(Path::new("")).display()
+                        );
+                        resume = Some(Resume::Head);
+                    }
+                    Err(e) => {
+                        eprintln!("armorwatch: journald: {e}");
+                        return;
+                    }
                 }
-            };
-            if let Err(e) = follow(&mut j, resume, mode, &tx, &stop) {
-                eprintln!("armorwatch: journald: {e}");
             }
         })
         .map_err(|error| SourceError::Journal {
@@ -119,13 +133,32 @@ enum Resume {
     Head,
 }
 
+/// Why [`follow`] returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Stopped, or the end of a replay.
+    Done,
+    /// The configured directory is another one now (deleted and created again): sd-journal
+    /// watches the old one, which gets nothing more, so the source would wait forever.
+    Replaced,
+}
+
+/// A directory's device and inode.
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn follow(
     j: &mut JournalRef,
+    directory: Option<&Path>,
     resume: Option<Resume>,
     mode: Mode,
     tx: &BatchSender,
     stop: &StopSignal,
-) -> std::io::Result<()> {
+) -> std::io::Result<Ended> {
+    // The directory read, to notice it replaced (a missing one may come back: waited for).
+    let watched = directory.and_then(|d| Some((d, dir_identity(d)?)));
     let mut batch: Batch = Vec::new();
     // The entry the journal is on has not been delivered: read it before moving on.
     let mut on_undelivered = false;
@@ -161,7 +194,10 @@ fn follow(
         // Nothing was there to read at the first start: every entry there is now is new (the
         // position stays until an entry is read). Not the time of that start: a collector's
         // entries carry their machines' clocks, which may be behind this one.
-        (None, true) => j.seek_head()?,
+        (None, true) => {
+            j.seek_head()?;
+            batch.push(SourceItem::Position(Position::JournaldHead));
+        }
         (None, false) if mode == Mode::Follow => {
             j.seek_tail()?;
             // A first start begins at the end and hands that position over at once, so a
@@ -197,12 +233,20 @@ fn follow(
                 skipped = 0;
             }
             if cut.should_send(&batch) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return Ok(());
+                return Ok(Ended::Done);
             }
             if mode == Mode::Replay {
                 break;
             }
             j.wait(Some(WAIT))?;
+            if let Some((dir, id)) = watched {
+                if dir_identity(dir).is_some_and(|now| now != id) {
+                    if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                        return Ok(Ended::Done);
+                    }
+                    return Ok(Ended::Replaced);
+                }
+            }
             continue;
         }
         if entry_lines(j, &mut batch)? {
@@ -219,14 +263,14 @@ fn follow(
         if batch.len() >= BATCH_ENTRIES {
             batch.push(SourceItem::MoreFollows);
             if cut.should_send(&batch) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return Ok(());
+                return Ok(Ended::Done);
             }
         }
     }
     if !batch.is_empty() {
         let _ = tx.blocking_send(batch);
     }
-    Ok(())
+    Ok(Ended::Done)
 }
 
 /// Audit record types worth parsing: AppArmor records (AVC, USER_AVC, the legacy 1500–1507)
