@@ -10,8 +10,11 @@
 //!
 //! Start: from the saved cursor (the entry at the cursor was delivered, so it is skipped when
 //! `test_cursor` matches), else from the tail (follow) or the head (replay). sd-journal itself
-//! follows rotation, vacuuming and journald restarts through `sd_journal_wait`.
+//! follows rotation, vacuuming and journald restarts; the thread waits in poll(2) on the
+//! journal's inotify descriptor and on a pipe closed at the stop signal, as `sd_journal_wait`
+//! would but without waking up to look at the stop signal: idle, it does not run at all.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,8 +29,8 @@ use crate::pipeline::{Batch, BatchSender, CutShort, Mode, SourceItem, SourceLine
 const BATCH_ENTRIES: usize = 512;
 /// A position is handed on at least every this many skipped entries.
 const SKIPPED_POSITION_EVERY: usize = 1024;
-/// How long one `sd_journal_wait` lasts before the stop signal is checked again.
-const WAIT: Duration = Duration::from_millis(200);
+/// How often a configured directory that is gone is looked for again (it may be created anew).
+const MISSING_DIRECTORY_WAIT: Duration = Duration::from_secs(1);
 
 fn open(directory: Option<&PathBuf>) -> Result<Journal, SourceError> {
     let err = |error: std::io::Error| SourceError::Journal {
@@ -89,6 +92,10 @@ pub fn start(
         Some(Position::JournaldHead) => Some(Resume::Head),
         _ => None,
     };
+    let stop_pipe = stop_pipe(&stop).map_err(|e| SourceError::Journal {
+        directory: directory.clone(),
+        error: e.into(),
+    })?;
     let thread = std::thread::Builder::new()
         .name("armorwatch-journald".into())
         .spawn(move || {
@@ -101,7 +108,11 @@ pub fn start(
                         return;
                     }
                 };
-                match follow(&mut j, directory.as_deref(), resume, mode, &tx, &stop) {
+                let woken = Wake {
+                    stop: &stop,
+                    pipe: stop_pipe.as_fd(),
+                };
+                match follow(&mut j, directory.as_deref(), resume, mode, &tx, woken) {
                     Ok(Ended::Done) => return,
                     Ok(Ended::Replaced) => {
                         eprintln!(
@@ -122,6 +133,78 @@ pub fn start(
             error,
         })?;
     Ok(SourceHandle::Thread(thread))
+}
+
+/// The read end of a pipe whose write end is closed when `stop` turns true (or its sender is
+/// gone): poll(2) then sees it hung up.
+fn stop_pipe(stop: &StopSignal) -> rustix::io::Result<OwnedFd> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|&s| s).await;
+        drop(write);
+    });
+    Ok(read)
+}
+
+/// What ends a wait besides the journal: the stop signal and the pipe closed with it.
+#[derive(Clone, Copy)]
+struct Wake<'a> {
+    stop: &'a StopSignal,
+    pipe: BorrowedFd<'a>,
+}
+
+/// Wait until the journal changes (and process the change, as `sd_journal_wait` does), the
+/// source is to stop, or `limit` is over. True when stopping.
+#[allow(unsafe_code)]
+fn wait(j: &mut JournalRef, wake: Wake<'_>, limit: Option<Duration>) -> std::io::Result<bool> {
+    use foreign_types::ForeignTypeRef;
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+
+    let fd = j.fd()?;
+    // SAFETY: the journal handle owns this descriptor (sd_journal_get_fd's inotify fd) and keeps
+    // it open until the handle is closed; `j` is borrowed for the whole of this function.
+    let journal_fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    // SAFETY: `j.as_ptr()` is a valid `sd_journal *` for the lifetime of `j`; the calls only
+    // read the handle's state (sd_journal_get_events returns POLLIN; sd_journal_get_timeout
+    // writes the deadline, CLOCK_MONOTONIC µs, when the journal needs rechecking by time, e.g.
+    // files on a network filesystem, which inotify does not report).
+    let (events, deadline) = unsafe {
+        let events = libsystemd_sys::journal::sd_journal_get_events(j.as_ptr());
+        let mut deadline = u64::MAX;
+        let r = libsystemd_sys::journal::sd_journal_get_timeout(j.as_ptr(), &mut deadline);
+        if r < 0 {
+            deadline = u64::MAX;
+        }
+        (events, deadline)
+    };
+    let events = PollFlags::from_bits_truncate(u16::try_from(events.max(0)).unwrap_or(0));
+    let journal_timeout = (deadline != u64::MAX).then(|| {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let now_us = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        Duration::from_micros(deadline.saturating_sub(now_us))
+    });
+    let timeout = match (journal_timeout, limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let timeout = timeout.map(|t| Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let mut fds = [
+        PollFd::from_borrowed_fd(journal_fd, events),
+        PollFd::from_borrowed_fd(wake.pipe, PollFlags::IN),
+    ];
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !fds[1].revents().is_empty() || *wake.stop.borrow() {
+        return Ok(true);
+    }
+    j.process()?;
+    Ok(false)
 }
 
 /// Where a saved position says to go on.
@@ -155,10 +238,16 @@ fn follow(
     resume: Option<Resume>,
     mode: Mode,
     tx: &BatchSender,
-    stop: &StopSignal,
+    wake: Wake<'_>,
 ) -> std::io::Result<Ended> {
+    let stop = wake.stop;
     // The directory read, to notice it replaced (a missing one may come back: waited for).
     let watched = directory.and_then(|d| Some((d, dir_identity(d)?)));
+    // The journal's change notification is set up before anything is read, so no change made
+    // from here on is missed by the first wait.
+    if mode == Mode::Follow {
+        j.fd()?;
+    }
     let mut batch: Batch = Vec::new();
     // The entry the journal is on has not been delivered: read it before moving on.
     let mut on_undelivered = false;
@@ -238,7 +327,12 @@ fn follow(
             if mode == Mode::Replay {
                 break;
             }
-            j.wait(Some(WAIT))?;
+            // A configured directory that is gone is looked for again now and then; otherwise
+            // the journal's notification (or the stop pipe) is what wakes this thread.
+            let gone = watched.is_some_and(|(dir, _)| dir_identity(dir).is_none());
+            if wait(j, wake, gone.then_some(MISSING_DIRECTORY_WAIT))? {
+                break;
+            }
             if let Some((dir, id)) = watched {
                 if dir_identity(dir).is_some_and(|now| now != id) {
                     if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
