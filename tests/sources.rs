@@ -651,6 +651,50 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
 
 // --------------------------------------------------------------------------- configuration
 
+/// A configuration value never reaches an error message: values may be secrets, and the
+/// messages reach the journal (`ExecStartPre=armorwatch check-config`, "reload rejected"). A
+/// review helper saw a header value (`Authorization: Bearer …`) and a Slack webhook URL with
+/// its token (in TOML's excerpt of the file) printed in full. The key and the line still are.
+#[test]
+fn config_errors_name_the_key_but_never_print_the_value() {
+    let s = Setup::new();
+    let cases = [
+        (
+            "[sinks.hook]\ntype = \"webhook\"\nurl = \"https://siem.example.org/in\"\nheaders = \"Authorization: Bearer s3cr3tTOKEN\"\n",
+            "sinks.hook.headers",
+        ),
+        (
+            "[sinks.s]\ntype = \"slack\"\nurl=\"https://hooks.slack.com/services/T0/B0/s3cr3tXYZ\n",
+            "line 3",
+        ),
+        ("[state]\ndir = [\"/s3cr3t\\\"q\"]\n", "state.dir"),
+        (
+            "[sinks.m]\ntype = \"email\"\nfrom = \"a@b.c\"\nto = \"x@y.z\"\nsmtp_host = \"h\"\nsmtp_port = \"s3cr3t\"\n",
+            "sinks.m.smtp_port",
+        ),
+    ];
+    for (text, key) in cases {
+        let c = s.path("secret.toml");
+        fs::write(&c, text).unwrap();
+        for cmd in ["check-config", "run"] {
+            let out = Command::new(BIN)
+                .arg(cmd)
+                .arg("--config")
+                .arg(&c)
+                .output()
+                .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(78), "{cmd} {text:?}: {said}");
+            assert!(said.contains(key), "{cmd} {text:?}: {said}");
+            assert!(!said.contains("s3cr3t"), "{cmd} {text:?}: {said}");
+        }
+    }
+}
+
 #[test]
 fn config_errors_name_the_key_and_exit_78() {
     let s = Setup::new();

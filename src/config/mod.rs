@@ -65,3 +65,66 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw = raw::parse(text, path)?;
     validate::validate(raw, path)
 }
+
+/// A parser's message without the values it quotes: configuration values may be secrets (a
+/// webhook URL with its token, an `Authorization` header), and these messages reach the
+/// journal. The excerpt of the file that TOML errors show (`3 | url="https://…`) is dropped —
+/// the line and column stay — and serde's `string "…"` becomes `a string`.
+pub fn without_values(message: &str) -> String {
+    let kept: Vec<&str> = message
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            // `  |`, `3 | text`, `  |     ^`: the excerpt and its caret.
+            let gutter = t.trim_start_matches(|c: char| c.is_ascii_digit());
+            !(gutter.starts_with('|') || gutter.starts_with(" |"))
+        })
+        .collect();
+    let mut out = String::new();
+    for line in kept {
+        let mut rest = line;
+        while let Some(at) = rest.find("string \"") {
+            out.push_str(&rest[..at]);
+            out.push_str("a string");
+            // Skip the Debug-quoted value: to the first `"` not escaped by `\`.
+            let value = &rest[at + "string \"".len()..];
+            let mut end = value.len();
+            let mut escaped = false;
+            for (i, c) in value.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            rest = &value[end.min(value.len())..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    /// Debug-quoted strings with escaped quotes end at their real end; the excerpt and its
+    /// caret go, the position and the message stay.
+    #[test]
+    fn values_are_cut_out_of_messages() {
+        assert_eq!(
+            without_values(r#"invalid type: string "a \"b\" c", expected a map"#),
+            "invalid type: a string, expected a map"
+        );
+        assert_eq!(
+            without_values(
+                "TOML parse error at line 3, column 5\n  |\n3 | url=\"https://x/T0\n  |     ^\ninvalid basic string"
+            ),
+            "TOML parse error at line 3, column 5\ninvalid basic string"
+        );
+    }
+}

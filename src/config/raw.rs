@@ -122,7 +122,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let parsed: Result<RawConfig, _> =
         serde_ignored::deserialize(de, |p| unknown.push(key_path(&p)));
     let raw = parsed.map_err(|e| {
-        let message = e.to_string().trim_end().to_string();
+        let message = super::without_values(e.to_string().trim_end());
         // A wrong type has a key path; malformed TOML has none (its message shows the line).
         let key = track.path().to_string();
         if key.is_empty() || key == "." || key == "?" {

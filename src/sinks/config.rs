@@ -434,8 +434,7 @@ fn typed<T: DeserializeOwned>(name: &str, table: toml::Table) -> Result<T, SinkC
     let value = toml::Value::Table(table);
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let inner = inner.trim().to_string();
+        let inner = crate::config::without_values(e.into_inner().to_string().trim());
         // deny_unknown_fields reports the enclosing path; name the unknown key itself.
         if let Some(rest) = inner.strip_prefix("unknown field `") {
             let key = rest.split('`').next().unwrap_or("");
