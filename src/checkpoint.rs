@@ -334,16 +334,25 @@ impl StateLock {
         };
         fs::create_dir_all(dir).map_err(io_err)?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|source| CheckpointError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .open(&path);
+        // A lock file left by a run as another user (`sudo armorwatch replay` once, root-owned
+        // 0644): flock(2) needs no write access, so the lock still works; only the pid is not
+        // recorded. Replacing the file instead would let two processes lock two files.
+        let (mut file, writable) = match opened {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                match fs::File::open(&path) {
+                    Ok(f) => (f, false),
+                    Err(_) => return Err(CheckpointError::Io { path, source: e }),
+                }
+            }
+            Err(source) => return Err(CheckpointError::Io { path, source }),
+        };
         if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
             let holder = fs::read_to_string(&path).unwrap_or_default();
             return Err(CheckpointError::Locked {
@@ -353,8 +362,10 @@ impl StateLock {
             });
         }
         // Who holds it, for the message another process gives.
-        let _ = file.set_len(0);
-        let _ = writeln!(file, "{}", std::process::id());
+        if writable {
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+        }
         Ok(StateLock {
             dir: dir.to_path_buf(),
             _file: file,

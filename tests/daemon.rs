@@ -1049,8 +1049,9 @@ fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
 }
 
 /// What `check-config` calls a configuration error (exit 78, with the key) makes `run` exit 78
-/// with the key as well: a configured source that cannot be opened, a state directory that
-/// cannot be created. It exited 1 without the key, and the unit (`Restart=on-failure`,
+/// with the key as well, and the other way round: a configured source that cannot be opened
+/// (or is a directory), a state directory that cannot be created, a metrics address that is
+/// not this host's. It exited 1 without the key, and the unit (`Restart=on-failure`,
 /// `RestartPreventExitStatus=78`) restarted it every 5 s for ever (found by a review helper).
 #[test]
 fn run_exits_78_with_the_key_where_check_config_does() {
@@ -1074,6 +1075,21 @@ fn run_exits_78_with_the_key_where_check_config_does() {
             "sources.journald.directory",
             format!(
                 "[state]\ndir = \"{d}/state\"\n[sources.journald]\ndirectory = \"{d}/no-journal\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
+        // A directory opens like a file: check-config said OK, run exited 78.
+        (
+            "sources.audit_log.path",
+            format!(
+                "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
+        // An address not on this host (TEST-NET-1) never binds: check-config said OK, run
+        // exited 1 and was restarted every 5 s.
+        (
+            "metrics.listen",
+            format!(
+                "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[metrics]\nlisten = \"192.0.2.1:9812\"\n[profiles]\nenabled = false\n"
             ),
         ),
     ];
@@ -1106,6 +1122,61 @@ fn run_exits_78_with_the_key_where_check_config_does() {
             assert!(log.contains(&format!("`{key}`")), "{cmd} on {key}: {log}");
         }
     }
+}
+
+/// A lock file left in the state directory by a run as root (`sudo armorwatch replay` once:
+/// root-owned, 0644) does not stop the service user: flock(2) needs no write access. `run`
+/// exited 78 with `lock: Permission denied` while check-config said OK (found by a review
+/// helper). One this user cannot open at all is a check-config error.
+#[test]
+fn a_lock_file_left_by_root_does_not_stop_the_service_user() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !Path::new("/usr/bin/setpriv").exists() || !is_root() {
+        common::skip("needs root and /usr/bin/setpriv (util-linux)");
+        return;
+    }
+    let s = Setup::new();
+    let d = s.dir.display();
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = s.p("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("lock"), "1\n").unwrap();
+    std::fs::set_permissions(state.join("lock"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    chown(&state, Some(65534), Some(65534)).unwrap();
+    std::fs::write(s.p("audit.log"), denial(1, "open", "/etc/x")).unwrap();
+    std::fs::write(s.p("out.jsonl"), "").unwrap();
+    chown(s.p("out.jsonl"), Some(65534), Some(65534)).unwrap();
+    s.write_config(&format!(
+        "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}/out.jsonl\"\n[profiles]\nenabled = false\n"
+    ));
+    let as_nobody = |cmd: &str| {
+        Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(BIN)
+            .args([cmd, "--config"])
+            .arg(s.p("config.toml"))
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody("replay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(opened(&s.p("out.jsonl")).len(), 1, "{err}");
+
+    std::fs::set_permissions(state.join("lock"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = as_nobody("check-config");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("state.dir") && said.contains("lock"),
+        "{said}"
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 /// A SIGHUP that comes while the daemon is still reading its configuration (logrotate, or a

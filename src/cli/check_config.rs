@@ -80,13 +80,33 @@ pub fn check(config: &Config, explicit: bool) -> Report {
         r.error("correlate", e.to_string());
     }
     check_sources(config, &mut r);
-    match writable_dir(&config.state_dir) {
+    match writable_dir(&config.state_dir).and_then(|()| lock_readable(&config.state_dir)) {
         Ok(()) => {}
         Err(e) if explicit => r.error("state.dir", e),
         Err(e) => r.warn("state.dir", format!("{e}; `run` would keep no checkpoints")),
     }
     check_profiles(config, &mut r);
+    check_metrics(config, &mut r);
     r
+}
+
+/// Can `metrics.listen` be bound? A port in use (a running armorwatch holds it) is only a
+/// warning; an address not on this host or a port this user may not bind is what stops `run`.
+fn check_metrics(config: &Config, r: &mut Report) {
+    let Some(addr) = config.metrics_listen else {
+        return;
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => {}
+        Err(e) if super::run::listen_never_works(&e) => r.error(
+            "metrics.listen",
+            format!("cannot listen on {addr} (as {}): {e}", whoami()),
+        ),
+        Err(e) => r.warn(
+            "metrics.listen",
+            format!("cannot listen on {addr} now: {e}"),
+        ),
+    }
 }
 
 fn check_sinks(config: &Config, r: &mut Report) {
@@ -167,6 +187,11 @@ fn check_sources(config: &Config, r: &mut Report) {
             SourceConfig::AuditLog { path } | SourceConfig::KernelLog { path } => {
                 let key = format!("sources.{name}.path");
                 match std::fs::File::open(path) {
+                    // Opening a directory succeeds; reading it, what `run` does, does not.
+                    Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => r.error(
+                        key,
+                        format!("{} is a directory, not a log file", path.display()),
+                    ),
                     Ok(_) => {}
                     Err(e) if e.kind() == ErrorKind::NotFound => {
                         match path.parent().filter(|d| d.is_dir()) {
@@ -313,6 +338,21 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
                 )
             }
         })
+}
+
+/// Can the state directory's lock file, when there is one, be opened (as `run` takes it)? One
+/// left by another user that this one cannot even read stops `run`.
+fn lock_readable(dir: &Path) -> Result<(), String> {
+    let lock = dir.join(crate::checkpoint::LOCK_FILE);
+    match std::fs::File::open(&lock) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot open {} (as {}): {e}; remove it (no armorwatch runs on this directory) or give it to this user",
+            lock.display(),
+            whoami()
+        )),
+    }
 }
 
 /// Run the subcommand.

@@ -369,6 +369,15 @@ impl Drop for DrainGuard {
     }
 }
 
+/// A bind error that retrying will not cure: the address is not this host's
+/// (EADDRNOTAVAIL) or the port is privileged and this user lacks CAP_NET_BIND_SERVICE (EACCES).
+pub fn listen_never_works(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied
+    )
+}
+
 /// The metrics endpoint, rebound when a reload changes `metrics.listen`.
 #[derive(Debug, Default)]
 struct Endpoint {
@@ -466,13 +475,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let metrics = Metrics::new();
     let mut endpoint = Endpoint::default();
     if let Err(e) = endpoint.apply(config.metrics_listen, &metrics, &runtime) {
-        tracing::error!(
-            "metrics.listen: cannot listen on {}: {e}",
-            config
-                .metrics_listen
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        );
+        let addr = config
+            .metrics_listen
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        // An address not on this host, or a port this user may not bind, never works: a
+        // configuration error (exit 78 stops `Restart=on-failure`); a port in use may free up.
+        if listen_never_works(&e) {
+            tracing::error!("configuration error: `metrics.listen`: cannot listen on {addr}: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        tracing::error!("metrics.listen: cannot listen on {addr}: {e}");
         return Ok(ExitCode::FAILURE);
     }
     let mut previous: Option<Config> = None;
