@@ -345,12 +345,10 @@ impl StateLock {
         // recorded. Replacing the file instead would let two processes lock two files.
         let (mut file, writable) = match opened {
             Ok(f) => (f, true),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                match fs::File::open(&path) {
-                    Ok(f) => (f, false),
-                    Err(_) => return Err(CheckpointError::Io { path, source: e }),
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match File::open(&path) {
+                Ok(f) => (f, false),
+                Err(_) => return Err(CheckpointError::Io { path, source: e }),
+            },
             Err(source) => return Err(CheckpointError::Io { path, source }),
         };
         if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
