@@ -747,18 +747,36 @@ pub fn correlator_config(
         host: host.to_string(),
         ..correlate::Config::default()
     };
-    if let Ok(text) = std::fs::read_to_string(&config.correlate.severity_db) {
-        let db = SeverityDb::parse(&text).map_err(|e| {
-            OutputError::Correlate(format!("{}: {e}", config.correlate.severity_db.display()))
-        })?;
-        c.severity_db = std::sync::Arc::new(db);
+    // Absent is fine (the defaults are optional files); there but unreadable is an error: the
+    // admin's severities and mute rules would be dropped without a word (a review helper's
+    // root-only 0700 noise.d: check-config said OK and no rule applied).
+    let unreadable = |key: &str, path: &Path, e: io::Error| {
+        OutputError::Correlate(format!(
+            "`correlate.{key}`: cannot read {}: {e}",
+            path.display()
+        ))
+    };
+    match std::fs::read_to_string(&config.correlate.severity_db) {
+        Ok(text) => {
+            let db = SeverityDb::parse(&text).map_err(|e| {
+                OutputError::Correlate(format!("{}: {e}", config.correlate.severity_db.display()))
+            })?;
+            c.severity_db = std::sync::Arc::new(db);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unreadable("severity_db", &config.correlate.severity_db, e)),
     }
     let mut drop_ins: Vec<(String, String)> = Vec::new();
     drop_ins.push((
         "data/noise.toml".to_string(),
         noise::BUNDLED_NOISE.to_string(),
     ));
-    if let Ok(dir) = std::fs::read_dir(&config.correlate.noise_dir) {
+    let dir = match std::fs::read_dir(&config.correlate.noise_dir) {
+        Ok(dir) => Some(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(unreadable("noise_dir", &config.correlate.noise_dir, e)),
+    };
+    if let Some(dir) = dir {
         let mut paths: Vec<PathBuf> = dir
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))

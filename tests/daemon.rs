@@ -1175,6 +1175,43 @@ fn a_lock_file_left_by_root_does_not_stop_the_service_user() {
     );
 }
 
+/// A noise directory (or severity database) that is there but unreadable is a configuration
+/// error naming its key: the admin's mute rules were dropped without a word (a review helper:
+/// root-only 0700 noise.d, check-config OK, alerts without their `noise` mark). Absent is fine.
+#[test]
+fn an_unreadable_noise_directory_is_a_configuration_error() {
+    use std::os::unix::fs::PermissionsExt;
+    if !Path::new("/usr/bin/setpriv").exists() || !is_root() {
+        common::skip("needs root and /usr/bin/setpriv (util-linux)");
+        return;
+    }
+    let s = Setup::new();
+    let d = s.dir.display();
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(s.p("noise.d")).unwrap();
+    std::fs::write(s.p("noise.d/mine.toml"), "").unwrap();
+    std::fs::set_permissions(s.p("noise.d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(s.p("audit.log"), "").unwrap();
+    for (noise, code) in [("noise.d", 78), ("no-such-noise.d", 0)] {
+        s.write_config(&format!(
+            "[state]\ndir = \"/tmp\"\n[correlate]\nnoise_dir = \"{d}/{noise}\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[profiles]\nenabled = false\n"
+        ));
+        let out = Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(BIN)
+            .args(["check-config", "--config"])
+            .arg(s.p("config.toml"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{noise}: {said}");
+        if code == 78 {
+            assert!(said.contains("correlate.noise_dir"), "{said}");
+        }
+    }
+}
+
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
