@@ -396,7 +396,7 @@ struct EmailRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "an address or a list of addresses")]
 enum ToRaw {
     One(String),
     Many(Vec<String>),
@@ -755,6 +755,9 @@ fn email_spec(
     if let Some(ca) = &r.ca_file {
         check_readable(name, "ca_file", ca)?;
     }
+    if r.smtp_port == Some(0) {
+        return Err(err(name, "smtp_port", "must be 1–65535"));
+    }
     let default_port = match tls {
         TlsMode::Tls => 465,
         TlsMode::Starttls => 587,
@@ -928,6 +931,24 @@ mode = "first"
         assert_eq!(v[0].policy.min_severity, 4);
         assert_eq!(v[0].policy.mode, super::super::policy::Mode::First);
         assert!(matches!(&v[0].kind, SinkKind::File(f) if f.max_size_bytes == Some(1000)));
+    }
+
+    /// Port 0 is no SMTP port (it was accepted, and every delivery failed); a `to` of the wrong
+    /// type says what it takes, not the name of an internal type (`untagged enum ToRaw`).
+    #[test]
+    fn smtp_port_zero_and_a_mistyped_to_say_what_is_expected() {
+        let base = "[sinks.m]\ntype = \"email\"\nfrom = \"a@b.c\"\nsmtp_host = \"h\"\ntls = \"none\"\n";
+        let e = parse(&format!("{base}to = \"x@y.z\"\nsmtp_port = 0\n")).unwrap_err();
+        assert_eq!(e.path, "sinks.m.smtp_port", "{e:?}");
+        for to in ["5", "[\"a@b.c\", 5]"] {
+            let e = parse(&format!("{base}to = {to}\n")).unwrap_err();
+            assert_eq!(e.path, "sinks.m.to", "{e:?}");
+            assert!(
+                e.message.contains("an address or a list of addresses")
+                    && !e.message.contains("ToRaw"),
+                "{e:?}"
+            );
+        }
     }
 
     /// Intervals and ages are added to clocks: a huge one panicked the sink's task (an
