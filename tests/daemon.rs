@@ -1051,7 +1051,7 @@ fn a_stuck_pipeline_stops_the_watchdog_and_the_drain_is_bounded() {
 /// What `check-config` calls a configuration error (exit 78, with the key) makes `run` exit 78
 /// with the key as well, and the other way round: a configured source that cannot be opened
 /// (or is a directory), a state directory that cannot be created, a metrics address that is
-/// not this host's. It exited 1 without the key, and the unit (`Restart=on-failure`,
+/// not this host's. `replay` too (it exited 1 without the key). It exited 1 without the key, and the unit (`Restart=on-failure`,
 /// `RestartPreventExitStatus=78`) restarted it every 5 s for ever (found by a review helper).
 #[test]
 fn run_exits_78_with_the_key_where_check_config_does() {
@@ -1095,7 +1095,9 @@ fn run_exits_78_with_the_key_where_check_config_does() {
     ];
     for (key, text) in cases {
         s.write_config(&text);
-        for cmd in ["check-config", "run"] {
+        // replay takes no metrics endpoint.
+        let replay = (key != "metrics.listen").then_some("replay");
+        for cmd in ["check-config", "run"].into_iter().chain(replay) {
             let mut child = Command::new(BIN)
                 .args([cmd, "--config"])
                 .arg(s.p("config.toml"))

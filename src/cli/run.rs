@@ -118,9 +118,14 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
         .transpose()
     {
         Ok(lock) => lock,
-        Err(e) => {
+        // Another process on the directory may end; one that cannot be written never works.
+        Err(e @ crate::checkpoint::CheckpointError::Locked { .. }) => {
             eprintln!("armorwatch: {e}");
             return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            eprintln!("armorwatch: configuration error: `state.dir`: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
     let metrics = Metrics::new();
@@ -151,6 +156,11 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
                 summary.events, summary.duplicates, summary.losses
             );
             Ok(ExitCode::SUCCESS)
+        }
+        // A configured source that cannot be opened: exit 78 with its key, as `run` does.
+        Err(pipeline::PipelineError::Source(se)) => {
+            eprintln!("armorwatch: configuration error: `{}`: {se}", se.key());
+            Ok(ExitCode::from(EXIT_CONFIG))
         }
         Err(e) => {
             eprintln!("armorwatch: {e}");

@@ -937,7 +937,8 @@ mode = "first"
     /// type says what it takes, not the name of an internal type (`untagged enum ToRaw`).
     #[test]
     fn smtp_port_zero_and_a_mistyped_to_say_what_is_expected() {
-        let base = "[sinks.m]\ntype = \"email\"\nfrom = \"a@b.c\"\nsmtp_host = \"h\"\ntls = \"none\"\n";
+        let base =
+            "[sinks.m]\ntype = \"email\"\nfrom = \"a@b.c\"\nsmtp_host = \"h\"\ntls = \"none\"\n";
         let e = parse(&format!("{base}to = \"x@y.z\"\nsmtp_port = 0\n")).unwrap_err();
         assert_eq!(e.path, "sinks.m.smtp_port", "{e:?}");
         for to in ["5", "[\"a@b.c\", 5]"] {

@@ -211,6 +211,11 @@ impl Reader {
     /// truncated since, first), at the end (follow, no position) or at the start.
     fn open_initial(&mut self, spec: &TailSpec, mode: Mode) -> Result<(), SourceError> {
         let current = match File::open(&self.path) {
+            // A directory opens; reading it fails (a replay read nothing and exited 0).
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+                let e = io::Error::from_raw_os_error(libc::EISDIR);
+                return Err(self.open_err(spec, &self.path, e));
+            }
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound && mode == Mode::Follow => {
                 eprintln!(
