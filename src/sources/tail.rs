@@ -1,8 +1,10 @@
 //! Following a growing text file through rotation: the shared reader behind the audit.log and
 //! syslog-file sources, and behind the files named on the `replay` command line.
 //!
-//! - Appends are noticed through inotify on the directory (`notify`), with a slow timer as a
-//!   safety net; no polling loop in the normal path.
+//! - Appends are noticed through inotify on the directory (`notify`); the stop signal wakes the
+//!   reader too, so an idle reader does not run at all. A timer reads every
+//!   [`SAFETY_POLL`] only where inotify misses writes (a network or FUSE filesystem, a path
+//!   that is a symbolic link) and while a renamed file is still read after a rotation.
 //! - Rotation by rename + create: the old file (same device and inode) is read to its end, then
 //!   the new file from its start. A writer may go on appending to the renamed file for a while
 //!   (rsyslog does, until logrotate's postrotate HUPs it), so its handle stays open and what is
@@ -43,8 +45,33 @@ use crate::pipeline::{
 
 /// Lines per batch sent to the parser.
 const BATCH_LINES: usize = 512;
-/// Safety-net wake-up when inotify stays silent (e.g. on filesystems without inotify).
+/// How often the file is read where inotify misses writes, and while a rotated file is read.
 const SAFETY_POLL: Duration = Duration::from_millis(500);
+
+/// Filesystems whose files change without inotify saying so (writes from other hosts, FUSE
+/// daemons): `f_type` magic numbers from linux/magic.h and statfs(2).
+const UNWATCHED_FILESYSTEMS: [u32; 12] = [
+    0x6969,      // NFS
+    0x517B,      // SMB
+    0xFF53_4D42, // CIFS
+    0xFE53_4D42, // SMB2
+    0x6573_5546, // FUSE
+    0x0102_1997, // 9P (v9fs)
+    0x00C3_6400, // Ceph
+    0x5346_414F, // AFS
+    0x6B41_4653, // kAFS
+    0x7375_7245, // Coda
+    0x0116_1970, // GFS2
+    0x0BD0_0BD0, // Lustre
+];
+
+/// Does inotify on `dir` miss changes to `path`? Where that cannot be told, it is assumed.
+fn inotify_misses(dir: &Path, path: &Path) -> bool {
+    let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    symlink
+        || rustix::fs::statfs(dir)
+            .map_or(true, |s| UNWATCHED_FILESYSTEMS.contains(&(s.f_type as u32)))
+}
 /// How long a renamed file is still read after rotation when nothing is appended to it.
 const ROTATED_QUIET: Duration = Duration::from_secs(10);
 /// A line longer than this is cut (the parser never needs more; memory stays bounded).
@@ -86,11 +113,24 @@ pub fn start(
     stop: StopSignal,
 ) -> Result<SourceHandle, SourceError> {
     let (wake_tx, wake_rx) = sync_channel::<()>(1);
+    let mut poll = false;
     let watcher = if mode == Mode::Follow {
         let dir = match spec.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // The stop signal wakes the reader (it waits for inotify without a timeout).
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (mut stop, wake) = (stop.clone(), wake_tx.clone());
+                runtime.spawn(async move {
+                    let _ = stop.wait_for(|&s| s).await;
+                    let _ = wake.try_send(());
+                });
+            }
+            Err(_) => poll = true,
+        }
+        poll |= inotify_misses(&dir, &spec.path);
         let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
             let _ = wake_tx.try_send(());
         })
@@ -110,6 +150,7 @@ pub fn start(
         None
     };
     let mut reader = Reader::new(&spec, tx);
+    reader.poll = poll;
     reader.open_initial(&spec, mode)?;
     let thread = std::thread::Builder::new()
         .name(format!("armorwatch-{}", spec.name))
@@ -155,6 +196,8 @@ struct Reader {
     rotated_quiet: Duration,
     /// Lines read now go without positions (see [`Reader::read_rotated`]).
     positions_off: bool,
+    /// Read every [`SAFETY_POLL`] (inotify misses this file's writes).
+    poll: bool,
 }
 
 /// A file renamed away, still open: where it is read up to, and since when nothing came.
@@ -196,6 +239,7 @@ impl Reader {
             rotated: None,
             rotated_quiet: ROTATED_QUIET,
             positions_off: false,
+            poll: false,
         }
     }
 
@@ -380,9 +424,15 @@ impl Reader {
             if mode == Mode::Replay {
                 break;
             }
-            match wake.recv_timeout(SAFETY_POLL) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            // A renamed file may be appended to without a word from inotify (it can be
+            // moved out of the watched directory), and goes once it has been quiet.
+            if self.poll || self.rotated.is_some() {
+                match wake.recv_timeout(SAFETY_POLL) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else if wake.recv().is_err() {
+                break;
             }
         }
         if whole {
