@@ -18,7 +18,8 @@
 #    of new suggestions with compile checks (bench/check_burst.py).
 # 4. a storm: 100k denials/s for 10 s (bench/storm.py) replayed: exact counts, peak RSS,
 #    alerts per incident (bench/storm_check.py).
-# 5. idle: CPU time of `armorwatch run` over IDLE_SECS with no input (/proc/PID/stat).
+# 5. idle: CPU time and thread wake-ups of `armorwatch run` over IDLE_SECS with no input,
+#    audit.log and journald (bench/idle.sh).
 #
 # Needs: python3, GNU time, apparmor-notify, systemd-journal-remote, journalctl, apparmor
 # (apparmor_parser). Builds the release binary.
@@ -187,34 +188,14 @@ read -r st sm < "$W/time.txt"
   echo '```'
 } >> "$REPORT"
 
-# Idle: run with an empty audit.log, no input for IDLE_SECS.
-: > "$W/idle.log"
-cat > "$W/idle.toml" <<TOML
-[state]
-dir = "$W/istate"
-[sources.audit_log]
-path = "$W/idle.log"
-[profiles]
-dir = "$PROFILES"
-[sinks.alerts]
-type = "file"
-path = "$W/idle-alerts.jsonl"
-TOML
-"$BIN" run --config "$W/idle.toml" 2>"$W/idle.err" &
-ipid=$!
-# Start-up (profile index) is not idle time: measure from "sources started" on.
-for _ in $(seq 300); do grep -q 'sources started' "$W/idle.err" && break; sleep 0.1; done
-grep -q 'sources started' "$W/idle.err" || { echo "bench: idle daemon did not start" >&2; exit 1; }
-ticks() { awk '{print $14 + $15}' "/proc/$ipid/stat"; }
-t0=$(ticks); sleep "$IDLE_SECS"; t1=$(ticks)
-wake0=$(awk '/voluntary_ctxt_switches/ && !/non/{print $2}' "/proc/$ipid/status")
-kill -TERM "$ipid"; wait "$ipid" || true
-hz=$(getconf CLK_TCK)
+# Idle: an empty audit.log and an empty journal, no input for IDLE_SECS (bench/idle.sh).
 {
   echo
   echo "### Idle"
   echo
-  echo "\`armorwatch run\` following an empty audit.log with an alert file sink, no input: utime+stime from /proc/PID/stat over $IDLE_SECS s (from its "sources started" log line on): **$((t1 - t0)) ticks = $(awk "BEGIN{printf \"%.2f\", ($t1-$t0)/$hz}") s CPU** ($(awk "BEGIN{printf \"%.3f\", 100*($t1-$t0)/$hz/$IDLE_SECS}") % of one core); $wake0 voluntary context switches of the main thread in total."
+  echo "\`bench/idle.sh BIN PROFILES $IDLE_SECS\`: \`armorwatch run\` with an alert file sink and no input, from its \"sources started\" line on: utime+stime (/proc/PID/stat) and every thread's context switches (/proc/PID/task/*/status). The sources wait for inotify (file, journal) without a timer; what wakes is the pipeline's 1 s tick (incident windows closed by time, the systemd watchdog) — tokio's timer wheel wakes a worker a few times per tick."
+  echo
+  bench/idle.sh "$BIN" "$PROFILES" "$IDLE_SECS"
 } >> "$REPORT"
 
 if [ -n "${NO_DOC:-}" ]; then
