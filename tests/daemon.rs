@@ -1084,6 +1084,13 @@ fn run_exits_78_with_the_key_where_check_config_does() {
                 "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}\"\n[profiles]\nenabled = false\n"
             ),
         ),
+        // A file sink on a directory: run said `sink out: …` without the key.
+        (
+            "sinks.out.path",
+            format!(
+                "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
         // An address not on this host (TEST-NET-1) never binds: check-config said OK, run
         // exited 1 and was restarted every 5 s.
         (

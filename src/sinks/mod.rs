@@ -85,10 +85,10 @@ pub fn rfc3339(ms: u64) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// A sink could not be set up (file not writable, TLS settings, …).
-    #[error("sink {name}: {message}")]
+    #[error("`{key}`: {message}")]
     Setup {
-        /// The sink.
-        name: String,
+        /// The configuration key it is about (`sinks.NAME.path`, `sinks.NAME`).
+        key: String,
         /// Why.
         message: String,
     },
@@ -615,14 +615,14 @@ impl SinkSet {
         let mut threads = Vec::new();
         for spec in specs {
             let counters = Arc::new(Counters::default());
-            let setup = |message: String| SinkError::Setup {
-                name: spec.name.clone(),
+            let setup = |key: &str, message: String| SinkError::Setup {
+                key: format!("sinks.{}{key}", spec.name),
                 message,
             };
             let worker = match &spec.kind {
                 SinkKind::File(f) => {
                     let w = file::FileWriter::open(f)
-                        .map_err(|e| setup(format!("{}: {e}", f.path.display())))?;
+                        .map_err(|e| setup(".path", format!("{}: {e}", f.path.display())))?;
                     spawn_local(
                         spec,
                         LocalOut::File(w),
@@ -661,8 +661,8 @@ impl SinkSet {
                         });
                     }
                     let transport = http::Transport::new(spec)
-                        .map_err(|e| setup(e.to_string()))?
-                        .ok_or_else(|| setup("no transport".into()))?;
+                        .map_err(|e| setup("", e.to_string()))?
+                        .ok_or_else(|| setup("", "no transport".into()))?;
                     let am_open = transport.alertmanager_spec().map(|_| {
                         alertmanager::OpenSet::load(
                             &opts
@@ -915,7 +915,7 @@ impl BlockingSinkSet {
             .enable_all()
             .build()
             .map_err(|e| SinkError::Setup {
-                name: "*".into(),
+                key: "sinks".into(),
                 message: format!("starting the async runtime: {e}"),
             })?;
         let set = {
@@ -976,7 +976,7 @@ fn spawn_local(
         .name(format!("sink-{}", spec.name))
         .spawn(move || run_local(out, rx, r2, c2, l2, n2, b2))
         .map_err(|e| SinkError::Setup {
-            name: spec.name.clone(),
+            key: format!("sinks.{}", spec.name),
             message: format!("starting its thread: {e}"),
         })?;
     threads.push(t);
