@@ -33,18 +33,27 @@ pub fn stderr_is_journal() -> bool {
 }
 
 fn level() -> LevelFilter {
-    match std::env::var("ARMORWATCH_LOG")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let value = std::env::var("ARMORWATCH_LOG").unwrap_or_default();
+    level_of(&value).unwrap_or_else(|| {
+        // Before the subscriber exists: standard error is where this can go.
+        eprintln!(
+            "armorwatch: ARMORWATCH_LOG={value:?} is not a level (error, warn, info, debug, trace, off); logging at info"
+        );
+        LevelFilter::INFO
+    })
+}
+
+/// The level a `$ARMORWATCH_LOG` value names (empty: the default, info).
+fn level_of(value: &str) -> Option<LevelFilter> {
+    Some(match value.trim().to_ascii_lowercase().as_str() {
         "error" => LevelFilter::ERROR,
-        "warn" => LevelFilter::WARN,
+        "warn" | "warning" => LevelFilter::WARN,
+        "" | "info" => LevelFilter::INFO,
         "debug" => LevelFilter::DEBUG,
         "trace" => LevelFilter::TRACE,
         "off" => LevelFilter::OFF,
-        _ => LevelFilter::INFO,
-    }
+        _ => return None,
+    })
 }
 
 /// Install the global subscriber (once; later calls do nothing). Returns "journal" or "stderr".
@@ -88,4 +97,19 @@ macro_rules! log_warn {
             eprintln!("armorwatch: {}", format_args!($($arg)*))
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `warning` (syslog's word) is warn; a value that is no level is reported, not taken
+    /// silently as info (found by a review helper).
+    #[test]
+    fn log_levels_are_read_and_a_wrong_one_is_not_silent() {
+        assert_eq!(level_of("warning"), Some(LevelFilter::WARN));
+        assert_eq!(level_of(" Debug "), Some(LevelFilter::DEBUG));
+        assert_eq!(level_of(""), Some(LevelFilter::INFO));
+        assert_eq!(level_of("verbose"), None);
+    }
 }
