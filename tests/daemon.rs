@@ -1140,13 +1140,8 @@ fn run_exits_78_with_the_key_where_check_config_does() {
 #[test]
 fn a_lock_file_left_by_root_does_not_stop_the_service_user() {
     use std::os::unix::fs::{PermissionsExt, chown};
-    if !Path::new("/usr/bin/setpriv").exists() || !is_root() {
-        common::skip("needs root and /usr/bin/setpriv (util-linux)");
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = setup_for_nobody() else { return };
     let d = s.dir.display();
-    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let state = s.p("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::write(state.join("lock"), "1\n").unwrap();
@@ -1158,23 +1153,13 @@ fn a_lock_file_left_by_root_does_not_stop_the_service_user() {
     s.write_config(&format!(
         "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}/out.jsonl\"\n[profiles]\nenabled = false\n"
     ));
-    let as_nobody = |cmd: &str| {
-        Command::new("/usr/bin/setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(BIN)
-            .args([cmd, "--config"])
-            .arg(s.p("config.toml"))
-            .env_remove("NOTIFY_SOCKET")
-            .output()
-            .unwrap()
-    };
-    let out = as_nobody("replay");
+    let out = as_nobody("replay", &s);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(opened(&s.p("out.jsonl")).len(), 1, "{err}");
 
     std::fs::set_permissions(state.join("lock"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = as_nobody("check-config");
+    let out = as_nobody("check-config", &s);
     let said =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{said}");
@@ -1190,13 +1175,8 @@ fn a_lock_file_left_by_root_does_not_stop_the_service_user() {
 #[test]
 fn an_unreadable_noise_directory_is_a_configuration_error() {
     use std::os::unix::fs::PermissionsExt;
-    if !Path::new("/usr/bin/setpriv").exists() || !is_root() {
-        common::skip("needs root and /usr/bin/setpriv (util-linux)");
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = setup_for_nobody() else { return };
     let d = s.dir.display();
-    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir(s.p("noise.d")).unwrap();
     std::fs::write(s.p("noise.d/mine.toml"), "").unwrap();
     std::fs::set_permissions(s.p("noise.d"), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -1205,13 +1185,7 @@ fn an_unreadable_noise_directory_is_a_configuration_error() {
         s.write_config(&format!(
             "[state]\ndir = \"/tmp\"\n[correlate]\nnoise_dir = \"{d}/{noise}\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[profiles]\nenabled = false\n"
         ));
-        let out = Command::new("/usr/bin/setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(BIN)
-            .args(["check-config", "--config"])
-            .arg(s.p("config.toml"))
-            .output()
-            .unwrap();
+        let out = as_nobody("check-config", &s);
         let said = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{noise}: {said}");
@@ -1221,8 +1195,31 @@ fn an_unreadable_noise_directory_is_a_configuration_error() {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+/// A setup whose directory user 65534 (nobody) may enter, when this runs as root with setpriv
+/// (else the test is skipped).
+fn setup_for_nobody() -> Option<Setup> {
+    use std::os::unix::fs::PermissionsExt;
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    if !Path::new("/usr/bin/setpriv").exists() || !root {
+        common::skip("needs root and /usr/bin/setpriv (util-linux)");
+        return None;
+    }
+    let s = Setup::new();
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(s)
+}
+
+/// `armorwatch CMD --config` the setup's config.toml, as user and group 65534.
+fn as_nobody(cmd: &str, s: &Setup) -> std::process::Output {
+    Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .args([cmd, "--config"])
+        .arg(s.p("config.toml"))
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap()
 }
 
 /// A SIGHUP that comes while the daemon is still reading its configuration (logrotate, or a

@@ -651,6 +651,22 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
 
 // --------------------------------------------------------------------------- configuration
 
+/// `armorwatch CMD --config CONFIG`: its exit code and what it printed (stdout, then stderr).
+fn with_config(cmd: &str, config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg(cmd)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), said)
+}
+
 /// A configuration value never reaches an error message: values may be secrets, and the
 /// messages reach the journal (`ExecStartPre=armorwatch check-config`, "reload rejected"). A
 /// review helper saw a header value (`Authorization: Bearer …`) and a Slack webhook URL with
@@ -677,18 +693,8 @@ fn config_errors_name_the_key_but_never_print_the_value() {
         let c = s.path("secret.toml");
         fs::write(&c, text).unwrap();
         for cmd in ["check-config", "run"] {
-            let out = Command::new(BIN)
-                .arg(cmd)
-                .arg("--config")
-                .arg(&c)
-                .output()
-                .unwrap();
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(out.status.code(), Some(78), "{cmd} {text:?}: {said}");
+            let (code, said) = with_config(cmd, &c);
+            assert_eq!(code, Some(78), "{cmd} {text:?}: {said}");
             assert!(said.contains(key), "{cmd} {text:?}: {said}");
             assert!(!said.contains("s3cr3t"), "{cmd} {text:?}: {said}");
         }
@@ -717,14 +723,8 @@ fn config_errors_name_the_key_and_exit_78() {
         let c = s.path("bad.toml");
         fs::write(&c, text).unwrap();
         for cmd in ["run", "replay"] {
-            let out = Command::new(BIN)
-                .arg(cmd)
-                .arg("--config")
-                .arg(&c)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(78), "{cmd} {text:?}: {stderr}");
+            let (code, stderr) = with_config(cmd, &c);
+            assert_eq!(code, Some(78), "{cmd} {text:?}: {stderr}");
             assert!(stderr.contains(key), "{cmd} {text:?}: {stderr}");
         }
     }

@@ -124,26 +124,31 @@ TOML
     echo 0 > /proc/sys/kernel/printk_ratelimit
     grep -o '"reason":"printk_suppressed","count":[0-9]*' "$O/loss.jsonl" | head -1
 fi
-# Netlink alone across a restart: the records made while it was stopped are a loss with their
-# count (the saved serial; the kernel keeps no history to read them from).
-if [ -z "$JOURNAL" ]; then
-    cat > /etc/armorwatch/nlonly.toml <<TOML
+# Start a daemon with netlink as its only source (config /etc/armorwatch/NAME.toml, state
+# /tmp/NAME, events to $O/OUT) and wait until a fresh denial comes out; AW is its pid.
+netlink_only() {
+    cat > "/etc/armorwatch/$1.toml" <<TOML
 [state]
-dir = "/tmp/nlonly"
+dir = "/tmp/$1"
 checkpoint_interval_ms = 0
 [sources.netlink]
 [sinks.out]
 type = "file"
-path = "$O/nl.jsonl"
+path = "$O/$2"
 content = "events"
 TOML
-    nl_denied() { denied_in "$O/nl.jsonl"; }
-    armorwatch run --config /etc/armorwatch/nlonly.toml 2>> "$O/run.err" &
+    armorwatch run --config "/etc/armorwatch/$1.toml" 2>> "$O/run.err" &
     AW=$!
     i=0
-    until [ "$(nl_denied)" -ge 1 ]; do
-        deny; sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || fail "netlink alone: no event"
+    until [ "$(denied_in "$O/$2")" -ge 1 ]; do
+        deny; sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || fail "$3: no event"
     done
+}
+# Netlink alone across a restart: the records made while it was stopped are a loss with their
+# count (the saved serial; the kernel keeps no history to read them from).
+if [ -z "$JOURNAL" ]; then
+    netlink_only nlonly nl.jsonl "netlink alone"
+    nl_denied() { denied_in "$O/nl.jsonl"; }
     kill -TERM $AW; wait $AW || fail "netlink alone: run exited $?"; AW=
     grep -q '"netlink"' /tmp/nlonly/checkpoints.json || fail "netlink alone: no serial saved"
     k=0; while [ $k -lt 5 ]; do deny; k=$((k+1)); done
@@ -164,22 +169,8 @@ fi
 # that comes late is no loss: with four writers, rounds go on until the kernel log shows records
 # out of order, and netlink must then report no loss and miss no denial.
 if [ -z "$JOURNAL" ] && [ "$(grep -c ^processor /proc/cpuinfo)" -ge 2 ]; then
-    cat > /etc/armorwatch/nlsmp.toml <<TOML
-[state]
-dir = "/tmp/nlsmp"
-[sources.netlink]
-[sinks.out]
-type = "file"
-path = "$O/nlsmp.jsonl"
-content = "events"
-TOML
+    netlink_only nlsmp nlsmp.jsonl "netlink smp"
     smp_denied() { denied_in "$O/nlsmp.jsonl"; }
-    armorwatch run --config /etc/armorwatch/nlsmp.toml 2>> "$O/run.err" &
-    AW=$!
-    i=0
-    until [ "$(smp_denied)" -ge 1 ]; do
-        deny; sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || fail "netlink smp: no event"
-    done
     writer() { k=0; while [ $k -lt 60 ]; do deny; k=$((k+1)); done; }
     dmesg -c > /dev/null
     base=$(smp_denied) made=0 reordered=0 round=0
