@@ -1717,3 +1717,42 @@ fn an_exec_only_an_owner_rule_allows_is_the_owner_verdict() {
         "{rule}"
     );
 }
+
+/// Regression: an append denied on a near miss of a `rw` rule was suggested as `rwa` (the
+/// near miss's `rw` merged with the missing `a`), which apparmor_parser rejects ("Conflict 'a'
+/// and 'w' perms are mutually exclusive"). `w` covers `a`: the suggestion is `rw`, and compiles.
+#[test]
+fn an_append_near_a_write_rule_is_suggested_without_a() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("local")).unwrap();
+    std::fs::write(root.join("local/foo"), "").unwrap();
+    std::fs::write(
+        root.join("foo"),
+        "profile foo /usr/bin/foo {\n  /var/log/foo rw,\n  #include <local/foo>\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(root).expect("tree");
+    let index = Index::build(&tree);
+    for (mask, rule) in [
+        ("a", "/var/log/foo.log rw,"),
+        ("wa", "/var/log/foo.log rw,"),
+    ] {
+        let e = event(&format!(
+            r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="foo" name="/var/log/foo.log" pid=104 comm="foo" requested_mask="{mask}" denied_mask="{mask}" fsuid=0 ouid=0"#
+        ));
+        let exp = explain(&index, &e, &Context::default());
+        assert_eq!(exp.explanation.verdict, Verdict::NoRuleMatches, "{mask}");
+        let mut s = exp.explanation.suggestion.expect("suggestion");
+        assert_eq!(s.rule, rule, "{mask}");
+        if parser_bin().is_some() {
+            system::check_suggestion(root, &mut s);
+            assert_eq!(
+                s.check,
+                CheckStatus::Passed,
+                "{mask}: {:?}",
+                s.check_message
+            );
+        }
+    }
+}

@@ -621,12 +621,9 @@ fn fill_profile(index: &Index, pidx: usize, info: &mut ProfileInfo, ctx: &Contex
 fn needed_of(event: &Event) -> (String, u16) {
     match event.class().unwrap_or("") {
         "file" => {
-            let mut bits =
-                file_mask_bits(event.denied().or_else(|| event.requested()).unwrap_or(""));
-            // `w` covers append, and apparmor_parser rejects `wa` in one rule.
-            if bits & perm::WRITE != 0 {
-                bits &= !perm::APPEND;
-            }
+            let bits = rule_bits(file_mask_bits(
+                event.denied().or_else(|| event.requested()).unwrap_or(""),
+            ));
             let letters = Perms { bits, exec: None }.letters();
             (letters, bits)
         }
@@ -681,6 +678,18 @@ pub fn file_mask_bits(mask: &str) -> u16 {
         };
     }
     bits
+}
+
+/// File permission bits as a rule can hold them: `w` covers append, and apparmor_parser rejects
+/// `a` beside `w` in one rule ("Conflict 'a' and 'w' perms are mutually exclusive"), so `a` is
+/// dropped when `w` is there. Every permission set the explainer shows or suggests goes through
+/// this.
+fn rule_bits(bits: u16) -> u16 {
+    if bits & perm::WRITE != 0 {
+        bits & !perm::APPEND
+    } else {
+        bits
+    }
 }
 
 /// Bits a rule grants for a needed set: `w` also grants append.
@@ -953,7 +962,7 @@ impl<'a> Evaluator<'a> {
             return d;
         }
         let missing_letters = Perms {
-            bits: missing,
+            bits: rule_bits(missing),
             exec: None,
         }
         .letters();
@@ -1078,7 +1087,11 @@ impl<'a> Evaluator<'a> {
         let perms_text = if is_exec {
             "ix".to_string()
         } else {
-            Perms { bits, exec: None }.letters()
+            Perms {
+                bits: rule_bits(bits),
+                exec: None,
+            }
+            .letters()
         };
         match suggest::quote_path(&path) {
             Ok(quoted) => {
