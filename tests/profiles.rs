@@ -1756,3 +1756,22 @@ fn an_append_near_a_write_rule_is_suggested_without_a() {
         }
     }
 }
+
+/// Regression: a hex-encoded name that is not UTF-8 (`/srv/f\xFFo`) is decoded with U+FFFD in
+/// place of the byte, and the suggestion was `/srv/f\u{FFFD}o w,`: it compiles, and allows a
+/// different file (the kernel matches bytes). No rule is suggested; the advice says why.
+#[test]
+fn a_name_that_is_not_utf8_gets_no_rule() {
+    let exp = explain_fixture(
+        r#"apparmor="DENIED" operation="open" profile="msmtp" name=2F7372762F66FF6F pid=1 comm="msmtp" requested_mask="w" denied_mask="w" fsuid=0 ouid=0"#,
+    );
+    assert_eq!(exp.event.name(), Some("/srv/f\u{FFFD}o"));
+    assert_eq!(exp.explanation.verdict, Verdict::NoRuleMatches);
+    assert!(
+        exp.explanation.suggestion.is_none(),
+        "{:?}",
+        exp.explanation.suggestion
+    );
+    let advice = exp.explanation.advice.expect("advice");
+    assert!(advice.contains("not valid UTF-8"), "{advice}");
+}

@@ -151,6 +151,12 @@ pub enum RuleTextError {
     /// Not an absolute path.
     #[error("the path is not absolute")]
     NotAbsolute,
+    /// U+FFFD: the record's hex-encoded name was not UTF-8, and its bytes were replaced when it
+    /// was decoded. The kernel matches bytes, so a rule with U+FFFD would allow another file.
+    #[error(
+        "the name is not valid UTF-8 (U+FFFD stands in for its bytes, which the record's hex value holds): a rule with U+FFFD would allow a different file, as the kernel matches bytes; write the rule by hand with those bytes as \\xHH escapes"
+    )]
+    NotUtf8,
 }
 
 /// Write a path from a log as a literal in a rule: glob characters escaped, quoted when it
@@ -162,6 +168,9 @@ pub fn quote_path(path: &str) -> Result<String, RuleTextError> {
     }
     if path.chars().any(|c| is_invisible_or_control(c) || c == '"') {
         return Err(RuleTextError::Unsafe);
+    }
+    if path.contains(char::REPLACEMENT_CHARACTER) {
+        return Err(RuleTextError::NotUtf8);
     }
     let mut out = String::with_capacity(path.len() + 2);
     let mut needs_quotes = false;
@@ -189,6 +198,9 @@ pub fn quote_path(path: &str) -> Result<String, RuleTextError> {
 pub fn quote_word(word: &str) -> Result<String, RuleTextError> {
     if word.chars().any(|c| is_invisible_or_control(c) || c == '"') {
         return Err(RuleTextError::Unsafe);
+    }
+    if word.contains(char::REPLACEMENT_CHARACTER) {
+        return Err(RuleTextError::NotUtf8);
     }
     if word.is_empty()
         || word
@@ -233,6 +245,15 @@ mod tests {
             Err(RuleTextError::Unsafe)
         );
         assert_eq!(quote_word("a\u{200b}b"), Err(RuleTextError::Unsafe));
+    }
+
+    /// Regression: a name that was not UTF-8 (`/tmp/f\xFFo`, decoded with U+FFFD in place of the
+    /// byte) was quoted as `/tmp/f\u{FFFD}o`, a rule that compiles and allows another file.
+    #[test]
+    fn names_that_were_not_utf8_are_refused() {
+        assert_eq!(quote_path("/tmp/f\u{FFFD}o"), Err(RuleTextError::NotUtf8));
+        assert_eq!(quote_word("peer\u{FFFD}"), Err(RuleTextError::NotUtf8));
+        assert_eq!(quote_path("/tmp/fé").as_deref(), Ok("/tmp/fé"));
         assert_eq!(quote_word("unconfined").as_deref(), Ok("unconfined"));
         assert_eq!(quote_word("a b").as_deref(), Ok("\"a b\""));
     }
