@@ -1775,3 +1775,80 @@ fn a_name_that_is_not_utf8_gets_no_rule() {
     let advice = exp.explanation.advice.expect("advice");
     assert!(advice.contains("not valid UTF-8"), "{advice}");
 }
+
+/// Regression: escape sequences in rule paths were read as a `\` before one literal character,
+/// so `/srv/a\040b` matched `/srv/a040b` and not `/srv/a b`, and `/srv/a\x2ab` matched
+/// `/srv/ax2ab`. apparmor_parser decodes `\NNN` (octal), `\xHH`, `\dNNN` to the byte, a literal
+/// even when it is a glob character. Our parser and matcher against the compiled DFA.
+#[test]
+fn numeric_escapes_in_rule_paths_read_like_apparmor_parser() {
+    let Some(parser) = parser_bin() else {
+        return;
+    };
+    let paths = [
+        "/srv/a b",
+        "/srv/a040b",
+        "/srv/a*b",
+        "/srv/aXb",
+        "/srv/ax2ab",
+        "/srv/a*",
+        "/srv/aXY",
+        "/srv/A4",
+        "/srv/ 0",
+        "/srv/{a,b}",
+        "/srv/a",
+        "/srv/B",
+        "/srv/D",
+        "/srv/",
+        "/srv/xg",
+    ];
+    let mut checked = 0;
+    for rule in [
+        r"/srv/a\040b",
+        r#""/srv/a\040b""#,
+        r"/srv/a\x2ab",
+        r#""/srv/a\x2ab""#,
+        r"/srv/a\d042b",
+        r"/srv/a\052b",
+        r#""/srv/a\052b""#,
+        r"/srv/a\x2a*",
+        r"/srv/\x414",
+        r"/srv/\400",
+        r#""/srv/\x7ba,b\x7d""#,
+        r"/srv/{\x61,b}",
+        r"/srv/[\x41-\x43]",
+        r"/srv\x2f*",
+        r"/srv/\xg",
+    ] {
+        let f = parser::parse_file("t", &format!("profile t {{\n  {rule} r,\n}}\n"));
+        assert!(f.errors.is_empty(), "{rule}: {:?}", f.errors);
+        let Some(parser::Item::Profile(p)) = f.items.first() else {
+            panic!("{rule}: no profile");
+        };
+        let Some(parser::Item::Rule(r)) = p.body.first() else {
+            panic!("{rule}: no rule");
+        };
+        let parser::RuleBody::File {
+            path: Some(path), ..
+        } = &r.body
+        else {
+            panic!("{rule}: not a file rule: {:?}", r.body);
+        };
+        let ours = Glob::compile(path).unwrap_or_else(|e| panic!("{rule}: {e:?}"));
+        let dfa = compiled_dfa(&parser, "", rule);
+        for p in paths {
+            assert_eq!(
+                ours.is_match(p),
+                dfa.matches(p),
+                "rule {rule} (read as {path}) vs {p}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15 * paths.len());
+    // The two cases of the report, against the DFA too.
+    let dfa = compiled_dfa(&parser, "", r"/srv/a\040b");
+    assert!(dfa.matches("/srv/a b") && !dfa.matches("/srv/a040b"));
+    let dfa = compiled_dfa(&parser, "", r"/srv/a\x2ab");
+    assert!(dfa.matches("/srv/a*b") && !dfa.matches("/srv/aXb"));
+}

@@ -11,7 +11,10 @@
 //! * `?` matches one character except `/`.
 //! * `[abc]`, `[a-z]` match one character; `[^…]` matches any other character, `/` included.
 //! * `{a,b,}` alternation, nested, with empty alternatives.
-//! * `\` escapes the next character.
+//! * `\` escapes the next character, and as in apparmor_parser's lexer (`strn_escseq`) `\NNN`
+//!   (up to three octal digits), `\xHH` (up to two hex digits), `\dNNN` (up to three decimal
+//!   digits), each at most 255, and `\a \e \f \n \r \t` stand for the byte they encode. The
+//!   byte is always a literal: `\x2a` is a `*`, not a glob.
 //! * Variables (`@{HOME}`) are expanded before matching into an alternation of their values; a
 //!   value's trailing `/` is dropped when the pattern continues with `/`, and `//` collapses to `/`.
 //!
@@ -124,20 +127,67 @@ impl Parser<'_> {
         }
     }
 
+    /// The byte the escape sequence at `at` (a `\\`) stands for, and the offset after it, as
+    /// apparmor_parser's lexer reads it (`strn_escseq`, lib.c): up to three octal digits, `x`
+    /// and up to two hex digits, `d` and up to three decimal digits, each stopping before the
+    /// value would pass 255; `a e f n r t` are the C control characters; any other character
+    /// (`\\`, `\*`, `\{`, `\ `, or `x`/`d` without a digit) stands for itself.
+    fn escape(&self, at: usize) -> Result<(u8, usize), GlobError> {
+        let Some(&c) = self.src.get(at + 1) else {
+            return Err(self.err(at, "trailing `\\`"));
+        };
+        let number = |start: usize, radix: u32, max_digits: usize| {
+            let mut value: u32 = 0;
+            let mut end = start;
+            while end < start + max_digits {
+                let Some(d) = self
+                    .src
+                    .get(end)
+                    .and_then(|&b| char::from(b).to_digit(radix))
+                else {
+                    break;
+                };
+                let next = value * radix + d;
+                if next > 255 {
+                    break;
+                }
+                value = next;
+                end += 1;
+            }
+            (end > start).then(|| (u8::try_from(value).unwrap_or(u8::MAX), end))
+        };
+        let decoded = match c {
+            b'0'..=b'7' => number(at + 1, 8, 3),
+            b'x' => number(at + 2, 16, 2),
+            b'd' => number(at + 2, 10, 3),
+            b'a' => Some((0x07, at + 2)),
+            b'e' => Some((0x1b, at + 2)),
+            b'f' => Some((0x0c, at + 2)),
+            b'n' => Some((b'\n', at + 2)),
+            b'r' => Some((b'\r', at + 2)),
+            b't' => Some((b'\t', at + 2)),
+            _ => None,
+        };
+        Ok(decoded.unwrap_or((c, at + 2)))
+    }
+
     /// Parse a sequence until end, `,` or `}` (when inside an alternation).
     fn seq(&mut self, depth: usize) -> Result<Vec<(Node, usize)>, GlobError> {
         let mut out = Vec::new();
+        // Where the last escape that encodes a `/` ended.
+        let mut decoded_slash_end = None;
         while self.pos < self.src.len() {
             let at = self.pos;
             let b = self.src[at];
             match b {
                 b',' | b'}' if depth > 0 => break,
                 b'\\' => {
-                    let Some(&next) = self.src.get(at + 1) else {
-                        return Err(self.err(at, "trailing `\\`"));
-                    };
-                    out.push((Node::Set(ByteSet::single(next)), at));
-                    self.pos += 2;
+                    let (byte, end) = self.escape(at)?;
+                    out.push((Node::Set(ByteSet::single(byte)), at));
+                    self.pos = end;
+                    // apparmor_parser's lexer writes an encoded `/` (`\x2f`, `\057`) as a
+                    // plain one, which the glob layer then sees before a `*`.
+                    decoded_slash_end = (byte == b'/' && end > at + 2).then_some(end);
                 }
                 b'*' => {
                     let mut run = 0;
@@ -146,9 +196,10 @@ impl Parser<'_> {
                         self.pos += 1;
                     }
                     let after = self.src.get(self.pos).copied();
-                    let after_slash = at > 0
-                        && self.src[at - 1] == b'/'
-                        && !(at > 1 && self.src[at - 2] == b'\\');
+                    let after_slash = decoded_slash_end == Some(at)
+                        || (at > 0
+                            && self.src[at - 1] == b'/'
+                            && !(at > 1 && self.src[at - 2] == b'\\'));
                     if after_slash && (after.is_none() || after == Some(b'/')) {
                         out.push((Node::Set(ByteSet::any(false)), at));
                     }
@@ -229,26 +280,26 @@ impl Parser<'_> {
             }
             first = false;
             let lo = if b == b'\\' {
-                self.pos += 1;
-                *self
-                    .src
-                    .get(self.pos)
-                    .ok_or_else(|| self.err(open, "`[` without a closing `]`"))?
+                let (byte, end) = self
+                    .escape(self.pos)
+                    .map_err(|_| self.err(open, "`[` without a closing `]`"))?;
+                self.pos = end;
+                byte
             } else {
+                self.pos += 1;
                 b
             };
-            self.pos += 1;
             if self.src.get(self.pos) == Some(&b'-')
                 && self.src.get(self.pos + 1).is_some_and(|c| *c != b']')
             {
                 let mut hi = self.src[self.pos + 1];
                 self.pos += 2;
                 if hi == b'\\' {
-                    hi = *self
-                        .src
-                        .get(self.pos)
-                        .ok_or_else(|| self.err(open, "`[` without a closing `]`"))?;
-                    self.pos += 1;
+                    let (byte, end) = self
+                        .escape(self.pos - 1)
+                        .map_err(|_| self.err(open, "`[` without a closing `]`"))?;
+                    hi = byte;
+                    self.pos = end;
                 }
                 if hi < lo {
                     return Err(self.err(open, "reversed range in `[…]`"));
@@ -599,6 +650,53 @@ mod tests {
         ];
         for &(glob, path, want) in cases {
             assert_eq!(m(glob, path), want, "{glob} vs {path}");
+        }
+    }
+
+    /// Regression: the byte after a `\\` was always taken as a literal, so `\040` read as the
+    /// characters `040` (`/srv/a\040b` matched `/srv/a040b`, not `/srv/a b`) and `\x2a` as
+    /// `x2a`. apparmor_parser decodes octal, hex and decimal escapes to the byte, which is a
+    /// literal even when it is a glob character.
+    #[test]
+    fn numeric_escapes_stand_for_their_byte() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/srv/a\\040b", "/srv/a b", true),
+            ("/srv/a\\040b", "/srv/a040b", false),
+            ("/srv/a\\x2ab", "/srv/a*b", true),
+            ("/srv/a\\x2ab", "/srv/aXb", false),
+            ("/srv/a\\x2ab", "/srv/ax2ab", false),
+            ("/srv/a\\X2ab", "/srv/aX2ab", true),
+            ("/srv/a\\d042b", "/srv/a*b", true),
+            ("/srv/a\\d042b", "/srv/aXb", false),
+            ("/srv/a\\052b", "/srv/a*b", true),
+            ("/srv/a\\052b", "/srv/aXb", false),
+            // Upper-case hex digits; a `{` that is encoded opens no alternation.
+            ("/srv/\\x7Ba,b\\x7D", "/srv/{a,b}", true),
+            ("/srv/\\x7ba,b\\x7d", "/srv/a", false),
+            // At most two hex digits, three octal or decimal ones, and never past 255.
+            ("/srv/\\x414", "/srv/A4", true),
+            ("/srv/\\1011", "/srv/A1", true),
+            ("/srv/\\400", "/srv/ 0", true),
+            ("/srv/\\d0651", "/srv/A1", true),
+            ("/srv/\\d256", "/srv/\x196", true),
+            // `x` and `d` without a digit, and other characters, stand for themselves.
+            ("/srv/\\xg", "/srv/xg", true),
+            ("/srv/\\d", "/srv/d", true),
+            ("/srv/\\*", "/srv/*", true),
+            ("/srv/\\*", "/srv/a", false),
+            ("/srv/a\\\\b", "/srv/a\\b", true),
+            ("/srv/a\\tb", "/srv/a\tb", true),
+            // In a class, and as a range's ends.
+            ("/srv/[\\x41-\\x43]", "/srv/B", true),
+            ("/srv/[\\x41-\\x43]", "/srv/D", false),
+            ("/srv/[\\x2a]", "/srv/*", true),
+            ("/srv/[\\x2a]", "/srv/x", false),
+            // An encoded `/` is a `/` to the `*` after it: `*` needs a character.
+            ("/srv\\x2f*", "/srv/a", true),
+            ("/srv\\x2f*", "/srv/", false),
+        ];
+        for &(glob, path, want) in cases {
+            assert_eq!(m(glob, path), want, "{glob} vs {path:?}");
         }
     }
 
