@@ -1852,3 +1852,55 @@ fn numeric_escapes_in_rule_paths_read_like_apparmor_parser() {
     let dfa = compiled_dfa(&parser, "", r"/srv/a\x2ab");
     assert!(dfa.matches("/srv/a*b") && !dfa.matches("/srv/aXb"));
 }
+
+/// Regression: the header change for a disconnected path put `flags=(…)` before the line's last
+/// `{`: inside the comment of `profile foo /usr/bin/foo { # see {upstream}` (it compiled, and
+/// the profile still lacked the flag), and inside the attachment's `{bin,sbin}` when the block's
+/// `{` is on the next line (a syntax error). Now the flag follows the attachment: the edited
+/// file compiles, and read back the profile has the flag.
+#[test]
+fn the_disconnected_flag_goes_after_the_attachment() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("two"),
+        "profile foo /usr/bin/foo { # see {upstream}\n  /srv/** r,\n}\nprofile bar /usr/{bin,sbin}/bar\n{\n  /srv/** r,\n}\n",
+    )
+    .unwrap();
+    let (tree, _) = loader::load_tree(root).expect("tree");
+    let index = Index::build(&tree);
+    for (label, header) in [
+        (
+            "foo",
+            "profile foo /usr/bin/foo flags=(attach_disconnected) { # see {upstream}",
+        ),
+        (
+            "bar",
+            "profile bar /usr/{bin,sbin}/bar flags=(attach_disconnected)",
+        ),
+    ] {
+        let e = event(&format!(
+            r#"apparmor="DENIED" operation="open" info="Failed name lookup - disconnected path" error=-13 profile="{label}" name="srv/x" pid=1 comm="{label}" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#
+        ));
+        let d = explain(&index, &e, &Context::default()).explanation;
+        assert_eq!(d.verdict, Verdict::DisconnectedPath, "{label}");
+        let mut s = d.suggestion.expect("header change");
+        assert_eq!(s.rule, header, "{label}");
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(root.join("two"), copy.path().join("two")).unwrap();
+        system::apply_edit(copy.path(), &s.edit, &s.rule).unwrap();
+        let (tree, _) = loader::load_tree(copy.path()).expect("edited tree");
+        let again = explain(&Index::build(&tree), &e, &Context::default()).explanation;
+        let advice = again.advice.unwrap_or_default();
+        assert!(advice.contains("already has"), "{label}: {advice}");
+        if parser_bin().is_some() {
+            system::check_suggestion(root, &mut s);
+            assert_eq!(
+                s.check,
+                CheckStatus::Passed,
+                "{label}: {:?}",
+                s.check_message
+            );
+        }
+    }
+}

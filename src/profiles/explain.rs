@@ -2397,18 +2397,106 @@ pub fn sanitize(s: &str) -> String {
     out
 }
 
-/// Add a flag to a profile header line.
+/// Add a flag to a profile header line: into its `flags=(…)` (or old-style `(…)`) when it has
+/// one, else as `flags=(FLAG)` after the name and attachment, before the `{` that opens the
+/// block, or at the end of the header's text when that `{` is on a later line. The line is read
+/// as the lexer reads it, so that the flag lands neither in a comment (`{ # see {upstream}`), nor
+/// in quotes, nor in an attachment's `{bin,sbin}` alternation: the block's `{` is one outside
+/// quotes and alternations, with whitespace (or the line's start, or a `)`) before it and
+/// whitespace, `}`, `#` or the line's end after it.
 fn add_flag(line: &str, flag: &str) -> String {
-    if let Some(p) = line.find("flags=(") {
-        let insert = p + "flags=(".len();
-        let close = line[insert..].find(')').map_or(line.len(), |c| insert + c);
+    let b = line.as_bytes();
+    let mut i = 0;
+    let mut quoted = false;
+    let mut glob_depth = 0usize;
+    // Where the header's text ends: at the block's `{`, at a comment, or at the line's end.
+    let mut code_end = b.len();
+    let mut block = None;
+    let mut flags_group = None;
+    while i < b.len() {
+        let c = b[i];
+        if quoted {
+            match c {
+                b'\\' => i += 1,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => quoted = true,
+            b'\\' => i += 1,
+            b'#' => {
+                code_end = i;
+                break;
+            }
+            b'(' if glob_depth == 0 && flags_group.is_none() && is_flags_paren(line, i) => {
+                let close = line[i..].find(')').map(|c| i + c);
+                flags_group = Some((i, close));
+                match close {
+                    Some(c) => i = c,
+                    None => break,
+                }
+            }
+            b'{' => {
+                let prev_ws = i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b')';
+                let next_ws = b
+                    .get(i + 1)
+                    .is_none_or(|n| n.is_ascii_whitespace() || matches!(n, b'}' | b'#'));
+                if glob_depth == 0 && prev_ws && next_ws {
+                    block = Some(i);
+                    code_end = i;
+                    break;
+                }
+                glob_depth += 1;
+            }
+            b'}' => glob_depth = glob_depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some((open, close)) = flags_group {
+        let insert = open + 1;
+        // A group the line does not close (continued on the next line) gets the flag at its end.
+        let close = close.unwrap_or_else(|| insert + line[insert..].trim_end().len());
         let inner = &line[insert..close];
-        let sep = if inner.trim().is_empty() { "" } else { "," };
+        let trimmed = inner.trim_end();
+        let sep = if trimmed.trim_start().is_empty() || trimmed.ends_with(',') {
+            ""
+        } else {
+            ","
+        };
         return format!("{}{inner}{sep}{flag}{}", &line[..insert], &line[close..]);
     }
-    match line.rfind('{') {
-        Some(b) => format!("{}flags=({flag}) {}", &line[..b], &line[b..]),
-        None => format!("{line} flags=({flag})"),
+    match block {
+        Some(at) => {
+            let head = &line[..at];
+            let space = if head.is_empty() || head.ends_with(|c: char| c.is_whitespace()) {
+                ""
+            } else {
+                " "
+            };
+            format!("{head}{space}flags=({flag}) {}", &line[at..])
+        }
+        None => {
+            let head = line[..code_end].trim_end();
+            format!("{head} flags=({flag}){}", &line[head.len()..])
+        }
+    }
+}
+
+/// The `(` at `at` opens a header's flags: `flags=(`, `flags = (`, or an old-style `(…)` that
+/// starts a word; not `xattrs=(`.
+fn is_flags_paren(line: &str, at: usize) -> bool {
+    let before = line[..at].trim_end();
+    match before.strip_suffix('=') {
+        Some(key) => {
+            let key = key.trim_end();
+            key.strip_suffix("flags")
+                .is_some_and(|k| k.is_empty() || k.ends_with(|c: char| c.is_whitespace()))
+        }
+        None => at == 0 || line[..at].ends_with(|c: char| c.is_whitespace()),
     }
 }
 
@@ -2422,6 +2510,73 @@ mod tests {
         assert_eq!(file_mask_bits("ac"), perm::WRITE | perm::APPEND);
         assert_eq!(file_mask_bits("::r"), perm::READ);
         assert_eq!(file_mask_bits("d"), perm::WRITE);
+    }
+
+    /// Regression: the flag went before the line's last `{`, which is inside the comment of
+    /// `profile foo /usr/bin/foo { # see {upstream}` and, when the block's `{` is on the next
+    /// line, inside the attachment's alternation: `profile bar /usr/flags=(…) {bin,sbin}/bar`,
+    /// a syntax error. It goes after the attachment, before the block's `{` when the line has it.
+    #[test]
+    fn flags_go_after_the_attachment_not_into_comments_or_alternations() {
+        let f = "attach_disconnected";
+        for (line, want) in [
+            (
+                "profile foo /usr/bin/foo { # see {upstream}",
+                "profile foo /usr/bin/foo flags=(attach_disconnected) { # see {upstream}",
+            ),
+            (
+                "profile bar /usr/{bin,sbin}/bar",
+                "profile bar /usr/{bin,sbin}/bar flags=(attach_disconnected)",
+            ),
+            (
+                "profile bar /usr/{bin,sbin}/bar {",
+                "profile bar /usr/{bin,sbin}/bar flags=(attach_disconnected) {",
+            ),
+            (
+                "profile bar /usr/{bin,sbin}/bar  # {no block here}",
+                "profile bar /usr/{bin,sbin}/bar flags=(attach_disconnected)  # {no block here}",
+            ),
+            (
+                "/usr/{bin,sbin}/baz {",
+                "/usr/{bin,sbin}/baz flags=(attach_disconnected) {",
+            ),
+            (
+                "profile x {/usr/bin/x,/bin/x} {",
+                "profile x {/usr/bin/x,/bin/x} flags=(attach_disconnected) {",
+            ),
+            (
+                r#"profile "my {app}" "/opt/my app/{a,b}" { # x"#,
+                r#"profile "my {app}" "/opt/my app/{a,b}" flags=(attach_disconnected) { # x"#,
+            ),
+            (
+                "profile one /usr/bin/one { /srv/x r, }",
+                "profile one /usr/bin/one flags=(attach_disconnected) { /srv/x r, }",
+            ),
+            ("  ^hat {}", "  ^hat flags=(attach_disconnected) {}"),
+            (
+                "profile q /usr/bin/q xattrs=(user.x=y) {",
+                "profile q /usr/bin/q xattrs=(user.x=y) flags=(attach_disconnected) {",
+            ),
+            // An existing group, in any spelling, gets the flag; one in a comment does not count.
+            (
+                "profile p /usr/bin/p flags = (complain) {",
+                "profile p /usr/bin/p flags = (complain,attach_disconnected) {",
+            ),
+            (
+                "profile p /usr/bin/p (complain) {",
+                "profile p /usr/bin/p (complain,attach_disconnected) {",
+            ),
+            (
+                "profile p /usr/bin/p flags=() {",
+                "profile p /usr/bin/p flags=(attach_disconnected) {",
+            ),
+            (
+                "profile p /usr/bin/p { # flags=(complain)",
+                "profile p /usr/bin/p flags=(attach_disconnected) { # flags=(complain)",
+            ),
+        ] {
+            assert_eq!(add_flag(line, f), want, "{line}");
+        }
     }
 
     #[test]
