@@ -1593,6 +1593,45 @@ fn px_finds_the_target_profile_by_its_attachment() {
     assert!(advice.starts_with("no profile named"), "{advice}");
 }
 
+/// Each `rule` (a file rule's path, as written in a profile) is parsed and compiled by us and by
+/// apparmor_parser, and every path of `paths` must match both or neither; `no_exec_target`: the
+/// rule must not be read as having an exec target. Returns the number of comparisons.
+fn same_as_the_dfa(parser: &Path, rules: &[&str], paths: &[&str], no_exec_target: bool) -> usize {
+    let mut checked = 0;
+    for rule in rules {
+        let f = parser::parse_file("t", &format!("profile t {{\n  {rule} r,\n}}\n"));
+        assert!(f.errors.is_empty(), "{rule}: {:?}", f.errors);
+        let Some(parser::Item::Profile(p)) = f.items.first() else {
+            panic!("{rule}: no profile");
+        };
+        let Some(parser::Item::Rule(r)) = p.body.first() else {
+            panic!("{rule}: no rule");
+        };
+        let parser::RuleBody::File {
+            path: Some(path),
+            exec_target,
+            ..
+        } = &r.body
+        else {
+            panic!("{rule}: not a file rule: {:?}", r.body);
+        };
+        if no_exec_target {
+            assert_eq!(*exec_target, None, "{rule}");
+        }
+        let ours = Glob::compile(path).unwrap_or_else(|e| panic!("{rule}: {e:?}"));
+        let dfa = compiled_dfa(parser, "", rule);
+        for p in paths {
+            assert_eq!(
+                ours.is_match(p),
+                dfa.matches(p),
+                "rule {rule} (read as {path}) vs {p}"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
 /// Escapes and quotes in rule paths read as apparmor_parser reads them: a quoted `\*` is a
 /// literal `*` (the quotes removed the backslash before), `\ ` is a space quoted or not (an
 /// unquoted one split the word), and a `->` inside quotes is part of the path (it was taken for
@@ -1612,8 +1651,7 @@ fn escapes_and_quotes_in_rule_paths_read_like_apparmor_parser() {
         "/srv/a\"b",
         "/srv/ab",
     ];
-    let mut checked = 0;
-    for rule in [
+    let rules = [
         r#""/srv/a\*b""#,
         r"/srv/a\*b",
         r#""/srv/a\ b""#,
@@ -1623,36 +1661,11 @@ fn escapes_and_quotes_in_rule_paths_read_like_apparmor_parser() {
         r#""/srv/a\\b""#,
         r"/srv/a\\b",
         r#""/srv/a*b""#,
-    ] {
-        let f = parser::parse_file("t", &format!("profile t {{\n  {rule} r,\n}}\n"));
-        assert!(f.errors.is_empty(), "{rule}: {:?}", f.errors);
-        let Some(parser::Item::Profile(p)) = f.items.first() else {
-            panic!("{rule}: no profile");
-        };
-        let Some(parser::Item::Rule(r)) = p.body.first() else {
-            panic!("{rule}: no rule");
-        };
-        let parser::RuleBody::File {
-            path: Some(path),
-            exec_target,
-            ..
-        } = &r.body
-        else {
-            panic!("{rule}: not a file rule: {:?}", r.body);
-        };
-        assert_eq!(*exec_target, None, "{rule}");
-        let ours = Glob::compile(path).unwrap_or_else(|e| panic!("{rule}: {e:?}"));
-        let dfa = compiled_dfa(&parser, "", rule);
-        for p in paths {
-            assert_eq!(
-                ours.is_match(p),
-                dfa.matches(p),
-                "rule {rule} (read as {path}) vs {p}"
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 9 * paths.len());
+    ];
+    assert_eq!(
+        same_as_the_dfa(&parser, &rules, &paths, true),
+        9 * paths.len()
+    );
 }
 
 /// Regression: a `deny link` rule made the link "not allowed" but the verdict was "no rule
@@ -1802,8 +1815,7 @@ fn numeric_escapes_in_rule_paths_read_like_apparmor_parser() {
         "/srv/",
         "/srv/xg",
     ];
-    let mut checked = 0;
-    for rule in [
+    let rules = [
         r"/srv/a\040b",
         r#""/srv/a\040b""#,
         r"/srv/a\x2ab",
@@ -1819,33 +1831,11 @@ fn numeric_escapes_in_rule_paths_read_like_apparmor_parser() {
         r"/srv/[\x41-\x43]",
         r"/srv\x2f*",
         r"/srv/\xg",
-    ] {
-        let f = parser::parse_file("t", &format!("profile t {{\n  {rule} r,\n}}\n"));
-        assert!(f.errors.is_empty(), "{rule}: {:?}", f.errors);
-        let Some(parser::Item::Profile(p)) = f.items.first() else {
-            panic!("{rule}: no profile");
-        };
-        let Some(parser::Item::Rule(r)) = p.body.first() else {
-            panic!("{rule}: no rule");
-        };
-        let parser::RuleBody::File {
-            path: Some(path), ..
-        } = &r.body
-        else {
-            panic!("{rule}: not a file rule: {:?}", r.body);
-        };
-        let ours = Glob::compile(path).unwrap_or_else(|e| panic!("{rule}: {e:?}"));
-        let dfa = compiled_dfa(&parser, "", rule);
-        for p in paths {
-            assert_eq!(
-                ours.is_match(p),
-                dfa.matches(p),
-                "rule {rule} (read as {path}) vs {p}"
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 15 * paths.len());
+    ];
+    assert_eq!(
+        same_as_the_dfa(&parser, &rules, &paths, false),
+        15 * paths.len()
+    );
     // The two cases of the report, against the DFA too.
     let dfa = compiled_dfa(&parser, "", r"/srv/a\040b");
     assert!(dfa.matches("/srv/a b") && !dfa.matches("/srv/a040b"));
