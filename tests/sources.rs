@@ -84,6 +84,21 @@ struct Setup {
 }
 
 impl Setup {
+    /// Wait until the state directory's checkpoints hold a journald position (a first start
+    /// saves one at once, before reading anything).
+    fn wait_journald_position(&self) {
+        let checkpoints = self.path("state/checkpoints.json");
+        let start = Instant::now();
+        while !fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("journald")) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no position saved for the journal: {:?}",
+                fs::read_to_string(&checkpoints)
+            );
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
     fn new() -> Setup {
         Setup {
             dir: tempfile::tempdir().unwrap(),
@@ -954,12 +969,7 @@ fn journal_first_start_saves_its_position_before_reading_anything() {
     let (_, config) = s.journal_config();
     aa_journal(&s, "a", 10, 1, 1_700_000_000, 0);
     let child = s.spawn("run", &config);
-    let checkpoints = s.path("state/checkpoints.json");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("journald")) {
-        assert!(Instant::now() < deadline, "no journald position saved");
-        std::thread::sleep(Duration::from_millis(20)); // poll interval
-    }
+    s.wait_journald_position();
     terminate(child);
     assert!(
         json_lines(&s.out()).is_empty(),
@@ -1056,17 +1066,8 @@ fn a_first_start_on_a_journal_without_kernel_or_audit_entries_resumes_there() {
     )
     .unwrap();
     journal_remote(&export, &jdir.join("a.journal"));
-    let checkpoints = s.path("state/checkpoints.json");
     let child = s.spawn("run", &config);
-    let start = Instant::now();
-    while !fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("journald")) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no position saved for the journal: {:?}",
-            fs::read_to_string(&checkpoints)
-        );
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
+    s.wait_journald_position();
     terminate(child);
 
     // Written while stopped, with a machine's clock behind this one's.
@@ -1095,17 +1096,9 @@ fn a_journal_directory_replaced_while_following_is_read_anew() {
         journal_remote(&export, &jdir.join(format!("f{k}.journal")));
     };
     add(1);
-    let checkpoints = s.path("state/checkpoints.json");
     let child = s.spawn("run", &config);
-    let start = Instant::now();
     // Started: the first start hands over the journal's end at once.
-    while !fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("journald")) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the journal source did not start"
-        );
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
+    s.wait_journald_position();
     add(2);
     wait_serials(&s.out(), 2..3);
     fs::remove_dir_all(&jdir).unwrap();
