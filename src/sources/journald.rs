@@ -92,9 +92,9 @@ pub fn start(
         Some(Position::JournaldHead) => Some(Resume::Head),
         _ => None,
     };
-    let stop_pipe = stop_pipe(&stop).map_err(|e| SourceError::Journal {
+    let stop_pipe = stop_pipe(&stop).map_err(|error| SourceError::Journal {
         directory: directory.clone(),
-        error: e.into(),
+        error,
     })?;
     let thread = std::thread::Builder::new()
         .name("armorwatch-journald".into())
@@ -137,13 +137,13 @@ pub fn start(
 
 /// The read end of a pipe whose write end is closed when `stop` turns true (or its sender is
 /// gone): poll(2) then sees it hung up.
-fn stop_pipe(stop: &StopSignal) -> rustix::io::Result<OwnedFd> {
+fn stop_pipe(stop: &StopSignal) -> std::io::Result<OwnedFd> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let mut stop = stop.clone();
-    tokio::spawn(async move {
-        let _ = stop.wait_for(|&s| s).await;
-        drop(write);
-    });
+    if !super::wake_on_stop(stop, move || drop(write)) {
+        return Err(std::io::Error::other(
+            "no async runtime to watch the stop signal on",
+        ));
+    }
     Ok(read)
 }
 
@@ -184,14 +184,14 @@ fn wait(j: &mut JournalRef, wake: Wake<'_>, limit: Option<Duration>) -> std::io:
         let now_us = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
         Duration::from_micros(deadline.saturating_sub(now_us))
     });
-    let timeout = match (journal_timeout, limit) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let timeout = timeout.map(|t| Timespec {
-        tv_sec: t.as_secs() as i64,
-        tv_nsec: i64::from(t.subsec_nanos()),
-    });
+    let timeout = journal_timeout
+        .into_iter()
+        .chain(limit)
+        .min()
+        .map(|t| Timespec {
+            tv_sec: t.as_secs() as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
     let mut fds = [
         PollFd::from_borrowed_fd(journal_fd, events),
         PollFd::from_borrowed_fd(wake.pipe, PollFlags::IN),

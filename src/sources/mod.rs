@@ -305,6 +305,22 @@ pub fn auditd_log_file(conf: &Path) -> Option<PathBuf> {
     })
 }
 
+/// Call `wake` once `stop` turns true (or its sender is gone), from a task on the current
+/// runtime: how a reader blocked in a system call without a timeout (the file readers' wait
+/// for inotify, the journald thread's poll) learns it is to stop. False, and `wake` not kept,
+/// when there is no runtime to run the task on.
+fn wake_on_stop(stop: &StopSignal, wake: impl FnOnce() + Send + 'static) -> bool {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    let mut stop = stop.clone();
+    runtime.spawn(async move {
+        let _ = stop.wait_for(|&s| s).await;
+        wake();
+    });
+    true
+}
+
 /// The current boot id (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")

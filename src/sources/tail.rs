@@ -119,18 +119,12 @@ pub fn start(
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        // The stop signal wakes the reader (it waits for inotify without a timeout).
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let (mut stop, wake) = (stop.clone(), wake_tx.clone());
-                runtime.spawn(async move {
-                    let _ = stop.wait_for(|&s| s).await;
-                    let _ = wake.try_send(());
-                });
-            }
-            Err(_) => poll = true,
-        }
-        poll |= inotify_misses(&dir, &spec.path);
+        // The stop signal wakes the reader (it waits for inotify without a timeout); without a
+        // runtime to watch the signal, it reads on a timer and looks at the signal then.
+        let wake = wake_tx.clone();
+        poll = !super::wake_on_stop(&stop, move || {
+            let _ = wake.try_send(());
+        }) || inotify_misses(&dir, &spec.path);
         let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
             let _ = wake_tx.try_send(());
         })
@@ -874,12 +868,11 @@ fn rotated_after_with(
         };
         let numbered = open(numbered.into_iter().map(|(_, p)| p).collect());
         let dated = open(dated);
-        let unmoved = |files: &[(File, std::fs::Metadata, PathBuf)]| {
-            files.iter().all(|(_, m, p)| {
-                std::fs::metadata(p).is_ok_and(|now| identity(&now) == identity(m))
-            })
-        };
-        let stable = complete && unmoved(&numbered) && unmoved(&dated) && siblings(path) == names;
+        let held = numbered
+            .iter()
+            .chain(&dated)
+            .map(|(_, m, p)| (p.as_path(), Some(identity(m))));
+        let stable = complete && unmoved(path, &names, held);
         if stable || scans >= ROTATED_SCANS {
             break (numbered, dated);
         }
@@ -907,6 +900,20 @@ fn rotated_after_with(
     Vec::new()
 }
 
+/// Did no rotation run while files beside `path` were opened one by one? `held`: each name
+/// opened and the file it held then (None: it could not be opened). Every rename changes the
+/// file under its source or its target name, so the scan stands when every name was opened and
+/// still holds that file, and `path`'s siblings are still `names`.
+fn unmoved<'a>(
+    path: &Path,
+    names: &[PathBuf],
+    held: impl IntoIterator<Item = (&'a Path, Option<(u64, u64)>)>,
+) -> bool {
+    held.into_iter()
+        .all(|(p, was)| was.is_some() && std::fs::metadata(p).ok().map(|m| identity(&m)) == was)
+        && siblings(path) == names
+}
+
 /// The rotated file with identity `id`. A rotation running meanwhile can move it from a name
 /// not opened yet to one already opened, so a miss counts only when the names did not change
 /// while they were opened (see [`rotated_after_with`]).
@@ -926,11 +933,8 @@ fn find_by_identity(path: &Path, id: (u64, u64)) -> Option<(File, std::fs::Metad
                 Err(_) => seen.push(None),
             }
         }
-        let unmoved = names.iter().zip(&seen).all(|(p, was)| {
-            let now = std::fs::metadata(p).ok().map(|m| identity(&m));
-            was.is_some() && now == *was
-        });
-        if unmoved && siblings(path) == names {
+        let held = names.iter().zip(&seen).map(|(p, was)| (p.as_path(), *was));
+        if unmoved(path, &names, held) {
             return None;
         }
     }
