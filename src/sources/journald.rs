@@ -155,9 +155,15 @@ struct Wake<'a> {
 }
 
 /// Wait until the journal changes (and process the change, as `sd_journal_wait` does), the
-/// source is to stop, or `limit` is over. True when stopping.
+/// source is to stop, `dir_events` is readable (the configured directory's parent changed), or
+/// `limit` is over. True when stopping.
 #[allow(unsafe_code)]
-fn wait(j: &mut JournalRef, wake: Wake<'_>, limit: Option<Duration>) -> std::io::Result<bool> {
+fn wait(
+    j: &mut JournalRef,
+    wake: Wake<'_>,
+    dir_events: Option<BorrowedFd<'_>>,
+    limit: Option<Duration>,
+) -> std::io::Result<bool> {
     use foreign_types::ForeignTypeRef;
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
@@ -192,10 +198,11 @@ fn wait(j: &mut JournalRef, wake: Wake<'_>, limit: Option<Duration>) -> std::io:
             tv_sec: t.as_secs() as i64,
             tv_nsec: i64::from(t.subsec_nanos()),
         });
-    let mut fds = [
+    let mut fds = vec![
         PollFd::from_borrowed_fd(journal_fd, events),
         PollFd::from_borrowed_fd(wake.pipe, PollFlags::IN),
     ];
+    fds.extend(dir_events.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
     match poll(&mut fds, timeout.as_ref()) {
         Ok(_) | Err(rustix::io::Errno::INTR) => {}
         Err(e) => return Err(e.into()),
@@ -232,6 +239,80 @@ fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// The configured directory as it was when reading began.
+///
+/// - Held open: a deleted directory's inode number is free for the next one made (ext4 gives it
+///   to the very next `mkdir`), so its number alone would not tell the new directory from the
+///   old one. Held open, the old inode stays in use and the new one gets another number.
+/// - Its parent is watched for names created, deleted and moved: sd-journal's own watch is on
+///   the directory, which says nothing of a new directory made under the same name (and, held
+///   open here, not even that the old one was deleted). Found by CI: the test of a replaced
+///   directory waited forever in 1 run of 8.
+struct Watched<'a> {
+    path: &'a Path,
+    _held: OwnedFd,
+    id: (u64, u64),
+    /// inotify on the parent directory (non-blocking), drained at each wake. None where the
+    /// parent cannot be watched (not readable): a replacement is then noticed at the next wake.
+    parent: Option<OwnedFd>,
+}
+
+impl<'a> Watched<'a> {
+    fn new(path: &'a Path) -> std::io::Result<Option<Watched<'a>>> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        use rustix::fs::{Mode, OFlags};
+        let parent_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let parent = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        let parent = match inotify::add_watch(
+            &parent,
+            parent_dir,
+            WatchFlags::CREATE
+                | WatchFlags::DELETE
+                | WatchFlags::MOVED_FROM
+                | WatchFlags::MOVED_TO
+                | WatchFlags::ONLYDIR,
+        ) {
+            Ok(_) => Some(parent),
+            Err(e) => {
+                eprintln!(
+                    "armorwatch: journald: cannot watch {} ({e}); a replaced {} is noticed only when the journal next changes",
+                    parent_dir.display(),
+                    path.display()
+                );
+                None
+            }
+        };
+        // Watched first, then opened: a replacement from here on is seen by one or the other.
+        let Ok(held) = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(None);
+        };
+        let st = rustix::fs::fstat(&held)?;
+        Ok(Some(Watched {
+            path,
+            _held: held,
+            id: (st.st_dev, st.st_ino),
+            parent,
+        }))
+    }
+
+    /// Read and drop the parent's pending events: what they mean is read from the directory.
+    fn drain(&self) {
+        let Some(parent) = &self.parent else {
+            return;
+        };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut events = rustix::fs::inotify::Reader::new(parent, &mut buf);
+        while events.next().is_ok() {}
+    }
+}
+
 fn follow(
     j: &mut JournalRef,
     directory: Option<&Path>,
@@ -242,7 +323,10 @@ fn follow(
 ) -> std::io::Result<Ended> {
     let stop = wake.stop;
     // The directory read, to notice it replaced (a missing one may come back: waited for).
-    let watched = directory.and_then(|d| Some((d, dir_identity(d)?)));
+    let watched = match directory {
+        Some(d) if mode == Mode::Follow => Watched::new(d)?,
+        _ => None,
+    };
     // The journal's change notification is set up before anything is read, so no change made
     // from here on is missed by the first wait.
     if mode == Mode::Follow {
@@ -327,19 +411,36 @@ fn follow(
             if mode == Mode::Replay {
                 break;
             }
-            // A configured directory that is gone is looked for again now and then; otherwise
-            // the journal's notification (or the stop pipe) is what wakes this thread.
-            let gone = watched.is_some_and(|(dir, _)| dir_identity(dir).is_none());
-            if wait(j, wake, gone.then_some(MISSING_DIRECTORY_WAIT))? {
-                break;
-            }
-            if let Some((dir, id)) = watched {
-                if dir_identity(dir).is_some_and(|now| now != id) {
-                    if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
-                        return Ok(Ended::Done);
+            // The configured directory is checked before each wait, not after it: one deleted
+            // and created again between two checks would otherwise be waited on forever (the
+            // old directory's watch gets nothing more). Gone, it is looked for again now and
+            // then; otherwise the journal's notification (or the stop pipe) wakes this thread.
+            let mut limit = None;
+            if let Some(watched) = &watched {
+                watched.drain();
+                match dir_identity(watched.path) {
+                    None => limit = Some(MISSING_DIRECTORY_WAIT),
+                    Some(now) if now != watched.id => {
+                        if !batch.is_empty()
+                            && tx.blocking_send(std::mem::take(&mut batch)).is_err()
+                        {
+                            return Ok(Ended::Done);
+                        }
+                        return Ok(Ended::Replaced);
                     }
-                    return Ok(Ended::Replaced);
+                    Some(_) => {}
                 }
+            }
+            if wait(
+                j,
+                wake,
+                watched
+                    .as_ref()
+                    .and_then(|w| w.parent.as_ref())
+                    .map(|p| p.as_fd()),
+                limit,
+            )? {
+                break;
             }
             continue;
         }
