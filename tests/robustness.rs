@@ -528,11 +528,15 @@ fn kill_9_right_after_updates_during_live_follow() {
         let seen = updates(&s);
         for burst in 0..3 {
             if burst > 0 {
-                // Input paced at the daemon's pace (its window is wall-clock time).
+                // Input paced at the daemon's pace (its window is wall-clock time): each burst
+                // 0.6 s after the daemon read the one before, so the third comes more than a
+                // window after the first was read, however long the start took (a start slower
+                // than 0.2 s on a loaded machine left no update to wait for).
                 std::thread::sleep(Duration::from_millis(600));
             }
             append(&log, &records(next..next + 20));
             next += 20;
+            wait_all(&s.events(), next - 1);
         }
         wait_for("an incident.update", || updates(&s) > seen);
         child.kill9();

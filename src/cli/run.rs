@@ -391,13 +391,36 @@ pub fn listen_never_works(e: &std::io::Error) -> bool {
 /// The metrics endpoint, rebound when a reload changes `metrics.listen`.
 #[derive(Debug, Default)]
 struct Endpoint {
-    running: Option<(SocketAddr, watch::Sender<bool>)>,
+    running: Option<Serving>,
 }
+
+/// A running metrics server: its address, its stop signal and its task.
+#[derive(Debug)]
+struct Serving {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a stopped metrics server may take to close its socket.
+const ENDPOINT_STOP_WAIT: Duration = Duration::from_secs(2);
 
 impl Endpoint {
     /// Where it serves (None: nowhere).
     fn addr(&self) -> Option<SocketAddr> {
-        self.running.as_ref().map(|r| r.0)
+        self.running.as_ref().map(|r| r.addr)
+    }
+
+    /// Stop the running server and wait until its socket is closed: the port is free on return
+    /// (a reload going back to the previous configuration binds it again at once; the port
+    /// was still held by the stopping server now and then, and the endpoint stayed on the
+    /// rejected configuration's port).
+    fn stop(&mut self, runtime: &tokio::runtime::Runtime) {
+        if let Some(serving) = self.running.take() {
+            let _ = serving.stop.send(true);
+            let _ = runtime
+                .block_on(async { tokio::time::timeout(ENDPOINT_STOP_WAIT, serving.task).await });
+        }
     }
 
     /// Serve on `want` (None: stop). Errors leave the previous state in place.
@@ -407,11 +430,11 @@ impl Endpoint {
         metrics: &Arc<Metrics>,
         runtime: &tokio::runtime::Runtime,
     ) -> std::io::Result<()> {
-        if self.running.as_ref().map(|r| r.0) == want {
+        if self.addr() == want {
             return Ok(());
         }
         let Some(addr) = want else {
-            self.running = None;
+            self.stop(runtime);
             tracing::info!("metrics: endpoint stopped");
             return Ok(());
         };
@@ -420,13 +443,9 @@ impl Endpoint {
             // Only then: a port another process holds leaves the running endpoint alone.
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
-                    && self
-                        .running
-                        .as_ref()
-                        .is_some_and(|(old, _)| overlaps(*old, addr)) =>
+                    && self.addr().is_some_and(|old| overlaps(old, addr)) =>
             {
-                self.running = None;
-                std::thread::yield_now();
+                self.stop(runtime);
                 std::net::TcpListener::bind(addr)?
             }
             other => other?,
@@ -437,10 +456,10 @@ impl Endpoint {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(std_listener)?
         };
-        let (tx, rx) = watch::channel(false);
-        runtime.spawn(crate::metrics::serve(listener, metrics.clone(), rx));
-        // Dropping the previous sender stops the previous server.
-        self.running = Some((addr, tx));
+        self.stop(runtime);
+        let (stop, rx) = watch::channel(false);
+        let task = runtime.spawn(crate::metrics::serve(listener, metrics.clone(), rx));
+        self.running = Some(Serving { addr, stop, task });
         tracing::info!("metrics: listening on http://{bound}/metrics and /healthz");
         Ok(())
     }
