@@ -463,6 +463,37 @@ fn replay_reads_to_the_end_and_resumes_from_the_checkpoint() {
     assert!(c.values().all(|&n| n == 1), "{c:?}");
 }
 
+/// A replay that meets a read error says so: the rest of that input was not read, and exit 0
+/// told a script the replay was whole (found in review: EIO mid-file ended with exit 0). The
+/// other sources are read to their end and delivered. `/proc/self/mem` opens and fails at the
+/// first read (EIO), as a failing disk does.
+#[test]
+fn a_replay_that_meets_a_read_error_exits_74() {
+    let s = Setup::new();
+    let log = s.path("audit.log");
+    fs::write(&log, records(1..11)).unwrap();
+    let config = s.config(
+        &format!(
+            "[sources.audit_log]\npath = \"{}\"\n[sources.kernel_log]\npath = \"/proc/self/mem\"",
+            log.display()
+        ),
+        1000,
+    );
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("reading /proc/self/mem: "), "{stderr}");
+    assert!(
+        stderr.contains("replay incomplete: 1 read error"),
+        "{stderr}"
+    );
+    assert_eq!(serial_counts(&json_lines(&s.out())).len(), 10);
+}
+
 #[test]
 fn replay_log_files_whole_without_checkpoints() {
     let s = Setup::new();

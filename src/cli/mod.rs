@@ -19,6 +19,10 @@ use clap::{Parser, Subcommand};
 /// Exit code for a bad configuration (sysexits EX_CONFIG); the unit's `RestartPreventExitStatus`.
 pub const EXIT_CONFIG: u8 = 78;
 
+/// Exit code of a replay that met a read error (sysexits EX_IOERR): what was read was
+/// delivered, the rest of that input was not read.
+pub const EXIT_IOERR: u8 = 74;
+
 /// armorwatch: watch for AppArmor denials and explain each one.
 #[derive(Debug, Parser)]
 #[command(name = "armorwatch", version, about, long_about = None)]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use super::EXIT_CONFIG;
+use super::{EXIT_CONFIG, EXIT_IOERR};
 use crate::checkpoint::StateLock;
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, MetricsOutput};
@@ -155,6 +155,16 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
                 "armorwatch: {} events delivered, {} duplicates dropped, {} loss notices",
                 summary.events, summary.duplicates, summary.losses
             );
+            // A read error ended a source before its end: the replay is not the whole input.
+            let errors = sources::read_errors();
+            if errors > 0 {
+                eprintln!(
+                    "armorwatch: replay incomplete: {errors} read error{} (above); what was read before {} was delivered",
+                    if errors == 1 { "" } else { "s" },
+                    if errors == 1 { "it" } else { "them" }
+                );
+                return Ok(ExitCode::from(EXIT_IOERR));
+            }
             Ok(ExitCode::SUCCESS)
         }
         // A configured source that cannot be opened: exit 78 with its key, as `run` does.

@@ -254,7 +254,7 @@ async fn read_kmsg(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("armorwatch: reading /dev/kmsg: {e}");
+                super::read_error(format_args!("reading /dev/kmsg: {e}"));
                 break;
             }
         }

@@ -11,10 +11,26 @@ pub mod netlink;
 pub mod tail;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checkpoint::Position;
 use crate::config::SourceConfig;
 use crate::pipeline::{BatchSender, Mode, StopSignal};
+
+/// Read errors the sources met since the process started (each logged where it happened).
+static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Log a source's read error (`reading PATH: error`, `journald: error` …) and count it: a
+/// replay that met one did not read all of its input, and says so with its exit code.
+pub(crate) fn read_error(message: std::fmt::Arguments<'_>) {
+    READ_ERRORS.fetch_add(1, Ordering::Relaxed);
+    eprintln!("armorwatch: {message}");
+}
+
+/// How many read errors the sources met so far.
+pub fn read_errors() -> u64 {
+    READ_ERRORS.load(Ordering::Relaxed)
+}
 
 /// A source that could not start.
 #[derive(Debug, thiserror::Error)]
