@@ -226,7 +226,7 @@ fn real_kernel_msmtp_alert_fix_and_confined_armorwatch() {
     let rule_line = closest_rule_line(&fs::read_to_string(msmtp_profile()).unwrap());
 
     let out = Command::new(&aa_vm)
-        .args(["-t", "300", "--journald", "--add", MSMTP, "-o"])
+        .args(["-t", "600", "--journald", "--add", MSMTP, "-o"])
         .arg(&out_dir)
         .arg("-s")
         .arg(&script)

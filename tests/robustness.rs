@@ -495,12 +495,12 @@ fn live_follow_with_kills(n: u64) {
     check_delivery(&s, total, n);
 }
 
-/// kill -9 right after incident updates, before the next save (every 10 s), with a 1 s window:
-/// records come in three bursts 0.6 s apart, so each incident's third burst brings an
-/// `incident.update`; the restarted daemon reads all three again at once, and closes the
-/// incidents a second later with other counts than the update had. That `incident.closed`
-/// took the update's `id:seq` (a receiver dropping duplicates by key lost it) until the alerts
-/// made after a save were recorded before delivery.
+/// kill -9 right after incident updates, before the next save (every 10 s), with a 2 s window:
+/// records come in three bursts 1 s and 2.1 s after the first was read, so each incident's third
+/// burst brings an `incident.update`; the restarted daemon reads all three again at once, and
+/// closes the incidents a window later with other counts than the update had. That
+/// `incident.closed` took the update's `id:seq` (a receiver dropping duplicates by key lost it)
+/// until the alerts made after a save were recorded before delivery.
 #[test]
 fn kill_9_right_after_updates_during_live_follow() {
     let s = Setup::new();
@@ -512,7 +512,7 @@ fn kill_9_right_after_updates_during_live_follow() {
     let text = fs::read_to_string(&config).unwrap();
     fs::write(
         &config,
-        text.replace("[correlate]\n", "[correlate]\nwindow_secs = 1\n"),
+        text.replace("[correlate]\n", "[correlate]\nwindow_secs = 2\n"),
     )
     .unwrap();
     let updates = |s: &Setup| {
@@ -526,17 +526,23 @@ fn kill_9_right_after_updates_during_live_follow() {
     for _ in 0..rounds {
         let child = s.spawn("run", &config);
         let seen = updates(&s);
-        for burst in 0..3 {
-            if burst > 0 {
-                // Input paced at the daemon's pace (its window is wall-clock time): each burst
-                // 0.6 s after the daemon read the one before, so the third comes more than a
-                // window after the first was read, however long the start took (a start slower
-                // than 0.2 s on a loaded machine left no update to wait for).
-                std::thread::sleep(Duration::from_millis(600));
+        // Input paced at the daemon's pace (its window is wall-clock time), from when it read
+        // the first burst, however long its start took: the third burst more than a window
+        // after the first (an update is due), the second in between (the incidents are not
+        // quiet for a window). Paced from the append instead, a start slower than 0.2 s on a
+        // loaded machine left no update to wait for.
+        let mut read_first = None;
+        for (burst, after) in [(0, 0), (1, 1000), (2, 2100)] {
+            if let Some(t) = read_first {
+                let due: Instant = t + Duration::from_millis(after);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
             append(&log, &records(next..next + 20));
             next += 20;
             wait_all(&s.events(), next - 1);
+            if burst == 0 {
+                read_first = Some(Instant::now());
+            }
         }
         wait_for("an incident.update", || updates(&s) > seen);
         child.kill9();

@@ -841,7 +841,7 @@ fn real_kernel_kmsg_netlink_journald_in_aa_vm() {
     for (name, extra) in [("plain", None), ("journald", Some("--journald"))] {
         let out_dir = s.path(&format!("out-{name}"));
         let mut cmd = Command::new(&aa_vm);
-        cmd.args(["-t", "240"]);
+        cmd.args(["-t", "480"]);
         match extra {
             Some(e) => cmd.arg(e),
             None => cmd.args(["--smp", "2"]),
