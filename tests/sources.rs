@@ -314,11 +314,7 @@ fn a_second_process_on_the_same_state_directory_is_refused() {
     let child = s.spawn("run", &config);
     // The daemon holds the directory once it delivers.
     wait_serials(&s.out(), 1..3);
-    let replay = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let replay = replay(&config);
     let stderr = String::from_utf8_lossy(&replay.stderr);
     assert_eq!(replay.status.code(), Some(1), "{stderr}");
     assert!(
@@ -333,12 +329,7 @@ fn a_second_process_on_the_same_state_directory_is_refused() {
     let c = serial_counts(&json_lines(&s.out()));
     assert!(c.values().all(|&n| n == 1), "{c:?}");
     // Once the daemon is gone, replay takes the directory.
-    let st = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    replay_ok(&config);
 }
 
 /// The sequence number of the last record /dev/kmsg holds now; None when it cannot be read.
@@ -444,20 +435,10 @@ fn replay_reads_to_the_end_and_resumes_from_the_checkpoint() {
         &format!("[sources.audit_log]\npath = \"{}\"", log.display()),
         1000,
     );
-    let st = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    replay_ok(&config);
     assert_eq!(serial_counts(&json_lines(&s.out())).len(), 50);
     append(&log, &records(51..61));
-    let st = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    replay_ok(&config);
     let c = serial_counts(&json_lines(&s.out()));
     assert_eq!(c.len(), 60);
     assert!(c.values().all(|&n| n == 1), "{c:?}");
@@ -479,11 +460,7 @@ fn a_replay_that_meets_a_read_error_exits_74() {
         ),
         1000,
     );
-    let out = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = replay(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(74), "{stderr}");
     assert!(stderr.contains("reading /proc/self/mem: "), "{stderr}");
@@ -584,6 +561,20 @@ fn journal_remote(export: &Path, journal: &Path) {
     );
 }
 
+/// `armorwatch replay --config CONFIG`, whatever its exit.
+fn replay(config: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// `armorwatch replay --config CONFIG`, which must succeed.
+fn replay_ok(config: &Path) -> std::process::Output {
+    run_ok(Command::new(BIN).args(["replay", "--config"]).arg(config))
+}
+
 fn have_journal_remote() -> bool {
     if Path::new(JOURNAL_REMOTE).exists() {
         return true;
@@ -607,7 +598,7 @@ fn journal_both_transports_deduplicated_appends_and_new_file_while_following() {
     journal_remote(&export, &jdir.join("remote.journal"));
 
     // Replay: everything once.
-    let out = run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
+    let out = replay_ok(&config);
     let v = json_lines(&s.out());
     let first = serial_counts(&v);
     assert_eq!(first.len() as u64, aa / 2, "each record once");
@@ -683,12 +674,7 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
     kill9(child);
     let partial = serial_counts(&json_lines(&s.out())).len();
     eprintln!("killed after {partial} of {aa} events");
-    let st = Command::new(BIN)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    replay_ok(&config);
     let counts = serial_counts(&json_lines(&s.out()));
     assert_eq!(counts.len() as u64, aa, "every record once at least");
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
@@ -948,11 +934,11 @@ fn journal_cursor_vacuumed_away_resumes_at_the_first_entry_after_it() {
     let s = Setup::new();
     let (_, config) = s.journal_config();
     let first = aa_journal(&s, "a", 20, 1, 1_700_000_000, 0);
-    run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
+    replay_ok(&config);
     assert_eq!(json_lines(&s.out()).len() as u64, first);
     let second = aa_journal(&s, "b", 20, 2, 1_700_100_000, 100_000);
     fs::remove_file(s.path("journal/a.journal")).unwrap();
-    let out = run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
+    let out = replay_ok(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         json_lines(&s.out()).len() as u64,
@@ -979,7 +965,7 @@ fn journal_unusable_cursor_counts_as_no_position() {
         r#"{"version":1,"sources":{"journald":{"kind":"journald","cursor":"garbage"}},"generation":1}"#,
     )
     .unwrap();
-    let out = run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
+    let out = replay_ok(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(json_lines(&s.out()).len() as u64, entries, "{stderr}");
     // What a replay does, not what `run` would (it said "following from the end").
@@ -1008,7 +994,7 @@ fn journal_first_start_saves_its_position_before_reading_anything() {
     );
     // Logged while stopped: read by the next start.
     let later = aa_journal(&s, "b", 10, 2, 1_700_100_000, 100_000);
-    run_ok(Command::new(BIN).args(["replay", "--config"]).arg(&config));
+    replay_ok(&config);
     assert_eq!(json_lines(&s.out()).len() as u64, later);
 }
 
