@@ -12,19 +12,64 @@ pub mod tail;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::Position;
 use crate::config::SourceConfig;
 use crate::pipeline::{BatchSender, Mode, StopSignal};
 
-/// Read errors the sources met since the process started (each logged where it happened).
+/// Read errors the sources met since the process started (each counted, logged rate-limited).
 static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// When read errors were last logged, and how many were not logged since.
+static READ_ERROR_LOG: std::sync::Mutex<ErrorLog> = std::sync::Mutex::new(ErrorLog {
+    last: None,
+    held: 0,
+});
+
+/// At most one read error is logged per interval: a followed file on a failing disk meets the
+/// error at every append.
+const READ_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A rate limit for log lines: the first at once, then one per [`READ_ERROR_LOG_EVERY`], each
+/// with the count of those held back since the last.
+#[derive(Debug)]
+struct ErrorLog {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl ErrorLog {
+    /// Log this one now? Some(number held back before it), or None (held back).
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < READ_ERROR_LOG_EVERY)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
 
 /// Log a source's read error (`reading PATH: error`, `journald: error` …) and count it: a
 /// replay that met one did not read all of its input, and says so with its exit code.
 pub(crate) fn read_error(message: std::fmt::Arguments<'_>) {
     READ_ERRORS.fetch_add(1, Ordering::Relaxed);
-    eprintln!("armorwatch: {message}");
+    let admitted = READ_ERROR_LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(Instant::now());
+    match admitted {
+        Some(0) => eprintln!("armorwatch: {message}"),
+        Some(held) => eprintln!(
+            "armorwatch: {message} ({held} more read error{} not logged since the last)",
+            if held == 1 { "" } else { "s" }
+        ),
+        None => {}
+    }
 }
 
 /// How many read errors the sources met so far.
@@ -347,6 +392,22 @@ pub fn boot_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read errors: the first logged at once, then one per interval with the count held back.
+    #[test]
+    fn read_errors_are_logged_once_per_interval_with_the_count_held_back() {
+        let t0 = Instant::now();
+        let mut log = ErrorLog {
+            last: None,
+            held: 0,
+        };
+        assert_eq!(log.admit(t0), Some(0));
+        for ms in [1, 500, 9_999] {
+            assert_eq!(log.admit(t0 + Duration::from_millis(ms)), None, "{ms} ms");
+        }
+        assert_eq!(log.admit(t0 + READ_ERROR_LOG_EVERY), Some(3));
+        assert_eq!(log.admit(t0 + READ_ERROR_LOG_EVERY * 3), Some(0));
+    }
 
     fn probe_with(auditd: bool, journal: bool) -> Probe {
         Probe {
