@@ -46,6 +46,34 @@ fn event(record: &str) -> Event {
 fn explain_fixture(record: &str) -> Explanation {
     explain(fixture_index(), &event(record), &Context::default())
 }
+/// The index of the profile tree under `root`.
+fn index_of(root: &Path) -> Index {
+    let (tree, _) = loader::load_tree(root).expect("tree");
+    Index::build(&tree)
+}
+
+/// A copy of `root`'s file `name` in a new directory, with the suggestion's edit applied:
+/// the directory and the edited text.
+fn edited_copy(root: &Path, name: &str, s: &Suggestion) -> (tempfile::TempDir, String) {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join(name), copy.path().join(name)).unwrap();
+    system::apply_edit(copy.path(), &s.edit, &s.rule).unwrap();
+    let text = std::fs::read_to_string(copy.path().join(name)).unwrap();
+    (copy, text)
+}
+
+/// The suggestion compiles with apparmor_parser in the tree under `root` (where it is here).
+fn check_passes(root: &Path, s: &mut Suggestion, what: &str) {
+    if parser_bin().is_some() {
+        system::check_suggestion(root, s);
+        assert_eq!(
+            s.check,
+            CheckStatus::Passed,
+            "{what}: {:?}",
+            s.check_message
+        );
+    }
+}
 
 fn parser_bin() -> Option<PathBuf> {
     let p = system::find_program("apparmor_parser");
@@ -1404,8 +1432,7 @@ fn cached_explanations_are_never_those_of_a_record_differing_in_a_field_read() {
         "profile t /usr/bin/t {\n  owner /srv/own/** rw,\n  link /srv/l/a -> /srv/t/ok,\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(dir.path());
     let ctx = Context::default();
     let record = |pid: u32, rest: &str| {
         event(&format!(
@@ -1456,8 +1483,7 @@ fn an_absolute_include_outside_the_tree_is_not_reported_as_refused() {
         "profile t /usr/bin/t {\n  include \"/usr/share/t/extra\"\n  include <abstractions/gone>\n  /srv/a r,\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(dir.path());
     let e = event(
         r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="t" name="/srv/b" pid=1 comm="t" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
     );
@@ -1517,8 +1543,7 @@ fn suggestions_without_local_include_go_inside_blocks_of_any_layout() {
         "profile one /usr/bin/one { /srv/x r, }\nprofile next /usr/bin/next\n{\n  /srv/x r,\n}\nprofile empty /usr/bin/empty {}\nprofile hat /usr/bin/hat {\n  ^h { /srv/x r, }\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(root).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(root);
     for label in ["one", "next", "empty", "hat//h"] {
         let e = event(&format!(
             r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="open" profile="{label}" name="/srv/new" pid=1 comm="t" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#
@@ -1526,34 +1551,21 @@ fn suggestions_without_local_include_go_inside_blocks_of_any_layout() {
         let exp = explain(&index, &e, &Context::default());
         let mut s = exp.explanation.suggestion.expect("suggestion");
         assert_eq!(s.rule, "/srv/new r,", "{label}");
-        let copy = tempfile::tempdir().unwrap();
-        std::fs::copy(root.join("t"), copy.path().join("t")).unwrap();
-        system::apply_edit(copy.path(), &s.edit, &s.rule).unwrap();
-        let text = std::fs::read_to_string(copy.path().join("t")).unwrap();
+        let (copy, text) = edited_copy(root, "t", &s);
         let parsed = parser::parse_file("t", &text);
         assert!(
             parsed.errors.is_empty(),
             "{label}: {:?}\n{text}",
             parsed.errors
         );
-        let (tree, _) = loader::load_tree(copy.path()).expect("edited tree");
-        let edited = Index::build(&tree);
-        let again = explain(&edited, &e, &Context::default());
+        let again = explain(&index_of(copy.path()), &e, &Context::default());
         assert_eq!(
             again.explanation.verdict,
             Verdict::AllowedOnDisk,
             "{label}: {}\n{text}",
             again.explanation.summary
         );
-        if parser_bin().is_some() {
-            system::check_suggestion(root, &mut s);
-            assert_eq!(
-                s.check,
-                CheckStatus::Passed,
-                "{label}: {:?}",
-                s.check_message
-            );
-        }
+        check_passes(root, &mut s, label);
     }
 }
 
@@ -1573,8 +1585,7 @@ fn px_finds_the_target_profile_by_its_attachment() {
         "profile foo /usr/bin/{foo,foo2} {\n  /srv/** r,\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(dir.path());
     let exec = |path: &str| {
         let e = event(&format!(
             r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="exec" info="profile not found" error=-13 profile="a" name="{path}" pid=1 comm="a" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="{path}""#
@@ -1679,8 +1690,7 @@ fn a_deny_link_rule_wins_and_is_named() {
         "profile t /usr/bin/t {\n  link /srv/l/** -> /srv/t/**,\n  deny link /srv/l/x -> /srv/t/secret,\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(dir.path());
     let link = |target: &str| {
         let e = event(&format!(
             r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="link" profile="t" name="/srv/l/x" pid=1 comm="ln" requested_mask="l" denied_mask="l" fsuid=0 ouid=0 target="{target}""#
@@ -1708,8 +1718,7 @@ fn an_exec_only_an_owner_rule_allows_is_the_owner_verdict() {
         "profile t /usr/bin/t {\n  owner /srv/bin/* ix,\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(dir.path()).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(dir.path());
     let exec = |ouid: u32| {
         let e = event(&format!(
             r#"type=AVC msg=audit(1795623516.359:5): apparmor="DENIED" operation="exec" profile="t" name="/srv/bin/tool" pid=1 comm="t" requested_mask="x" denied_mask="x" fsuid=1000 ouid={ouid}"#
@@ -1745,8 +1754,7 @@ fn an_append_near_a_write_rule_is_suggested_without_a() {
         "profile foo /usr/bin/foo {\n  /var/log/foo rw,\n  #include <local/foo>\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(root).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(root);
     for (mask, rule) in [
         ("a", "/var/log/foo.log rw,"),
         ("wa", "/var/log/foo.log rw,"),
@@ -1758,15 +1766,7 @@ fn an_append_near_a_write_rule_is_suggested_without_a() {
         assert_eq!(exp.explanation.verdict, Verdict::NoRuleMatches, "{mask}");
         let mut s = exp.explanation.suggestion.expect("suggestion");
         assert_eq!(s.rule, rule, "{mask}");
-        if parser_bin().is_some() {
-            system::check_suggestion(root, &mut s);
-            assert_eq!(
-                s.check,
-                CheckStatus::Passed,
-                "{mask}: {:?}",
-                s.check_message
-            );
-        }
+        check_passes(root, &mut s, mask);
     }
 }
 
@@ -1857,8 +1857,7 @@ fn the_disconnected_flag_goes_after_the_attachment() {
         "profile foo /usr/bin/foo { # see {upstream}\n  /srv/** r,\n}\nprofile bar /usr/{bin,sbin}/bar\n{\n  /srv/** r,\n}\n",
     )
     .unwrap();
-    let (tree, _) = loader::load_tree(root).expect("tree");
-    let index = Index::build(&tree);
+    let index = index_of(root);
     for (label, header) in [
         (
             "foo",
@@ -1876,21 +1875,10 @@ fn the_disconnected_flag_goes_after_the_attachment() {
         assert_eq!(d.verdict, Verdict::DisconnectedPath, "{label}");
         let mut s = d.suggestion.expect("header change");
         assert_eq!(s.rule, header, "{label}");
-        let copy = tempfile::tempdir().unwrap();
-        std::fs::copy(root.join("two"), copy.path().join("two")).unwrap();
-        system::apply_edit(copy.path(), &s.edit, &s.rule).unwrap();
-        let (tree, _) = loader::load_tree(copy.path()).expect("edited tree");
-        let again = explain(&Index::build(&tree), &e, &Context::default()).explanation;
+        let (copy, _) = edited_copy(root, "two", &s);
+        let again = explain(&index_of(copy.path()), &e, &Context::default()).explanation;
         let advice = again.advice.unwrap_or_default();
         assert!(advice.contains("already has"), "{label}: {advice}");
-        if parser_bin().is_some() {
-            system::check_suggestion(root, &mut s);
-            assert_eq!(
-                s.check,
-                CheckStatus::Passed,
-                "{label}: {:?}",
-                s.check_message
-            );
-        }
+        check_passes(root, &mut s, label);
     }
 }
