@@ -504,6 +504,18 @@ impl Metrics {
         }
         head(
             &mut o,
+            "armorwatch_source_read_errors_total",
+            "counter",
+            "Errors reading a source (each is logged, at most once per 10 s), by source kind.",
+        );
+        for (src, n) in crate::sources::read_errors_by_source() {
+            let _ = writeln!(
+                o,
+                "armorwatch_source_read_errors_total{{source=\"{src}\"}} {n}"
+            );
+        }
+        head(
+            &mut o,
             "armorwatch_reloads_total",
             "counter",
             "Configuration reloads (SIGHUP), applied or rejected.",

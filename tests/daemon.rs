@@ -730,7 +730,10 @@ fn idle_metrics_clients_cannot_take_the_daemons_descriptors() {
 #[test]
 fn metrics_endpoint_is_scraped_over_http() {
     let s = Setup::new();
-    s.write_config(&s.config("[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    // `/proc/self/mem` opens and fails its first read with EIO: a source read error.
+    s.write_config(&s.config(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[sources.kernel_log]\npath = \"/proc/self/mem\"\n",
+    ));
     let mut d = Daemon::start(&s, &[]);
     let log = d.log();
     let at = log
@@ -765,6 +768,10 @@ fn metrics_endpoint_is_scraped_over_http() {
                 && body.contains(
                     "armorwatch_sink_alerts_total{sink=\"alerts\",type=\"file\",result=\"delivered\"} 3",
                 )
+                && body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("armorwatch_source_read_errors_total{source=\"file\"} "))
+                    .is_some_and(|n| n.parse::<u64>().unwrap() >= 1)
             {
                 break body;
             }
@@ -782,6 +789,8 @@ fn metrics_endpoint_is_scraped_over_http() {
         assert!(body.contains("armorwatch_alerts_total{type=\"loss\"} 1"));
         assert!(body.contains("# TYPE armorwatch_source_lag_seconds gauge"));
         assert!(body.contains("armorwatch_source_lag_seconds{source=\"file\"}"));
+        assert!(body.contains("# TYPE armorwatch_source_read_errors_total counter"));
+        assert!(body.contains("armorwatch_source_read_errors_total{source=\"journald\"} 0"));
         let (status, _, text) = get(&client, &format!("http://{addr}/healthz")).await;
         assert_eq!((status, text.as_str()), (200, "ok\n"));
         let (status, _, _) = get(&client, &format!("http://{addr}/nope")).await;

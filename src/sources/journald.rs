@@ -104,7 +104,7 @@ pub fn start(
                 let mut j = match open(directory.as_ref()) {
                     Ok(j) => j,
                     Err(e) => {
-                        super::read_error(format_args!("{e}"));
+                        super::read_error(super::ReadErrorSource::Journald, format_args!("{e}"));
                         return;
                     }
                 };
@@ -122,7 +122,7 @@ pub fn start(
                         resume = Some(Resume::Head);
                     }
                     Err(e) => {
-                        super::read_error(format_args!("journald: {e}"));
+                        super::read_error(super::ReadErrorSource::Journald, format_args!("journald: {e}"));
                         return;
                     }
                 }

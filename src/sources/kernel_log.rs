@@ -254,7 +254,10 @@ async fn read_kmsg(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                super::read_error(format_args!("reading /dev/kmsg: {e}"));
+                super::read_error(
+                    super::ReadErrorSource::Kmsg,
+                    format_args!("reading /dev/kmsg: {e}"),
+                );
                 break;
             }
         }

@@ -18,8 +18,21 @@ use crate::checkpoint::Position;
 use crate::config::SourceConfig;
 use crate::pipeline::{BatchSender, Mode, StopSignal};
 
-/// Read errors the sources met since the process started (each counted, logged rate-limited).
-static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// The kinds of source whose read errors are counted apart (the `source` label of
+/// `armorwatch_source_read_errors_total`, as in `armorwatch_source_lag_seconds`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadErrorSource {
+    File = 0,
+    Journald = 1,
+    Kmsg = 2,
+    Netlink = 3,
+}
+
+const READ_ERROR_SOURCES: [&str; 4] = ["file", "journald", "kmsg", "netlink"];
+
+/// Read errors the sources met since the process started, by [`ReadErrorSource`] (each counted,
+/// logged rate-limited).
+static READ_ERRORS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// When read errors were last logged, and how many were not logged since.
 static READ_ERROR_LOG: std::sync::Mutex<ErrorLog> = std::sync::Mutex::new(ErrorLog {
@@ -56,8 +69,8 @@ impl ErrorLog {
 
 /// Log a source's read error (`reading PATH: error`, `journald: error` …) and count it: a
 /// replay that met one did not read all of its input, and says so with its exit code.
-pub(crate) fn read_error(message: std::fmt::Arguments<'_>) {
-    READ_ERRORS.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn read_error(source: ReadErrorSource, message: std::fmt::Arguments<'_>) {
+    READ_ERRORS[source as usize].fetch_add(1, Ordering::Relaxed);
     let admitted = READ_ERROR_LOG
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -74,7 +87,17 @@ pub(crate) fn read_error(message: std::fmt::Arguments<'_>) {
 
 /// How many read errors the sources met so far.
 pub fn read_errors() -> u64 {
-    READ_ERRORS.load(Ordering::Relaxed)
+    read_errors_by_source().iter().map(|(_, n)| n).sum()
+}
+
+/// The read errors met so far by each kind of source: `file`, `journald`, `kmsg`, `netlink`.
+pub fn read_errors_by_source() -> [(&'static str, u64); 4] {
+    std::array::from_fn(|i| {
+        (
+            READ_ERROR_SOURCES[i],
+            READ_ERRORS[i].load(Ordering::Relaxed),
+        )
+    })
 }
 
 /// A source that could not start.

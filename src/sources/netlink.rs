@@ -339,7 +339,10 @@ async fn read(
                     serials.overrun(Instant::now());
                 }
                 Ok(Err(e)) => {
-                    super::read_error(format_args!("netlink: {e}"));
+                    super::read_error(
+                        super::ReadErrorSource::Netlink,
+                        format_args!("netlink: {e}"),
+                    );
                     batch.extend(serials.flush().into_iter().map(SourceItem::Loss));
                     let _ = tx.send(batch).await;
                     return;

@@ -447,7 +447,10 @@ impl Reader {
         let overwritten = self.overwritten();
         if !overwritten {
             if let Err(e) = self.read_available() {
-                super::read_error(format_args!("reading {}: {e}", self.shown));
+                super::read_error(
+                    super::ReadErrorSource::File,
+                    format_args!("reading {}: {e}", self.shown),
+                );
             }
         }
         let switched = self.check_rotation(mode, overwritten);
@@ -488,13 +491,19 @@ impl Reader {
             let (next, next_meta) = match next {
                 Ok(n) => n,
                 Err(e) => {
-                    super::read_error(format_args!("opening {}: {e}", self.path.display()));
+                    super::read_error(
+                        super::ReadErrorSource::File,
+                        format_args!("opening {}: {e}", self.path.display()),
+                    );
                     return false;
                 }
             };
             if self.file.is_some() {
                 if let Err(e) = self.read_available() {
-                    super::read_error(format_args!("reading {}: {e}", self.shown));
+                    super::read_error(
+                        super::ReadErrorSource::File,
+                        format_args!("reading {}: {e}", self.shown),
+                    );
                 }
                 let newer = rotated_after(&self.path, self.id, identity(&next_meta));
                 if mode == Mode::Follow && newer.is_empty() {
@@ -505,11 +514,17 @@ impl Reader {
                 }
                 for (f, m, p) in newer {
                     if let Err(e) = self.attach(f, &m, Some(&p), 0, 0, None) {
-                        super::read_error(format_args!("reading {}: {e}", p.display()));
+                        super::read_error(
+                            super::ReadErrorSource::File,
+                            format_args!("reading {}: {e}", p.display()),
+                        );
                         continue;
                     }
                     if let Err(e) = self.read_available() {
-                        super::read_error(format_args!("reading {}: {e}", p.display()));
+                        super::read_error(
+                            super::ReadErrorSource::File,
+                            format_args!("reading {}: {e}", p.display()),
+                        );
                     }
                     self.finish_partial();
                     self.send();
@@ -521,7 +536,10 @@ impl Reader {
             match self.attach(next, &next_meta, None, 0, 0, None) {
                 Ok(()) => return true,
                 Err(e) => {
-                    super::read_error(format_args!("opening {}: {e}", self.path.display()));
+                    super::read_error(
+                        super::ReadErrorSource::File,
+                        format_args!("opening {}: {e}", self.path.display()),
+                    );
                     self.file = None;
                     return false;
                 }
@@ -553,7 +571,10 @@ impl Reader {
                     self.partial = partial;
                     self.partial_cut = cut;
                     if let Err(e) = self.read_available() {
-                        super::read_error(format_args!("reading {}: {e}", p.display()));
+                        super::read_error(
+                            super::ReadErrorSource::File,
+                            format_args!("reading {}: {e}", p.display()),
+                        );
                     }
                     self.finish_partial();
                 }
@@ -564,7 +585,10 @@ impl Reader {
             }) {
                 Ok(()) => return true,
                 Err(e) => {
-                    super::read_error(format_args!("opening {}: {e}", self.path.display()));
+                    super::read_error(
+                        super::ReadErrorSource::File,
+                        format_args!("opening {}: {e}", self.path.display()),
+                    );
                     self.file = None;
                 }
             }
@@ -607,7 +631,10 @@ impl Reader {
         self.swap_rotated(&mut old);
         let before = self.offset + self.partial.len() as u64 + self.partial_cut;
         if let Err(e) = self.read_available() {
-            super::read_error(format_args!("reading {}: {e}", self.shown));
+            super::read_error(
+                super::ReadErrorSource::File,
+                format_args!("reading {}: {e}", self.shown),
+            );
         }
         if self.offset + self.partial.len() as u64 + self.partial_cut != before {
             old.quiet_since = std::time::Instant::now();
