@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -352,10 +353,23 @@ impl StateLock {
             Err(source) => return Err(CheckpointError::Io { path, source }),
         };
         if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
+            // The kernel knows the holder; the pid in the file is stale when the holder could
+            // not write it (it took the lock read-only).
+            let holder = file
+                .metadata()
+                .ok()
+                .and_then(|m| {
+                    let locks = fs::read_to_string("/proc/locks").ok()?;
+                    flock_holder(&locks, m.dev(), m.ino())
+                })
+                .map(|pid| pid.to_string())
+                .unwrap_or_else(|| {
+                    let written = fs::read_to_string(&path).unwrap_or_default();
+                    written.trim().to_string()
+                });
             return Err(CheckpointError::Locked {
                 dir: dir.to_path_buf(),
-                holder: holder.trim().to_string(),
+                holder,
                 source: e.into(),
             });
         }
@@ -374,6 +388,26 @@ impl StateLock {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The pid holding a `flock(2)` on the file of device `dev` and inode `ino`, from the text of
+/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 3468 fd:01:1234 0 EOF`; the device's major and
+/// minor in hex; waiters' lines, with `->`, are skipped).
+fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let file = format!(
+        "{:02x}:{:02x}:{ino}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    );
+    locks.lines().find_map(|line| {
+        let mut words = line.split_whitespace().skip(1);
+        if words.next()? != "FLOCK" {
+            return None;
+        }
+        let mut words = words.skip(2);
+        let pid = words.next()?.parse().ok()?;
+        (words.next()? == file).then_some(pid)
+    })
 }
 
 /// The generation of the checkpoints saved in `dir` as [`Checkpoints::open`] will find them (a
@@ -447,6 +481,36 @@ mod tests {
         );
         drop(first);
         StateLock::acquire(&state).unwrap();
+    }
+
+    /// A holder that took the lock read-only (a lock file left by root) could not write its
+    /// pid: the message names the process that holds the lock, not the pid left in the file.
+    #[test]
+    fn the_holder_is_named_even_when_the_lock_file_has_a_stale_pid() {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_FILE);
+        fs::write(&lock, "999999999\n").unwrap();
+        let held = File::open(&lock).unwrap();
+        flock(&held, FlockOperation::NonBlockingLockExclusive).unwrap();
+        let err = StateLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("(pid {})", std::process::id())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flock_holders_are_found_by_device_and_inode() {
+        let locks = "1: POSIX  ADVISORY  WRITE 10 fd:01:77 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 11 fd:01:78 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 12 fd:01:77 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 13 fd:01:77 0 EOF\n";
+        let dev = rustix::fs::makedev(0xfd, 1);
+        assert_eq!(flock_holder(locks, dev, 77), Some(13));
+        assert_eq!(flock_holder(locks, dev, 78), Some(11));
+        assert_eq!(flock_holder(locks, dev, 79), None);
+        assert_eq!(flock_holder(locks, rustix::fs::makedev(0xfd, 2), 78), None);
     }
 
     #[test]
