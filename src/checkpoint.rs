@@ -405,7 +405,8 @@ fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
             return None;
         }
         let mut words = words.skip(2);
-        let pid = words.next()?.parse().ok()?;
+        // 0: a holder outside this pid namespace.
+        let pid = words.next()?.parse().ok().filter(|&pid| pid != 0)?;
         (words.next()? == file).then_some(pid)
     })
 }
@@ -505,11 +506,13 @@ mod tests {
         let locks = "1: POSIX  ADVISORY  WRITE 10 fd:01:77 0 EOF\n\
                      2: FLOCK  ADVISORY  WRITE 11 fd:01:78 0 EOF\n\
                      2: -> FLOCK  ADVISORY  WRITE 12 fd:01:77 0 EOF\n\
-                     3: FLOCK  ADVISORY  WRITE 13 fd:01:77 0 EOF\n";
+                     3: FLOCK  ADVISORY  WRITE 13 fd:01:77 0 EOF\n\
+                     4: FLOCK  ADVISORY  WRITE 0 fd:01:80 0 EOF\n";
         let dev = rustix::fs::makedev(0xfd, 1);
         assert_eq!(flock_holder(locks, dev, 77), Some(13));
         assert_eq!(flock_holder(locks, dev, 78), Some(11));
         assert_eq!(flock_holder(locks, dev, 79), None);
+        assert_eq!(flock_holder(locks, dev, 80), None);
         assert_eq!(flock_holder(locks, rustix::fs::makedev(0xfd, 2), 78), None);
     }
 
