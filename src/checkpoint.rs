@@ -59,6 +59,11 @@ pub enum Position {
         boot_id: String,
         /// The highest audit serial received.
         serial: u64,
+        /// Ranges of serials below it (`from`, `to`, inclusive) not received yet and still
+        /// waiting to be reported as lost (records may come out of order): a start after a
+        /// kill reports them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        waiting: Vec<(u64, u64)>,
     },
     /// /dev/kmsg: the next sequence number expected, valid for one boot.
     Kmsg {

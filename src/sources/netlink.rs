@@ -61,7 +61,7 @@ pub fn start(
     #[allow(deprecated)]
     let fd = AsyncFd::new(socket).map_err(|e| SourceError::Netlink(e.to_string()))?;
     let boot: std::sync::Arc<str> = boot_id().into();
-    let serials = Serials::resumed(position.as_ref(), &boot);
+    let serials = Serials::resumed(position.as_ref(), &boot, Instant::now());
     Ok(SourceHandle::Task(tokio::spawn(read(
         fd, boot, serials, tx, stop,
     ))))
@@ -142,15 +142,41 @@ const MAX_MISSING: usize = 256;
 impl Serials {
     /// Accounting that goes on from a saved position of the same boot (another boot's serials
     /// start again at 1: what its last records were is unknown, and not counted).
-    fn resumed(position: Option<&Position>, boot: &str) -> Serials {
-        let max = match position {
-            Some(Position::Netlink { boot_id, serial }) if boot_id == boot => Some(*serial),
-            _ => None,
-        };
-        Serials {
-            max,
-            ..Serials::default()
+    /// Ranges that were still waiting when the position was saved cannot come any more (they
+    /// were queued to the old socket): they are due at once.
+    fn resumed(position: Option<&Position>, boot: &str, now: Instant) -> Serials {
+        match position {
+            Some(Position::Netlink {
+                boot_id,
+                serial,
+                waiting,
+            }) if boot_id == boot => Serials {
+                max: Some(*serial),
+                missing: waiting
+                    .iter()
+                    .filter(|(from, to)| from <= to && to < serial)
+                    .take(MAX_MISSING)
+                    .map(|&(from, to)| Missing {
+                        from,
+                        to,
+                        since: now.checked_sub(REORDER_WAIT).unwrap_or(now),
+                        overrun: false,
+                    })
+                    .collect(),
+                overrun: None,
+            },
+            _ => Serials::default(),
         }
+    }
+
+    /// Where the accounting is, to be saved with the records: the highest serial and the
+    /// ranges still waiting.
+    fn position(&self, boot: &str) -> Option<Position> {
+        self.max.map(|serial| Position::Netlink {
+            boot_id: boot.to_string(),
+            serial,
+            waiting: self.missing.iter().map(|m| (m.from, m.to)).collect(),
+        })
     }
 
     /// The socket reported ENOBUFS at `now`: records were dropped after those still queued.
@@ -305,7 +331,8 @@ async fn read(
             g = fd.readable() => match g { Ok(g) => g, Err(_) => break },
             _ = stop.changed() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
-                let lost: Vec<_> = serials.due(Instant::now()).into_iter().map(SourceItem::Loss).collect();
+                let lost = serials.due(Instant::now());
+                let lost = reported(lost, &serials, &boot);
                 if !lost.is_empty() && tx.send(lost).await.is_err() {
                     return;
                 }
@@ -327,11 +354,9 @@ async fn read(
                         batch.push(SourceItem::Line(SourceLine {
                             text: format!("type={kind} msg={text}"),
                             source: Source::Netlink,
-                            // The highest serial so far (records may come slightly out of order).
-                            position: serials.max.map(|serial| Position::Netlink {
-                                boot_id: boot.to_string(),
-                                serial,
-                            }),
+                            // The highest serial so far (records may come slightly out of
+                            // order), with the serials still waiting below it.
+                            position: serials.position(&boot),
                         }));
                     }
                 }
@@ -343,7 +368,8 @@ async fn read(
                         super::ReadErrorSource::Netlink,
                         format_args!("netlink: {e}"),
                     );
-                    batch.extend(serials.flush().into_iter().map(SourceItem::Loss));
+                    let lost = serials.flush();
+                    batch.extend(reported(lost, &serials, &boot));
                     let _ = tx.send(batch).await;
                     return;
                 }
@@ -355,12 +381,8 @@ async fn read(
             }
         }
         // A socket never idle still reports what is due.
-        batch.extend(
-            serials
-                .due(Instant::now())
-                .into_iter()
-                .map(SourceItem::Loss),
-        );
+        let lost = serials.due(Instant::now());
+        batch.extend(reported(lost, &serials, &boot));
         if more {
             batch.push(SourceItem::MoreFollows);
         }
@@ -369,10 +391,22 @@ async fn read(
         }
     }
     // Stopping: losses still waiting are reported all the same.
-    let lost: Vec<_> = serials.flush().into_iter().map(SourceItem::Loss).collect();
+    let lost = serials.flush();
+    let lost = reported(lost, &serials, &boot);
     if !lost.is_empty() {
         let _ = tx.send(lost).await;
     }
+}
+
+/// Losses to hand over, followed by the position without their serials (else a start after
+/// this one would report them again).
+fn reported(lost: Vec<LossEvent>, serials: &Serials, boot: &str) -> Vec<SourceItem> {
+    if lost.is_empty() {
+        return Vec::new();
+    }
+    let mut items: Vec<SourceItem> = lost.into_iter().map(SourceItem::Loss).collect();
+    items.extend(serials.position(boot).map(SourceItem::Position));
+    items
 }
 
 /// Netlink audit sockets subscribed to a multicast group, from /proc/net/netlink:
@@ -504,21 +538,68 @@ mod tests {
         let saved = Position::Netlink {
             boot_id: "b1".into(),
             serial: 7,
+            waiting: Vec::new(),
         };
-        let mut s = Serials::resumed(Some(&saved), "b1");
+        let mut s = Serials::resumed(Some(&saved), "b1", t0);
         s.observe(13, t0);
         let (reason, count, detail) = one(s.due(t0 + REORDER_WAIT));
         assert_eq!((reason, count), (LossReason::NetlinkSerialGap, Some(5)));
         assert!(detail.contains("8..12"), "{detail}");
-        let mut s = Serials::resumed(Some(&saved), "b1");
+        let mut s = Serials::resumed(Some(&saved), "b1", t0);
         s.observe(8, t0);
         assert!(s.flush().is_empty(), "nothing missed");
-        let mut s = Serials::resumed(Some(&saved), "b2");
+        let mut s = Serials::resumed(Some(&saved), "b2", t0);
         s.observe(13, t0);
         assert!(s.flush().is_empty(), "another boot");
-        let mut s = Serials::resumed(None, "b1");
+        let mut s = Serials::resumed(None, "b1", t0);
         s.observe(13, t0);
         assert!(s.flush().is_empty());
+    }
+
+    /// Serials still waiting to come out of order are saved with the position: a kill before
+    /// their wait was over lost them without a word (the next start knew only the highest).
+    /// Reported, they leave the position, so no start reports them twice.
+    #[test]
+    fn serials_waiting_at_a_kill_are_reported_by_the_next_start() {
+        let t0 = Instant::now();
+        let mut s = Serials::default();
+        for serial in [10, 12, 13, 17] {
+            assert!(s.observe(serial, t0).is_empty());
+        }
+        let saved = s.position("b1").unwrap();
+        assert_eq!(
+            saved,
+            Position::Netlink {
+                boot_id: "b1".into(),
+                serial: 17,
+                waiting: vec![(11, 11), (14, 16)],
+            }
+        );
+        let text = serde_json::to_string(&saved).unwrap();
+        let saved: Position = serde_json::from_str(&text).unwrap();
+
+        let mut s = Serials::resumed(Some(&saved), "b1", t0);
+        assert_eq!(
+            s.deadline(),
+            Some(t0),
+            "due at once: they cannot come any more"
+        );
+        s.observe(18, t0);
+        let (reason, count, detail) = one(s.due(t0));
+        assert_eq!((reason, count), (LossReason::NetlinkSerialGap, Some(4)));
+        assert!(detail.contains("11, 14..16"), "{detail}");
+        assert_eq!(
+            s.position("b1"),
+            Some(Position::Netlink {
+                boot_id: "b1".into(),
+                serial: 18,
+                waiting: Vec::new(),
+            })
+        );
+        // A position of before this field is read as nothing waiting.
+        let old: Position =
+            serde_json::from_str(r#"{"kind":"netlink","boot_id":"b1","serial":5}"#).unwrap();
+        assert!(Serials::resumed(Some(&old), "b1", t0).missing.is_empty());
     }
 
     #[test]
