@@ -1854,11 +1854,15 @@ fn the_disconnected_flag_goes_after_the_attachment() {
     let root = dir.path();
     std::fs::write(
         root.join("two"),
-        "profile foo /usr/bin/foo { # see {upstream}\n  /srv/** r,\n}\nprofile bar /usr/{bin,sbin}/bar\n{\n  /srv/** r,\n}\n",
+        "profile foo /usr/bin/foo { # see {upstream}\n  /srv/** r,\n}\nprofile bar /usr/{bin,sbin}/bar\n{\n  /srv/** r,\n}\n\
+         profile baz /usr/bin/baz\n    flags=(complain) {\n  /srv/** r,\n}\n",
     )
     .unwrap();
     let index = index_of(root);
     for (label, header) in [
+        // Flags on a line after the header's first: the flag joins them there (a second
+        // group on the first line does not compile).
+        ("baz", "flags=(complain,attach_disconnected) {"),
         (
             "foo",
             "profile foo /usr/bin/foo flags=(attach_disconnected) { # see {upstream}",

@@ -1257,7 +1257,12 @@ impl<'a> Evaluator<'a> {
             );
             return d;
         }
-        let header_line = p.decl.span.line;
+        let mut header_line = p.decl.span.line;
+        if !p.decl.flags.is_empty() {
+            // Flags on a later line of the header get the flag there.
+            let lines = (header_line..).map_while(|n| Some((n, self.index.line(p.file(), n)?)));
+            header_line = flags_line(lines).unwrap_or(header_line);
+        }
         if let Some(line) = self.index.line(p.file(), header_line) {
             let new_line = add_flag(line, "attach_disconnected");
             let top = self.top_file();
@@ -2405,6 +2410,53 @@ pub fn sanitize(s: &str) -> String {
 /// quotes and alternations, with whitespace (or the line's start, or a `)`) before it and
 /// whitespace, `}`, `#` or the line's end after it.
 fn add_flag(line: &str, flag: &str) -> String {
+    let HeaderLine {
+        code_end,
+        block,
+        flags_group,
+    } = header_line(line);
+    if let Some((open, close)) = flags_group {
+        let insert = open + 1;
+        // A group the line does not close (continued on the next line) gets the flag at its end.
+        let close = close.unwrap_or_else(|| insert + line[insert..].trim_end().len());
+        let inner = &line[insert..close];
+        let trimmed = inner.trim_end();
+        let sep = if trimmed.trim_start().is_empty() || trimmed.ends_with(',') {
+            ""
+        } else {
+            ","
+        };
+        return format!("{}{inner}{sep}{flag}{}", &line[..insert], &line[close..]);
+    }
+    match block {
+        Some(at) => {
+            let head = &line[..at];
+            let space = if head.is_empty() || head.ends_with(|c: char| c.is_whitespace()) {
+                ""
+            } else {
+                " "
+            };
+            format!("{head}{space}flags=({flag}) {}", &line[at..])
+        }
+        None => {
+            let head = line[..code_end].trim_end();
+            format!("{head} flags=({flag}){}", &line[head.len()..])
+        }
+    }
+}
+
+/// One line of a profile header as [`add_flag`] reads it.
+#[derive(Debug)]
+struct HeaderLine {
+    /// Where the header's text ends: at the block's `{`, at a comment, or at the line's end.
+    code_end: usize,
+    /// The block's `{`.
+    block: Option<usize>,
+    /// The `(` of the flags and its `)`, when the line closes the group.
+    flags_group: Option<(usize, Option<usize>)>,
+}
+
+fn header_line(line: &str) -> HeaderLine {
     let b = line.as_bytes();
     let mut i = 0;
     let mut quoted = false;
@@ -2456,34 +2508,26 @@ fn add_flag(line: &str, flag: &str) -> String {
         }
         i += 1;
     }
-    if let Some((open, close)) = flags_group {
-        let insert = open + 1;
-        // A group the line does not close (continued on the next line) gets the flag at its end.
-        let close = close.unwrap_or_else(|| insert + line[insert..].trim_end().len());
-        let inner = &line[insert..close];
-        let trimmed = inner.trim_end();
-        let sep = if trimmed.trim_start().is_empty() || trimmed.ends_with(',') {
-            ""
-        } else {
-            ","
-        };
-        return format!("{}{inner}{sep}{flag}{}", &line[..insert], &line[close..]);
+    HeaderLine {
+        code_end,
+        block,
+        flags_group,
     }
-    match block {
-        Some(at) => {
-            let head = &line[..at];
-            let space = if head.is_empty() || head.ends_with(|c: char| c.is_whitespace()) {
-                ""
-            } else {
-                " "
-            };
-            format!("{head}{space}flags=({flag}) {}", &line[at..])
+}
+
+/// The line of a header spread over several (`profile x /usr/bin/x` then `flags=(complain) {`)
+/// that holds its flags, up to the line of the block's `{` (at most 8 lines on).
+fn flags_line<'a>(lines: impl Iterator<Item = (u32, &'a str)>) -> Option<u32> {
+    for (n, line) in lines.take(8) {
+        let scan = header_line(line);
+        if scan.flags_group.is_some() {
+            return Some(n);
         }
-        None => {
-            let head = line[..code_end].trim_end();
-            format!("{head} flags=({flag}){}", &line[head.len()..])
+        if scan.block.is_some() {
+            break;
         }
     }
+    None
 }
 
 /// The `(` at `at` opens a header's flags: `flags=(`, `flags = (`, or an old-style `(…)` that
