@@ -531,6 +531,93 @@ path = "{}"
     set.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Regression: a `loss` alert that could not be spooled for another sink (its outbox full, or
+/// the disk) was itself announced as a loss, on the sink whose loss it reported, whose failure
+/// was announced in turn: with two remote sinks full, one lost alert became an endless stream
+/// of `loss` alerts (a busy router, a file sink growing until the disk was full). A loss alert
+/// that cannot be spooled is counted as dropped, not announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loss_alert_that_cannot_be_spooled_is_not_announced_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let out = dir.path().join("alerts.jsonl");
+    let hook = |name: &str| {
+        format!(
+            "[sinks.{name}]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
+             outbox_max_entries = 1\nretry_initial_ms = 600000\nretry_max_ms = 600000\n"
+        )
+    };
+    let s = specs(&format!("{}{}{}", hook("a"), hook("b"), file_sink(&out)));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "x", 1, "web1", "/x"));
+    // Both outboxes are full now: this alert is lost on both.
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "y", 1, "web1", "/y"));
+    wait_for("loss alerts", 10, || lost(&out) >= 2).await;
+    set.flush_local().await;
+    let stats = set.stats();
+    set.shutdown(Duration::from_secs(1)).await;
+    let mut origins: Vec<String> = losses(&out)
+        .iter()
+        .map(|l| l["loss"]["origin"].as_str().unwrap().to_string())
+        .collect();
+    origins.sort();
+    assert_eq!(origins, ["sink:a", "sink:b"], "one loss alert per sink");
+    // Each webhook lost `y` and the loss alert about the other one.
+    for s in &stats[..2] {
+        assert_eq!((s.name.as_str(), s.dropped, s.pending), (&*s.name, 2, 1));
+    }
+}
+
+/// The same with a file sink that cannot write (a full disk, `/dev/full`) and a remote sink
+/// whose outbox is full: each one's loss alert failed on the other, and was announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loss_alert_that_cannot_be_written_is_not_announced_again() {
+    require!(have("/dev/full"), "/dev/full");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let out = dir.path().join("alerts.jsonl");
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
+         outbox_max_entries = 1\nretry_initial_ms = 600000\nretry_max_ms = 600000\n\
+         [sinks.nospace]\ntype = \"file\"\npath = \"/dev/full\"\n{}",
+        file_sink(&out)
+    ));
+    let set = SinkSet::start(&s, opts(&dir.path().join("state"), "web1")).unwrap();
+    // `x` is spooled (the webhook comes first) before the loss of `x` on /dev/full can reach
+    // the outbox and fill it.
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "x", 1, "web1", "/x"));
+    set.deliver_alert(&alert(AlertType::IncidentOpened, "y", 1, "web1", "/y"));
+    let lost_by = |origin: &str| -> u64 {
+        losses(&out)
+            .iter()
+            .filter(|l| l["loss"]["origin"] == origin)
+            .map(|l| l["loss"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    wait_for("loss alerts", 10, || {
+        lost_by("sink:nospace") >= 2 && lost_by("sink:hook") >= 1
+    })
+    .await;
+    set.flush_local().await;
+    let nospace = set
+        .stats()
+        .into_iter()
+        .find(|s| s.name == "nospace")
+        .unwrap();
+    set.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (lost_by("sink:nospace"), lost_by("sink:hook")),
+        (2, 1),
+        "{:#?}",
+        losses(&out)
+            .iter()
+            .map(|l| l["loss"].clone())
+            .collect::<Vec<_>>()
+    );
+    // `x`, `y` and the loss alert about the webhook's outbox.
+    assert_eq!(nospace.dropped, 3);
+}
+
 /// The `id:seq` of every alert the receiver accepted, alone or in a webhook digest.
 fn accepted_keys(log: &Path) -> Vec<String> {
     let mut keys = Vec::new();

@@ -187,6 +187,10 @@ type Held = Vec<(Arc<str>, Arc<AlertView>)>;
 enum LocalMsg {
     Line(Arc<str>),
     Alert(Arc<str>, Arc<AlertView>),
+    /// A `loss` alert from the loss router: when it cannot be written, that is counted, not
+    /// announced (the announcement would go to the sink whose loss it reports, which may fail
+    /// to take it in turn, and so on without end).
+    Loss(Arc<str>, Arc<AlertView>),
     /// Alerts the pipeline's output thread held back until the end of its batch; `counted`:
     /// taken from the sink's [`Budget`], to be given back once written.
     Alerts {
@@ -286,9 +290,10 @@ fn run_local(
             }
         }
         let mut returned = 0;
+        let announce = !matches!(msg, LocalMsg::Loss(..));
         let lines: Vec<(Arc<str>, Option<Arc<AlertView>>)> = match msg {
             LocalMsg::Line(l) => vec![(l, None)],
-            LocalMsg::Alert(l, v) => vec![(l, Some(v))],
+            LocalMsg::Alert(l, v) | LocalMsg::Loss(l, v) => vec![(l, Some(v))],
             LocalMsg::Alerts { alerts, counted } => {
                 if counted {
                     returned = alerts.len();
@@ -330,7 +335,9 @@ fn run_local(
                 .fetch_add(lost.len() as u64, Ordering::Relaxed);
             counters.set_error(e.clone());
             let alerts = lost.iter().filter(|(_, v)| v.is_some()).count() as u64;
-            if alerts > 0 {
+            if alerts > 0 && !announce {
+                crate::log_warn!("LOSS {alerts} loss alerts not written by sink {name}: {e}");
+            } else if alerts > 0 {
                 let _ = loss_tx.send(LossNotice {
                     sink: name.clone(),
                     count: alerts,
@@ -356,13 +363,22 @@ fn stdout_text(format: config::LineFormat, lines: &[(Arc<str>, Option<Arc<AlertV
 }
 
 impl Inner {
-    fn deliver(&self, json: &Arc<str>, view: &Arc<AlertView>, except: Option<&str>) {
-        self.deliver_with(json, view, except, false);
+    fn deliver(&self, json: &Arc<str>, view: &Arc<AlertView>) {
+        self.deliver_with(json, view, None, false);
+    }
+
+    /// A `loss` alert about sink `except` to the other sinks. A sink that cannot take it (its
+    /// outbox or queue full, its disk full) counts it as dropped and keeps the error, but does
+    /// not announce it: that announcement would go to `except` among others, whose failure to
+    /// take it would be announced to this sink again, without end.
+    fn deliver_loss(&self, json: &Arc<str>, view: &Arc<AlertView>, except: &str) {
+        self.deliver_with(json, view, Some(except), false);
     }
 
     /// `wait`: hold the alert for a local sink until [`SinkSet::end_batch`] and block for room
     /// in its full queue instead of dropping the alert. Only for callers outside the async
-    /// runtime (the pipeline's output thread).
+    /// runtime (the pipeline's output thread). `except`: a `loss` alert about that sink
+    /// ([`Inner::deliver_loss`]).
     fn deliver_with(
         &self,
         json: &Arc<str>,
@@ -370,6 +386,7 @@ impl Inner {
         except: Option<&str>,
         wait: bool,
     ) {
+        let loss = except.is_some();
         let now = now_ms();
         for s in &self.sinks {
             let resolves = s.sink_type == "alertmanager";
@@ -395,17 +412,24 @@ impl Inner {
                         }
                         continue;
                     }
-                    if tx
-                        .try_send(LocalMsg::Alert(json.clone(), view.clone()))
-                        .is_err()
-                    {
-                        self.queue_full(s, 1);
+                    let msg = if loss {
+                        LocalMsg::Loss(json.clone(), view.clone())
+                    } else {
+                        LocalMsg::Alert(json.clone(), view.clone())
+                    };
+                    if tx.try_send(msg).is_err() {
+                        if loss {
+                            loss_alert_not_taken(s, "its queue is full");
+                        } else {
+                            self.queue_full(s, 1);
+                        }
                     }
                 }
                 Worker::Remote { outbox, notify } => {
                     let pushed = lock(outbox).push_view(json, view.clone(), now);
                     match pushed {
                         Ok(_) => notify.notify_one(),
+                        Err(e) if loss => loss_alert_not_taken(s, &e.to_string()),
                         Err(e) => {
                             s.counters.dropped.fetch_add(1, Ordering::Relaxed);
                             s.counters.set_error(e.to_string());
@@ -466,6 +490,15 @@ impl Inner {
         }
         out
     }
+}
+
+/// Sink `s` could not take a `loss` alert (about another sink): counted as dropped, kept as its
+/// last error and logged, not announced ([`Inner::deliver_loss`]).
+fn loss_alert_not_taken(s: &SinkEntry, why: &str) {
+    s.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    let e = format!("a loss alert not taken by sink {}: {why}", s.name);
+    crate::log_warn!("LOSS 1 {e}");
+    s.counters.set_error(e);
 }
 
 /// A local sink's held alerts, taken to be sent.
@@ -581,7 +614,7 @@ async fn route_losses(
         for ((sink, what), count) in merged {
             let alert = loss_alert(&inner.host, &sink, count, &what);
             if let Some((json, view)) = encode(&alert, inner.needs_view) {
-                inner.deliver(&json, &view, Some(&sink));
+                inner.deliver_loss(&json, &view, &sink);
             }
         }
         if dropped || *stop.borrow() {
@@ -730,7 +763,7 @@ impl SinkSet {
     /// waits for a receiver.
     pub fn deliver_alert(&self, alert: &Alert) {
         if let Some((json, view)) = encode(alert, self.inner.needs_view) {
-            self.inner.deliver(&json, &view, None);
+            self.inner.deliver(&json, &view);
         }
     }
 
