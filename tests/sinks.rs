@@ -1792,6 +1792,79 @@ fn documented_example_config_parses() {
     assert_eq!(s.len(), 7);
 }
 
+/// A receiver whose answer's body does not end: a first chunk, 16 MiB more, then nothing while
+/// it keeps the connection open; a 500, then a 200 (on a new connection each).
+fn endless_body_receiver() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for status in ["500 Internal Server Error", "200 OK"] {
+            let Ok((mut c, _)) = listener.accept() else {
+                return;
+            };
+            // The request: its head, then as many bytes as its Content-Length says.
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+                req.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&req).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = c.read_exact(&mut body);
+            let chunk =
+                |data: &[u8]| [format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"].concat();
+            let mut answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .into_bytes();
+            answer.extend(chunk(b"receiver overloaded\n"));
+            let filler = chunk(&[b'x'; 64 * 1024]);
+            let mut ok = c.write_all(&answer).is_ok();
+            for _ in 0..256 {
+                ok = ok && c.write_all(&filler).is_ok();
+            }
+            // Never the last chunk: wait for the client to close.
+            while ok && c.read(&mut byte).unwrap_or(0) > 0 {}
+        }
+    });
+    port
+}
+
+/// Regression: the response body was read to its end, into memory, however large; one that does
+/// not end held the sink until the request timed out, and an error's then carried no excerpt
+/// (`HTTP 500: `). Now at most 64 KiB of a body is read (the excerpt's 300 bytes of an error's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_response_body_is_not_read_to_its_end() {
+    let port = endless_body_receiver();
+    let s = specs(&format!(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/in\"\ntimeout_secs = 300\n"
+    ));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    let a = alert(AlertType::IncidentOpened, "i1", 1, "web1", "/x");
+    // Well before the request's timeout: the body is not waited for.
+    let within = Duration::from_secs(30);
+    let answer = tokio::time::timeout(within, t.send(&[entry_of(&a)], now_ms()))
+        .await
+        .expect("the 500 taken before the request timed out");
+    match answer {
+        Err(SendError::Status { status, body, .. }) => {
+            assert_eq!(status, 500);
+            assert!(body.starts_with("receiver overloaded\\nxxx"), "{body:.80}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let answer = tokio::time::timeout(within, t.send(&[entry_of(&a)], now_ms()))
+        .await
+        .expect("the 200 taken before the request timed out");
+    assert!(answer.is_ok(), "{answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_does_not_stall_the_other_sinks() {
     require!(have(PY), "python3");

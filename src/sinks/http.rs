@@ -451,13 +451,32 @@ impl Transport {
     }
 }
 
+/// The most of a successful answer's body read (drained so the connection can be reused; a
+/// longer one is left unread, and its connection closed).
+const DRAIN_MAX: usize = 64 * 1024;
+
+/// The bytes of an error's body shown in [`SendError::Status`].
+const EXCERPT_MAX: usize = 300;
+
+/// The start of `resp`'s body: until its end or at least `max` bytes, whichever comes first
+/// (a receiver's body can be endless), or what came before a read failed (a timeout).
+async fn body_start(resp: &mut reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
+
 async fn post(req: reqwest::RequestBuilder) -> Result<(), SendError> {
     // The URL may hold a token (Slack, Discord, Teams webhooks): keep it out of messages.
-    let resp = req.send().await.map_err(|e| classify(&e.without_url()))?;
+    let mut resp = req.send().await.map_err(|e| classify(&e.without_url()))?;
     let status = resp.status();
     if status.is_success() {
-        // Drain so the connection can be reused.
-        let _ = resp.bytes().await;
+        body_start(&mut resp, DRAIN_MAX).await;
         return Ok(());
     }
     let retry_after = resp
@@ -465,8 +484,8 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), SendError> {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let body = resp.bytes().await.unwrap_or_default();
-    let excerpt = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    let body = body_start(&mut resp, EXCERPT_MAX).await;
+    let excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_MAX)]).into_owned();
     Err(SendError::Status {
         status: status.as_u16(),
         body: plain(excerpt.trim(), 300),
