@@ -1977,6 +1977,45 @@ async fn email_through_msmtp_as_sendmail() {
     );
 }
 
+/// Regression: a sendmail binary that did not finish (msmtp's own timeout is off by default; a
+/// relay that accepts the connection and never answers) held the email sink for good:
+/// `timeout_secs` bounded only SMTP sessions. Now the attempt times out (sink-wide, retried)
+/// and the process is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sendmail_that_never_finishes_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let wrapper = dir.path().join("sendmail");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ > {}\ncat >/dev/null\nexec sleep 3600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = specs(&format!(
+        "[sinks.mail]\ntype = \"email\"\nsendmail = \"{}\"\nfrom = \"armorwatch@example.org\"\nto = \"ops@example.org\"\ntimeout_secs = 1\n",
+        wrapper.display()
+    ));
+    let t = Transport::new(&s[0]).unwrap().unwrap();
+    let a = alert(AlertType::IncidentOpened, "sm-1", 1, "web1", "/x");
+    let answer = tokio::time::timeout(Duration::from_secs(30), t.send(&[entry_of(&a)], now_ms()))
+        .await
+        .expect("the attempt ended within its timeout_secs");
+    let e = answer.unwrap_err();
+    assert!(matches!(e, SendError::Timeout(_)), "{e}");
+    assert!(e.is_sink_wide());
+    // The sendmail process does not outlive the attempt.
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    wait_for("the sendmail process killed", 10, || {
+        std::fs::read_to_string(&stat).map_or(true, |s| s.contains(") Z "))
+    })
+    .await;
+}
+
 #[test]
 fn blocking_sink_set_for_plain_threads() {
     require!(have(PY), "python3");

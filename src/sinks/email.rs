@@ -199,7 +199,17 @@ pub enum EmailTransport {
     /// SMTP.
     Smtp(Box<Smtp>, EmailSpec),
     /// A sendmail-compatible binary.
-    Sendmail(AsyncSendmailTransport<Tokio1Executor>, EmailSpec),
+    Sendmail(Box<Sendmail>, EmailSpec),
+}
+
+/// A sendmail-compatible binary, given `timeout` for each message: it may never finish (msmtp's
+/// own timeout is off by default, and a relay can accept the connection and never answer). The
+/// process is killed when the attempt is given up.
+#[derive(Debug)]
+pub struct Sendmail {
+    transport: AsyncSendmailTransport<Tokio1Executor>,
+    command: std::path::PathBuf,
+    timeout: Duration,
 }
 
 /// SMTP on a socket of our own with `TCP_NODELAY`; a session stays open for the next message
@@ -497,7 +507,13 @@ impl EmailTransport {
     pub fn new(spec: &EmailSpec, timeout: Duration) -> Result<EmailTransport, SendError> {
         if let Some(bin) = &spec.sendmail {
             return Ok(EmailTransport::Sendmail(
-                AsyncSendmailTransport::<Tokio1Executor>::new_with_command(bin.as_os_str()),
+                Box::new(Sendmail {
+                    transport: AsyncSendmailTransport::<Tokio1Executor>::new_with_command(
+                        bin.as_os_str(),
+                    ),
+                    command: bin.clone(),
+                    timeout,
+                }),
                 spec.clone(),
             ));
         }
@@ -575,11 +591,19 @@ impl EmailTransport {
             .map_err(|e| SendError::Other(format!("building the message: {e}")))?;
         match self {
             EmailTransport::Smtp(t, _) => t.send(msg.envelope(), &msg.formatted()).await,
-            EmailTransport::Sendmail(t, _) => t
-                .send(msg)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::Sendmail(super::http::error_chain(&e))),
+            EmailTransport::Sendmail(t, _) => {
+                match tokio::time::timeout(t.timeout, t.transport.send(msg)).await {
+                    Ok(r) => r
+                        .map(|_| ())
+                        .map_err(|e| SendError::Sendmail(super::http::error_chain(&e))),
+                    // Dropping the attempt kills the process (lettre sets kill_on_drop).
+                    Err(_) => Err(SendError::Timeout(format!(
+                        "{} not done after {} s",
+                        t.command.display(),
+                        t.timeout.as_secs()
+                    ))),
+                }
+            }
         }
     }
 }
