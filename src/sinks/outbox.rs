@@ -8,7 +8,7 @@
 //! idempotency key. When nothing is pending the journal is truncated; when it grows large it is
 //! rewritten (temporary file, fsync, rename, directory fsync). An append that fails part-way
 //! (disk full) is cut off again, so the next one does not continue its line. A torn last line
-//! (crash during an append) is ignored; unreadable lines are counted and appended, byte for byte,
+//! (crash during an append) is cut off at the next open; unreadable lines are counted and appended, byte for byte,
 //! to `<dir>/journal.corrupt` before the journal is rewritten without them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -168,6 +168,8 @@ impl Outbox {
         let mut bad_lines = Vec::new();
         let mut next_seq = 1;
         let mut torn = false;
+        // The bytes up to the end of the last complete line.
+        let mut whole = 0;
         if existed {
             let f = File::open(&path).map_err(io_err(&path))?;
             let mut reader = BufReader::new(f);
@@ -183,6 +185,7 @@ impl Outbox {
                     torn = true;
                     break;
                 }
+                whole += n as u64;
                 let line = String::from_utf8_lossy(&buf[..buf.len() - 1]);
                 let readable = if let Some(rest) = line.strip_prefix("+ ") {
                     parse_add(rest).map(|e| {
@@ -229,8 +232,14 @@ impl Outbox {
         if !existed && fsync {
             sync_dir(dir)?;
         }
-        if torn || corrupt > 0 || ob.entries.is_empty() && ob.journal_bytes > 0 {
+        if corrupt > 0 {
             ob.rewrite()?;
+        } else if torn || ob.entries.is_empty() && ob.journal_bytes > 0 {
+            // Cut in place, which needs no space: the disk may be full (perhaps why the line
+            // was torn), and a rewrite would need another file as large as the journal.
+            let keep = if ob.entries.is_empty() { 0 } else { whole };
+            ob.journal.set_len(keep).map_err(io_err(&path))?;
+            ob.journal_bytes = keep;
         }
         Ok((ob, corrupt))
     }
