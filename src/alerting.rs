@@ -677,9 +677,25 @@ impl EventOutput for Alerting {
             if let Some(m) = &self.metrics {
                 m.retire_sinks();
             }
-            let _ = report;
+            log_shutdown(&report);
         }
         Ok(())
+    }
+}
+
+/// Say what the sinks left undelivered at the stop: the admin stopping armorwatch during an
+/// outage learns that those alerts are kept, not lost.
+fn log_shutdown(report: &crate::sinks::ShutdownReport) {
+    for name in &report.aborted {
+        crate::log_warn!(
+            "sink {name}: a delivery was still under way at the stop and was cut off; its alerts stay in the outbox"
+        );
+    }
+    for (name, n) in report.pending.iter().filter(|(_, n)| **n > 0) {
+        crate::log_warn!(
+            "sink {name}: {n} alert{} not delivered yet, kept in its outbox for the next start",
+            if *n == 1 { "" } else { "s" }
+        );
     }
 }
 

@@ -553,6 +553,15 @@ fn sigterm_drains_within_the_bound_and_saves_state() {
     let checkpoints = std::fs::read_to_string(s.p("state/checkpoints.json")).unwrap();
     assert!(checkpoints.contains("audit_log"), "{checkpoints}");
     assert!(spooled() > 0, "the outbox lost the undelivered alert");
+    // And the log says so (the stop's report was dropped without a word).
+    let log = d.log();
+    assert!(
+        log.contains("sink hook: a delivery was still under way at the stop and was cut off")
+            && log.contains(
+                "sink hook: 1 alert not delivered yet, kept in its outbox for the next start"
+            ),
+        "{log}"
+    );
     drop(held);
 }
 
