@@ -97,12 +97,25 @@ pub struct OpenSet {
 }
 
 impl OpenSet {
-    /// Load (or start empty).
+    /// Load (or start empty: none saved, or unreadable, which is logged).
     pub fn load(path: &Path) -> OpenSet {
-        let open = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let open = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                crate::log_warn!(
+                    "{}: {e}; the incidents it held open are not posted again (Alertmanager resolves them when they time out)",
+                    path.display()
+                );
+                BTreeMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                crate::log_warn!(
+                    "{}: {e}; the incidents it held open are not posted again (Alertmanager resolves them when they time out)",
+                    path.display()
+                );
+                BTreeMap::new()
+            }
+        };
         OpenSet {
             path: path.to_path_buf(),
             open,
@@ -138,14 +151,10 @@ impl OpenSet {
         before - self.open.len()
     }
 
-    /// Write atomically (tmp, fsync, rename).
+    /// Write atomically (tmp, fsync, rename, directory fsync).
     pub fn save(&self) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.open).map_err(std::io::Error::other)?)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &self.path)
+        let bytes = serde_json::to_vec(&self.open).map_err(std::io::Error::other)?;
+        crate::checkpoint::write_atomic(&self.path, &bytes)
     }
 }
 

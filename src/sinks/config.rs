@@ -553,6 +553,10 @@ impl SinkSpec {
         if delivery.timeout_secs == 0 {
             return Err(err(name, "timeout_secs", "must be at least 1"));
         }
+        // 0 would refuse every alert as "outbox full".
+        if delivery.outbox_max_entries == 0 {
+            return Err(err(name, "outbox_max_entries", "must be at least 1"));
+        }
         // Times are added to clocks: a value beyond any use (10 years) would overflow them.
         at_most_ten_years(name, "digest_interval_secs", policy.digest_interval_secs, 1)?;
         at_most_ten_years(name, "max_age_secs", delivery.max_age_secs, 1)?;
@@ -993,6 +997,12 @@ mode = "first"
             (
                 "type = \"file\"\npath = \"alerts.jsonl\"".to_string(),
                 "path",
+            ),
+            // Every alert would be refused as "outbox full" (a review helper).
+            (
+                "type = \"webhook\"\nurl = \"http://127.0.0.1:1/h\"\noutbox_max_entries = 0"
+                    .to_string(),
+                "outbox_max_entries",
             ),
         ] {
             let e = parse(&format!("[sinks.s]\n{extra}\n")).unwrap_err();
