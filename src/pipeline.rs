@@ -683,10 +683,15 @@ pub async fn run(
             }
             if let Some(c) = checkpoints.as_mut() {
                 if c.is_dirty() && last_save.elapsed() >= interval {
-                    // What the outputs accepted must be on disk before the positions move past it.
-                    persist_all(&mut outputs, c.next_generation());
-                    c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
-                    match c.save() {
+                    // What the outputs accepted must be on disk before the positions move past
+                    // it: when an output could not save it, they stay where they are.
+                    let saved = if persist_all(&mut outputs, c.next_generation()) {
+                        c.set_recent(dedup.recent(DEDUP_KEYS_SAVED));
+                        c.save().map_err(|e| e.to_string())
+                    } else {
+                        Err(NOT_PERSISTED.to_owned())
+                    };
+                    match saved {
                         Ok(()) => interval = configured_interval,
                         Err(e) => {
                             interval = save_backoff(interval, configured_interval);
@@ -713,8 +718,11 @@ pub async fn run(
             } else {
                 c.generation()
             };
-            persist_all(&mut outputs, generation);
-            if let Err(e) = c.save() {
+            if !persist_all(&mut outputs, generation) {
+                crate::log_warn!(
+                    "saving checkpoints: {NOT_PERSISTED}; the next start reads again what came since the last save"
+                );
+            } else if let Err(e) = c.save() {
                 crate::log_warn!("saving checkpoints: {e}");
             }
         }
@@ -764,12 +772,21 @@ pub async fn run(
     }
 }
 
-fn persist_all(outputs: &mut [Box<dyn EventOutput>], generation: u64) {
+/// Why positions were not saved: see [`persist_all`].
+const NOT_PERSISTED: &str =
+    "not saved, an output could not make what it accepted durable (the positions stay before it)";
+
+/// [`EventOutput::persist`] on every output; false when one failed (the positions must then not
+/// move past what it accepted: a crash after their save would lose it).
+fn persist_all(outputs: &mut [Box<dyn EventOutput>], generation: u64) -> bool {
+    let mut all = true;
     for o in outputs.iter_mut() {
         if let Err(e) = o.persist(generation) {
             crate::log_warn!("output persist: {e}");
+            all = false;
         }
     }
+    all
 }
 
 fn deliver_all(outputs: &mut [Box<dyn EventOutput>], item: &Item) -> io::Result<()> {
@@ -1630,6 +1647,63 @@ type=1300 msg=audit(1700000001.100:600): arch=c000003e syscall=257 success=no ex
         );
         let back: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(back, serde_json::to_value(&item).unwrap());
+    }
+
+    /// An output that takes every item but cannot make it durable (its state directory is
+    /// full): `persist` fails every time.
+    #[derive(Debug, Default)]
+    struct CannotPersist {
+        delivered: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl EventOutput for CannotPersist {
+        fn deliver(&mut self, _item: &Item) -> io::Result<()> {
+            self.delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        fn persist(&mut self, _generation: u64) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+    }
+
+    /// The positions are saved only once the outputs made what they accepted durable: an output
+    /// that could not save its state (the correlator's incidents on a full disk) keeps them
+    /// where they were, so the next start reads those records again. They were saved all the
+    /// same, and a crash after it lost the incidents' counts of those records (found by a review
+    /// helper).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn positions_are_not_saved_past_state_an_output_could_not_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &log,
+            "type=AVC msg=audit(1700000000.006:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n",
+        )
+        .unwrap();
+        let output = CannotPersist::default();
+        let delivered = output.delivered.clone();
+        let plan = Plan {
+            mode: Mode::Replay,
+            sources: vec![SourceConfig::AuditLog { path: log }],
+            files: Vec::new(),
+            state_dir: Some(state.clone()),
+            checkpoint_interval: Duration::ZERO,
+        };
+        let outputs: Vec<Box<dyn EventOutput>> = vec![Box::new(output)];
+        run(plan, outputs, std::future::pending()).await.unwrap();
+        assert_eq!(
+            delivered.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the record was not read"
+        );
+        let saved = Checkpoints::open(&state).unwrap();
+        assert_eq!(
+            saved.get("audit_log"),
+            None,
+            "the position was saved past state that was not"
+        );
     }
 
     #[test]
