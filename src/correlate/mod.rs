@@ -788,10 +788,21 @@ impl Correlator {
         c.ledger = snapshot.ledger;
         c.ledger_severity = snapshot.ledger_severity.min(10);
         let sent = snapshot.sent;
+        // A save under another host name (the machine renamed) can hold this host's incident
+        // twice with one key: of records naming the new name, and of records naming none. The
+        // first keeps its name, so that neither replaces the other (and its counts).
+        let local: std::collections::HashSet<IncidentKey> = snapshot
+            .incidents
+            .iter()
+            .filter(|s| s.host.is_none())
+            .map(|s| s.key.clone())
+            .collect();
         for s in snapshot.incidents {
             let event = reparse(&s.last_event_raw, &s.key, s.host.clone());
             let ikey = InternalKey {
-                host: s.host.filter(|h| *h != c.config.host),
+                host: s
+                    .host
+                    .filter(|h| *h != c.config.host || local.contains(&s.key)),
                 key: s.key,
             };
             c.incidents.put(
