@@ -877,6 +877,38 @@ fn status_after_run_and_after_replay() {
     assert!(json["open"].as_array().unwrap().is_empty());
 }
 
+/// `status --json` is read in terminals too: characters a terminal acts on (C1 controls such
+/// as CSI, DEL, bidi overrides) in a logged path come out as `\uXXXX`, the same JSON value, as
+/// in the JSON lines of files and stdout. They were printed raw (found by a review helper).
+#[test]
+fn status_json_is_safe_for_a_terminal() {
+    use armorwatch::correlate::{Config, Correlator};
+    use armorwatch::event::Source;
+    use armorwatch::parse::{Output, parse_text};
+    let hostile = "/tmp/\u{9B}2J\u{7F}\u{202E}gnp.exe";
+    let line = format!(
+        "type=AVC msg=audit(1700000000.006:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"{hostile}\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"
+    );
+    let Some(Output::Event(event)) = parse_text(&line, &Source::Text).pop() else {
+        panic!("not parsed: {line}");
+    };
+    let mut c = Correlator::new(Config::default());
+    c.push(event, 1_700_000_000_006, &mut Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("incidents.json"),
+        serde_json::to_vec(&c.snapshot()).unwrap(),
+    )
+    .unwrap();
+    let text = status(&["--state-dir", dir.path().to_str().unwrap(), "--json"]);
+    assert!(
+        !text.contains(['\u{9B}', '\u{7F}', '\u{202E}']),
+        "raw terminal controls: {text:?}"
+    );
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["open"][0]["object"], hostile, "{json}");
+}
+
 /// The journal: a real systemd-journald, started in a private mount namespace (a tmpfs over
 /// /run, so the host's journal is untouched); armorwatch runs with `$JOURNAL_STREAM` naming its
 /// standard error, as under systemd, and logs natively. `journalctl MESSAGE_ID=…` must find the

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::alerting::INCIDENTS_FILE;
 use crate::correlate::Snapshot;
 use crate::metrics::{RECENT_FILE, RecentAlert, read_recent};
-use crate::sinks::escape::plain;
+use crate::sinks::escape::{json_for_terminal, plain};
 use crate::sinks::rfc3339;
 
 /// Arguments of `armorwatch status`.
@@ -236,7 +236,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let status = gather(&dir, args.recent)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        // Read in terminals too: what a terminal acts on (C1 controls, DEL, bidi overrides) in
+        // a logged value as `\uXXXX`, the same JSON value.
+        let json = serde_json::to_string_pretty(&status)?;
+        println!("{}", json_for_terminal(&json));
     } else {
         print!("{}", render(&status));
     }
