@@ -583,6 +583,13 @@ impl Correlator {
             inc.last_seen_event_ms = inc.last_seen_event_ms.max(time);
             inc.first_seen_ms = inc.first_seen_ms.min(time);
             add_sample(&mut inc.samples, max_samples, &event, &class);
+            // A noise rule can look past the key (the raw operation, record fields): an event no
+            // rule matches makes its incident no longer noise, at least as severe as it is.
+            if inc.noise.is_some() && noise.is_none() {
+                inc.noise = None;
+                let severity = severity::event_severity(&self.config.severity_db, &event, &class);
+                inc.severity = inc.severity.max(severity);
+            }
             inc.event = event;
             let due = if !inc.announced {
                 // Its opening was listed in a `suppressed` alert; announce it properly now.

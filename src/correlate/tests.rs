@@ -588,6 +588,42 @@ fn noise_is_marked_counted_and_lowered() {
     assert_eq!(out[2].severity, 10);
 }
 
+/// A noise rule can look past the key (the raw operation, record fields): `inherited-terminal`
+/// is about `file_inherit`, whose family `open` the key keeps. A real `open` denial of a
+/// terminal joins the incident an inherited terminal descriptor opened; it was counted under the noise mark
+/// and the lowered severity, so a sink with `noise = "mute"` never heard of it (found by a
+/// review helper). An event no rule matches takes the mark off and raises the severity.
+#[test]
+fn an_event_that_is_not_noise_unmarks_its_incident() {
+    let mut c = Correlator::new(config());
+    let mut out = Vec::new();
+    c.push(
+        file_ev(
+            "DENIED",
+            "/usr/sbin/cupsd",
+            "file_inherit",
+            "/dev/pts/3",
+            "w",
+            8,
+        ),
+        T0,
+        &mut out,
+    );
+    assert_eq!(types(&out), ["incident.opened"]);
+    assert_eq!(out[0].noise.as_deref(), Some("inherited-terminal"));
+    assert_eq!(out[0].severity, 2);
+    c.push(
+        file_ev("DENIED", "/usr/sbin/cupsd", "open", "/dev/pts/4", "w", 9),
+        T0 + 1000,
+        &mut out,
+    );
+    c.flush_all(T0 + 2000, &mut out);
+    assert_eq!(types(&out), ["incident.opened", "incident.closed"]);
+    assert_eq!(out[1].id, out[0].id, "not the same incident");
+    assert_eq!((out[1].noise.as_deref(), out[1].count), (None, 1));
+    assert!(out[1].severity > 2, "severity {}", out[1].severity);
+}
+
 #[test]
 fn hosts_do_not_share_incidents() {
     let mut c = Correlator::new(config());
