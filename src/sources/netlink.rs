@@ -286,7 +286,11 @@ fn report(ranges: Vec<Missing>) -> Vec<LossEvent> {
         .into_iter()
         .filter(|(r, _)| !r.is_empty())
         .map(|(r, is_overrun)| {
-            let count = r.iter().map(|m| m.to - m.from + 1).sum();
+            // Saturating: ranges read back from a (hostile) state file can be of any size.
+            let count = r
+                .iter()
+                .map(|m| (m.to - m.from).saturating_add(1))
+                .fold(0u64, u64::saturating_add);
             let mut listed: Vec<String> = r
                 .iter()
                 .take(8)
@@ -600,6 +604,20 @@ mod tests {
         let old: Position =
             serde_json::from_str(r#"{"kind":"netlink","boot_id":"b1","serial":5}"#).unwrap();
         assert!(Serials::resumed(Some(&old), "b1", t0).missing.is_empty());
+
+        // A state file with the largest serial and ranges: counted, no overflow; backwards
+        // or out-of-range ranges are left out.
+        let max = u64::MAX;
+        let hostile = Position::Netlink {
+            boot_id: "b1".into(),
+            serial: max,
+            waiting: vec![(0, max - 1), (1, max - 1), (9, 3), (4, max)],
+        };
+        let mut s = Serials::resumed(Some(&hostile), "b1", t0);
+        assert!(s.observe(max, t0).is_empty());
+        assert!(s.observe(7, t0).is_empty());
+        let (_, count, _) = one(s.due(t0));
+        assert_eq!(count, Some(max));
     }
 
     #[test]
