@@ -464,11 +464,7 @@ impl Alerting {
             .saved_generation
             .is_some_and(|g| crate::checkpoint::saved_generation(dir) < g);
         if !uncommitted {
-            match std::fs::rename(&path, prev_path(&path)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+            keep_as_prev(&path)?;
         }
         crate::checkpoint::write_atomic(&path, &bytes)?;
         if let Some(log) = &mut self.sent_log {
@@ -506,6 +502,25 @@ enum Restored {
 
 fn prev_path(path: &Path) -> PathBuf {
     crate::checkpoint::with_suffix(path, ".prev")
+}
+
+/// The saved incidents at `path` become `path.prev` too, while `path` stays until the new save
+/// replaces it: a hard link under a temporary name, renamed over `.prev`. (Renaming `path`
+/// itself left no `path` while a save failed, a full disk: `status` said no incidents were
+/// saved, though they were.)
+fn keep_as_prev(path: &Path) -> io::Result<()> {
+    let prev = prev_path(path);
+    let link = crate::checkpoint::with_suffix(&prev, ".tmp");
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::hard_link(path, &link) {
+        Ok(()) => std::fs::rename(&link, &prev),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The saved incidents that belong to the checkpoints in `dir`: `path` or, after a crash between
@@ -962,6 +977,49 @@ mod tests {
             crate::correlate::Config::default(),
         );
         assert_eq!(restored.open_incidents(), 1);
+    }
+
+    /// A save that fails (here the temporary file cannot be made; a full disk in life) leaves
+    /// the last saved incidents where `status` reads them, and in `.prev` for the restore. The
+    /// file was renamed to `.prev` first, and was then missing until a save succeeded.
+    #[test]
+    fn a_failed_save_leaves_the_last_saved_incidents_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let mut a = replay_alerting(&rt, dir.path());
+        let path = dir.path().join(super::REPLAY_INCIDENTS_FILE);
+        let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
+        a.deliver(&denial("1700000000.001", 1)).unwrap();
+        cp.set(
+            "s",
+            crate::checkpoint::Position::Kmsg {
+                boot_id: "b".into(),
+                seq: 1,
+            },
+        );
+        a.persist(cp.next_generation()).unwrap();
+        cp.save().unwrap();
+        let first = std::fs::read(&path).unwrap();
+        a.deliver(&denial("1700000000.002", 2)).unwrap();
+        std::fs::create_dir(crate::checkpoint::with_suffix(&path, ".tmp")).unwrap();
+        assert!(a.persist(cp.next_generation()).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+        assert_eq!(std::fs::read(super::prev_path(&path)).unwrap(), first);
+        // Once it can be written again, the new state replaces it, and `.prev` is the old one.
+        std::fs::remove_dir(crate::checkpoint::with_suffix(&path, ".tmp")).unwrap();
+        cp.set(
+            "s",
+            crate::checkpoint::Position::Kmsg {
+                boot_id: "b".into(),
+                seq: 2,
+            },
+        );
+        a.persist(cp.next_generation()).unwrap();
+        cp.save().unwrap();
+        assert_ne!(std::fs::read(&path).unwrap(), first);
+        assert_eq!(std::fs::read(super::prev_path(&path)).unwrap(), first);
+        let (restored, _) = super::restore(&path, dir.path(), crate::correlate::Config::default());
+        assert_eq!(restored.snapshot().incidents[0].total, 2);
     }
 
     /// A checkpoint save with the correlator unchanged (only lines that were no AppArmor event
