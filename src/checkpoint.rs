@@ -231,8 +231,8 @@ impl Checkpoints {
                 }
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!(
-                        "armorwatch: {}: unreadable checkpoint ({e}); starting fresh",
+                    crate::log_warn!(
+                        "{}: unreadable checkpoint ({e}); starting fresh",
                         path.display()
                     );
                     let _ = fs::rename(&path, path.with_extension("json.corrupt"));

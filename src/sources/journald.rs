@@ -115,8 +115,8 @@ pub fn start(
                 match follow(&mut j, directory.as_deref(), resume, mode, &tx, woken) {
                     Ok(Ended::Done) => return,
                     Ok(Ended::Replaced) => {
-                        eprintln!(
-                            "armorwatch: journald: {} was replaced by another directory; reading it from its start",
+                        crate::log_warn!(
+                            "journald: {} was replaced by another directory; reading it from its start",
                             directory.as_deref().unwrap_or(Path::new("")).display()
                         );
                         resume = Some(Resume::Head);
@@ -277,8 +277,8 @@ impl<'a> Watched<'a> {
         ) {
             Ok(_) => Some(parent),
             Err(e) => {
-                eprintln!(
-                    "armorwatch: journald: cannot watch {} ({e}); a replaced {} is noticed only when the journal next changes",
+                crate::log_warn!(
+                    "journald: cannot watch {} ({e}); a replaced {} is noticed only when the journal next changes",
                     parent_dir.display(),
                     path.display()
                 );
@@ -349,7 +349,7 @@ fn follow(
                 Mode::Follow => "following from the end of the journal",
                 Mode::Replay => "reading the journal from its start",
             };
-            eprintln!("armorwatch: journald: the saved position {c:?} is unusable ({e}); {from}");
+            crate::log_warn!("journald: the saved position {c:?} is unusable ({e}); {from}");
             false
         }
     });
@@ -358,8 +358,8 @@ fn follow(
             // The entry at the cursor was delivered already; when it is gone (vacuumed, or the
             // cursor is another journal's), the entry the seek found is the first not delivered.
             if j.next()? > 0 && !j.test_cursor(c.as_str())? {
-                eprintln!(
-                    "armorwatch: journald: the saved position is no longer in the journal (vacuumed, or another journal's); going on from the first entry after it"
+                crate::log_warn!(
+                    "journald: the saved position is no longer in the journal (vacuumed, or another journal's); going on from the first entry after it"
                 );
                 on_undelivered = true;
             }

@@ -51,8 +51,8 @@ pub fn start(
     let boot = boot_id();
     let (resume, first) = match saved_resume(position.as_ref(), &boot) {
         Some(Resume::NewBoot) => {
-            eprintln!(
-                "armorwatch: kernel_log: a new boot since the saved position; reading /dev/kmsg from its oldest record"
+            crate::log_warn!(
+                "kernel_log: a new boot since the saved position; reading /dev/kmsg from its oldest record"
             );
             (Resume::NewBoot, None)
         }
@@ -181,7 +181,7 @@ async fn read_kmsg(
         match read {
             Ok(0) => {
                 if mode == Mode::Follow {
-                    eprintln!("armorwatch: reading /dev/kmsg: end of file");
+                    crate::log_warn!("reading /dev/kmsg: end of file");
                 }
                 break;
             }

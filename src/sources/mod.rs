@@ -76,9 +76,9 @@ pub(crate) fn read_error(source: ReadErrorSource, message: std::fmt::Arguments<'
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .admit(Instant::now());
     match admitted {
-        Some(0) => eprintln!("armorwatch: {message}"),
-        Some(held) => eprintln!(
-            "armorwatch: {message} ({held} more read error{} not logged since the last)",
+        Some(0) => crate::log_warn!("{message}"),
+        Some(held) => crate::log_warn!(
+            "{message} ({held} more read error{} not logged since the last)",
             if held == 1 { "" } else { "s" }
         ),
         None => {}

@@ -256,8 +256,8 @@ impl Reader {
             }
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound && mode == Mode::Follow => {
-                eprintln!(
-                    "armorwatch: {}: {} does not exist yet; waiting for it",
+                crate::log_warn!(
+                    "{}: {} does not exist yet; waiting for it",
                     spec.name,
                     self.path.display()
                 );
@@ -276,8 +276,8 @@ impl Reader {
         };
         let position = match spec.position.clone() {
             Some(Position::File { path, .. }) if *path != *self.path => {
-                eprintln!(
-                    "armorwatch: {}: the checkpoint is for {}, not {}; starting as on a first start",
+                crate::log_warn!(
+                    "{}: the checkpoint is for {}, not {}; starting as on a first start",
                     spec.name,
                     path.display(),
                     self.path.display()
@@ -322,8 +322,8 @@ impl Reader {
                         .map_err(|e| self.open_err(spec, &p, e))?;
                     return Ok(());
                 }
-                eprintln!(
-                    "armorwatch: {}: {} no longer holds the checkpoint's line at byte {offset} (truncated or written anew) and no copy of it is beside it; reading it from its start",
+                crate::log_warn!(
+                    "{}: {} no longer holds the checkpoint's line at byte {offset} (truncated or written anew) and no copy of it is beside it; reading it from its start",
                     spec.name,
                     self.path.display()
                 );
@@ -343,8 +343,8 @@ impl Reader {
                 return Ok(());
             }
         }
-        eprintln!(
-            "armorwatch: {}: the file of the checkpoint is no longer beside {} (deleted, or compressed by the rotation); what was written to it after the checkpoint is not read",
+        crate::log_warn!(
+            "{}: the file of the checkpoint is no longer beside {} (deleted, or compressed by the rotation); what was written to it after the checkpoint is not read",
             spec.name,
             self.path.display()
         );
