@@ -519,7 +519,12 @@ fn keep_as_prev(path: &Path) -> io::Result<()> {
     match std::fs::hard_link(path, &link) {
         Ok(()) => std::fs::rename(&link, &prev),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        // No hard links here (a filesystem without them; a confining profile without `l`):
+        // the file itself becomes `.prev`, as before.
+        Err(_) => match std::fs::rename(path, &prev) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{append, free_port, run_ok};
+use common::{append, free_port, json_lines_torn, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const PY: &str = "/usr/bin/python3";
@@ -77,36 +77,7 @@ fn records(range: std::ops::Range<u64>) -> String {
 }
 
 fn read_json_lines(path: &Path) -> Vec<Value> {
-    read_json_lines_torn(path).0
-}
-
-/// The JSON lines of a file, and how many lines did not parse. A kill -9 in the middle of a
-/// sink's `write` can leave a torn last line; the next run ends it before writing, so it stays
-/// one unparseable fragment. A fragment with a whole line glued to its end means the restart
-/// appended to it: that is a defect, and it panics.
-fn read_json_lines_torn(path: &Path) -> (Vec<Value>, usize) {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let mut torn = 0;
-    let values = text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                torn += 1;
-                let glued = l
-                    .match_indices("{\"schema\":")
-                    .skip_while(|(i, _)| *i == 0)
-                    .any(|(i, _)| serde_json::from_str::<Value>(&l[i..]).is_ok());
-                assert!(
-                    !glued,
-                    "a whole line appended to a torn one in {path:?}: {l}"
-                );
-                None
-            }
-        })
-        .collect();
-    (values, torn)
+    json_lines_torn(path).0
 }
 
 /// Per (file, what is folded): (inode, bytes folded, the value so far).
@@ -347,7 +318,7 @@ impl Setup {
 /// alerted, each opened under one id only (a restart continues the incident instead of
 /// re-opening it); an `id:seq` that appears twice is the same alert ([`check_repeats`]).
 fn check_delivery(s: &Setup, total: u64, kills: u64) {
-    let (events, torn) = read_json_lines_torn(&s.events());
+    let (events, torn) = json_lines_torn(&s.events());
     let counts = serials(&events);
     let missing: Vec<u64> = (1..=total)
         .filter(|k| !counts.contains_key(k))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{append, json_lines, run_ok};
+use common::{append, json_lines, json_lines_torn, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_armorwatch");
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -55,10 +55,12 @@ fn serial_counts(out: &[Value]) -> BTreeMap<u64, usize> {
     m
 }
 
+/// Waits on the output as it is: after a kill -9 it can hold a torn line (see
+/// [`json_lines_torn`]); the tests that kill check how many.
 fn wait_until(what: &str, out: &Path, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
     loop {
-        let v = json_lines(out);
+        let v = json_lines_torn(out).0;
         if done(&v) {
             return v;
         }
@@ -415,7 +417,10 @@ fn kill_9_and_restart_delivers_everything_once_within_the_window() {
     let child = s.spawn("run", &config);
     wait_serials(&s.out(), 1..total + 1);
     terminate(child);
-    let counts = serial_counts(&json_lines(&s.out()));
+    // A kill in the middle of a write leaves one torn line; the next start ends it.
+    let (events, torn) = json_lines_torn(&s.out());
+    assert!(torn <= kills, "{torn} torn lines after {kills} kills");
+    let counts = serial_counts(&events);
     assert_eq!(counts.len() as u64, total);
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     // At-least-once: at most what was delivered but not yet checkpointed (one output batch)
@@ -672,10 +677,13 @@ fn journal_kill_9_mid_replay_resumes_from_the_cursor() {
     let child = s.spawn("replay", &config);
     wait_until("the first 500 events", &s.out(), |v| v.len() >= 500);
     kill9(child);
-    let partial = serial_counts(&json_lines(&s.out())).len();
+    let partial = serial_counts(&json_lines_torn(&s.out()).0).len();
     eprintln!("killed after {partial} of {aa} events");
     replay_ok(&config);
-    let counts = serial_counts(&json_lines(&s.out()));
+    // The kill can tear the line being written; the replay after it ends that line.
+    let (events, torn) = json_lines_torn(&s.out());
+    assert!(torn <= 1, "{torn} torn lines after one kill");
+    let counts = serial_counts(&events);
     assert_eq!(counts.len() as u64, aa, "every record once at least");
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     assert!(duplicates <= 600, "{duplicates} duplicates after one kill");

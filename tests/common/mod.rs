@@ -36,6 +36,35 @@ pub fn json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The JSON lines of a file, and how many lines did not parse. A kill -9 in the middle of a
+/// sink's `write` can leave a torn last line; the next run ends it before writing, so it stays
+/// one unparseable fragment. A fragment with a whole line glued to its end means the restart
+/// appended to it: that is a defect, and it panics.
+pub fn json_lines_torn(path: &Path) -> (Vec<Value>, usize) {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut torn = 0;
+    let values = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                torn += 1;
+                let glued = l
+                    .match_indices("{\"schema\":")
+                    .skip_while(|(i, _)| *i == 0)
+                    .any(|(i, _)| serde_json::from_str::<Value>(&l[i..]).is_ok());
+                assert!(
+                    !glued,
+                    "a whole line appended to a torn one in {path:?}: {l}"
+                );
+                None
+            }
+        })
+        .collect();
+    (values, torn)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
