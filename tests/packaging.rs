@@ -206,3 +206,95 @@ fn the_man_page_describes_every_config_key() {
     let missing: Vec<&&str> = keys.iter().filter(|k| !words.contains(**k)).collect();
     assert!(missing.is_empty(), "not in armorwatch.toml(5): {missing:?}");
 }
+
+/// The shipped AppArmor profile, loaded as the postinst loads it (the text, compiled against
+/// the running kernel's features), lets `doctor` and `run` with the shipped configuration
+/// (automatic sources) do their work: in one boot of Debian's kernel (`tests/vm/aa-vm`), not
+/// one DENIED record of profile `armorwatch`, and doctor reads what it reports. Regression:
+/// the profile allowed `network netlink raw` (the audit socket is a datagram socket: the
+/// netlink source was refused) and `@{PROC}/net/netlink` (the kernel checks
+/// `/proc/PID/net/netlink`: journald's audit socket was reported `unknown`).
+#[test]
+fn shipped_profile_confines_doctor_and_automatic_sources_without_a_denial() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let aa_vm = root.join("tests/vm/aa-vm");
+    let have = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p} || test -x /usr/sbin/{p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !["qemu-system-x86_64", "apparmor_parser"]
+        .iter()
+        .all(|p| have(p))
+        || !Path::new("/bin/busybox").exists()
+    {
+        common::skip(
+            "needs qemu-system-x86_64, apparmor_parser and /bin/busybox (tests/deps/vm.apt)",
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    let out_dir = t.path().join("out");
+    let share = tree.join("usr/share/armorwatch/apparmor");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(tree.join("etc/armorwatch")).unwrap();
+    std::fs::copy(
+        root.join("packaging/apparmor/usr.bin.armorwatch"),
+        share.join("usr.bin.armorwatch"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("config.example.toml"),
+        tree.join("etc/armorwatch/config.toml"),
+    )
+    .unwrap();
+    let aw = tree.join("usr/bin/armorwatch");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&aw)
+        .arg(BIN)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(BIN, &aw).unwrap();
+    }
+    let out = Command::new(&aa_vm)
+        .args(["-t", "300", "--journald", "-o"])
+        .arg(&out_dir)
+        .arg("-s")
+        .arg(root.join("tests/vm/scenarios/confined-auto.sh"))
+        .arg(&tree)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = stderr(&out);
+    if out.status.code() == Some(125) && stderr.contains("apt-get update") {
+        common::skip(&format!("aa-vm cannot download Debian's kernel: {stderr}"));
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let files = out_dir.join("files");
+    let read = |f: &str| std::fs::read_to_string(files.join(f)).unwrap_or_default();
+    let (doctor, run_err) = (read("doctor.txt"), read("run.err"));
+    assert_eq!(read("label").trim(), "armorwatch (enforce)", "{stdout}");
+    assert_eq!(read("rc").trim(), "0", "{run_err}");
+    assert!(run_err.contains("sources started; running"), "{run_err}");
+    assert_eq!(
+        read("denials.txt"),
+        "",
+        "the profile denied its own program"
+    );
+    assert!(
+        doctor.contains("audit netlink multicast (CAP_AUDIT_READ): yes"),
+        "{doctor}"
+    );
+    assert!(doctor.contains("journald audit socket: on"), "{doctor}");
+    assert!(!doctor.contains("denied"), "{doctor}");
+    assert!(
+        run_err.contains("reading it too"),
+        "netlink not chosen: {run_err}"
+    );
+}
