@@ -363,32 +363,49 @@ fn check_delivery(s: &Setup, total: u64, kills: u64) {
     );
 }
 
+/// What an incident alert says (`Alert::content_digest`'s fields): an alert made again after
+/// a restart says the same.
+const CONTENT: [&str; 7] = [
+    "type",
+    "key",
+    "count",
+    "total",
+    "severity",
+    "last_seen",
+    "reason",
+];
+
 /// An `id:seq` that appears twice is the same alert: a receiver that drops it loses nothing
 /// (an alert made after the last save is recorded before it goes out, so a restarted daemon
-/// does not give its seq to other content). Returns how many keys came more than once.
+/// does not give its seq to other content). And the same alert never comes under two `seq`s
+/// (a receiver dropping duplicates by key would deliver it twice). Returns how many keys came
+/// more than once.
 fn check_repeats(alerts: &[Value]) -> usize {
     let mut by_key: BTreeMap<(String, u64), Vec<&Value>> = BTreeMap::new();
+    let mut seqs_by_content: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
     for a in alerts {
         let id = a["id"].as_str().unwrap().to_string();
-        by_key
-            .entry((id, a["seq"].as_u64().unwrap()))
+        let seq = a["seq"].as_u64().unwrap();
+        let content = CONTENT.map(|f| a[f].to_string()).join(" ");
+        seqs_by_content
+            .entry((id.clone(), content))
             .or_default()
-            .push(a);
+            .insert(seq);
+        by_key.entry((id, seq)).or_default().push(a);
+    }
+    for ((id, content), seqs) in &seqs_by_content {
+        assert_eq!(
+            seqs.len(),
+            1,
+            "{id}: one alert under several seqs {seqs:?} (a duplicate no receiver can drop): {content}"
+        );
     }
     let mut repeats = 0;
     for (k, v) in &by_key {
         if v.len() > 1 {
             repeats += 1;
             for a in &v[1..] {
-                for field in [
-                    "type",
-                    "key",
-                    "count",
-                    "total",
-                    "severity",
-                    "last_seen",
-                    "reason",
-                ] {
+                for field in CONTENT {
                     assert_eq!(
                         a[field], v[0][field],
                         "{k:?}: {field} differs ({} {} then {} {})",
