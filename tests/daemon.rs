@@ -686,6 +686,48 @@ fn sd_notify_ready_status_watchdog_reloading_stopping() {
     assert!(d.log().contains(MESSAGE_ID), "{}", d.log());
 }
 
+/// A reload pings the watchdog when it starts draining and again before the new pipeline
+/// starts: pings come from the pipeline's tick, at most every half of WatchdogSec, so a ping up
+/// to 14 s old, a drain of up to 15 s and the new start could pass WatchdogSec=30 s, and
+/// systemd would kill the daemon in the middle of a reload (found by the packaging review
+/// helper). With 120 s here, the tick pings once at the start only.
+#[test]
+fn a_reload_pings_the_watchdog_while_it_drains() {
+    let s = Setup::new();
+    s.write_config(&s.config(""));
+    let sock_path = s.p("notify.sock");
+    let mut n = NotifySocket::bind(&sock_path);
+    let mut d = Daemon::start(
+        &s,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "120000000"),
+        ],
+    );
+    let is = |line: &'static str| move |m: &str| m.lines().any(|l| l == line);
+    let ready = n.wait(10, 0, is("READY=1")).expect("no READY=1");
+    let first = n
+        .wait(10, 0, is("WATCHDOG=1"))
+        .expect("no first WATCHDOG=1");
+    d.signal("HUP");
+    let rl = n
+        .wait(10, ready.max(first), is("RELOADING=1"))
+        .expect("no RELOADING=1");
+    let ping = n
+        .wait(10, rl, is("WATCHDOG=1"))
+        .expect("no WATCHDOG=1 during the reload");
+    let ready = n
+        .wait(15, rl, is("READY=1"))
+        .expect("no READY=1 after the reload");
+    assert!(
+        ping < ready,
+        "the reload's first ping came after it: {:?}",
+        n.got
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit(20).unwrap().success());
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
     let r = client.get(url).send().await.unwrap();
     let status = r.status().as_u16();

@@ -330,6 +330,9 @@ async fn until_stop_or_reload(
                 tracing::info!("SIGHUP: reloading {}", path.display());
                 match load_validated(path, events).and_then(|c| same_state_dir(c, running_state)) {
                     Ok(c) => {
+                        // The pings come from the pipeline's tick: the drain and the new
+                        // pipeline's start must not outlast WatchdogSec from an old ping.
+                        notify::keep_alive();
                         *outcome = Outcome::Reload(Box::new(c));
                         break;
                     }
@@ -709,6 +712,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
                 let new = *new;
+                notify::keep_alive();
                 tracing::info!("configuration reloaded; starting the new pipeline");
                 previous = Some(std::mem::replace(&mut config, new));
             }
