@@ -11,6 +11,7 @@ if [ "$1" -eq 0 ]; then
         echo "profile armorwatch {}" | apparmor_parser -R >/dev/null 2>&1 || :
     fi
     rm -rf /var/lib/armorwatch /var/log/armorwatch
+    rm -f /var/cache/apparmor/*/usr.bin.armorwatch /etc/apparmor.d/cache/usr.bin.armorwatch
     userdel armorwatch >/dev/null 2>&1 || :
     groupdel armorwatch >/dev/null 2>&1 || :
 fi

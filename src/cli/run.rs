@@ -679,9 +679,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 // A configured source that cannot be opened at the first start: what
-                // check-config calls a configuration error, with its key and exit 78.
+                // check-config calls a configuration error, with its key and exit 78. An
+                // automatic one was readable when probed a moment ago: a passing failure,
+                // exit 1, which systemd restarts (78 it does not).
                 None if start == Start::First => match &e {
-                    pipeline::PipelineError::Source(se) => {
+                    pipeline::PipelineError::Source(se) if !config.sources.is_empty() => {
                         tracing::error!("configuration error: `{}`: {e}", se.key());
                         notify::stopping();
                         return Ok(ExitCode::from(EXIT_CONFIG));
