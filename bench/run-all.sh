@@ -191,9 +191,9 @@ sed -e 's|/sstate"|/wstate"|' -e 's|storm-alerts|storm-w-alerts|' \
   echo
   echo '```'
   echo "replay: $st s wall ($(awk "BEGIN{printf \"%.0f\", 1000000/$st}") records/s), peak RSS $(mib "$sm") MiB"
-  "$PY" bench/storm_check.py "$W/storm-alerts.jsonl" 1000000 10 300 || true
+  "$PY" bench/storm_check.py "$W/storm-alerts.jsonl" 1000000 10 300 || echo storm >> "$W/failed"
   echo "window 2 s, flood cap off:"
-  "$PY" bench/storm_check.py "$W/storm-w-alerts.jsonl" 1000000 10 2 || true
+  "$PY" bench/storm_check.py "$W/storm-w-alerts.jsonl" 1000000 10 2 || echo "storm, window 2 s" >> "$W/failed"
   echo '```'
 } >> "$REPORT"
 
@@ -209,6 +209,7 @@ sed -e 's|/sstate"|/wstate"|' -e 's|storm-alerts|storm-w-alerts|' \
 
 if [ -n "${NO_DOC:-}" ]; then
   cat "$REPORT"
+  [ ! -s "$W/failed" ] || { echo "bench: FAILED: $(tr '\n' ';' < "$W/failed")" >&2; exit 1; }
   exit 0
 fi
 doc=docs/benchmarks.md
@@ -225,3 +226,8 @@ open(doc, "w").write(head + begin + "\n" + open(report).read() + end + tail)
 EOF
 cat "$REPORT"
 echo "bench: written to $doc"
+# A failed check is in the report, and in the exit code.
+if [ -s "$W/failed" ]; then
+  echo "bench: FAILED: $(tr '\n' ';' < "$W/failed")" >&2
+  exit 1
+fi
