@@ -331,10 +331,21 @@ impl AlertView {
             };
             fact("Profile source", v);
         }
-        for h in self.incidents.iter().take(20) {
+        const HELD_SHOWN: usize = 20;
+        for h in self.incidents.iter().take(HELD_SHOWN) {
             fact(
                 "Held back",
                 Some(format!("{}: {} ({} total)", h.id, h.count, h.total)),
+            );
+        }
+        if self.incidents.len() > HELD_SHOWN {
+            // The alert's JSON has them all; the facts say how many are not shown.
+            fact(
+                "Held back",
+                Some(format!(
+                    "… and {} more incidents",
+                    self.incidents.len() - HELD_SHOWN
+                )),
             );
         }
         fact("Incident", Some(self.idempotency_key()));
@@ -506,5 +517,34 @@ impl Summary {
         }
         out.push("<!channel> @everyone **x** [a](http://e) &amp; `code`".repeat(40));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `suppressed` alert holding more incidents than its facts list says how many are not
+    /// listed; the facts stopped at 20 without a word.
+    #[test]
+    fn held_back_facts_say_how_many_are_not_listed() {
+        let incidents: Vec<Value> = (0..25)
+            .map(|i| serde_json::json!({"id": format!("i{i}"), "count": 2, "total": 3}))
+            .collect();
+        let v = AlertView::from_json(&serde_json::json!({
+            "schema": 1, "type": "suppressed", "id": "s", "seq": 1, "host": "h",
+            "incidents": incidents,
+        }))
+        .unwrap();
+        let summary = v.summary();
+        let held: Vec<&String> = summary
+            .facts
+            .iter()
+            .filter(|(k, _)| k == "Held back")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(held.len(), 21, "{held:?}");
+        assert_eq!(held[0], "i0: 2 (3 total)");
+        assert_eq!(held[20], "… and 5 more incidents");
     }
 }
