@@ -610,19 +610,25 @@ impl NotifySocket {
     }
 }
 
+/// The daemon on the default test configuration, with a NOTIFY_SOCKET and `WATCHDOG_USEC`.
+fn started_with_watchdog(s: &Setup, watchdog_usec: &str) -> (Daemon, NotifySocket) {
+    s.write_config(&s.config(""));
+    let sock_path = s.p("notify.sock");
+    let n = NotifySocket::bind(&sock_path);
+    let d = Daemon::start(
+        s,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", watchdog_usec),
+        ],
+    );
+    (d, n)
+}
+
 #[test]
 fn sd_notify_ready_status_watchdog_reloading_stopping() {
     let s = Setup::new();
-    s.write_config(&s.config(""));
-    let sock_path = s.p("notify.sock");
-    let mut n = NotifySocket::bind(&sock_path);
-    let mut d = Daemon::start(
-        &s,
-        &[
-            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "1000000"),
-        ],
-    );
+    let (mut d, mut n) = started_with_watchdog(&s, "1000000");
     let ready = n
         .wait(10, 0, |m| m.lines().any(|l| l == "READY=1"))
         .expect("no READY=1");
@@ -694,16 +700,7 @@ fn sd_notify_ready_status_watchdog_reloading_stopping() {
 #[test]
 fn a_reload_pings_the_watchdog_while_it_drains() {
     let s = Setup::new();
-    s.write_config(&s.config(""));
-    let sock_path = s.p("notify.sock");
-    let mut n = NotifySocket::bind(&sock_path);
-    let mut d = Daemon::start(
-        &s,
-        &[
-            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "120000000"),
-        ],
-    );
+    let (mut d, mut n) = started_with_watchdog(&s, "120000000");
     let is = |line: &'static str| move |m: &str| m.lines().any(|l| l == line);
     let ready = n.wait(10, 0, is("READY=1")).expect("no READY=1");
     let first = n

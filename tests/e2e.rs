@@ -92,16 +92,7 @@ fn guest_tree(tree: &Path) {
 
     // Without its debug info the test binary is ~20 MB instead of ~140 MB in the initramfs.
     let aw = tree.join("usr/bin/armorwatch");
-    let stripped = have("strip")
-        && Command::new("strip")
-            .arg("-o")
-            .arg(&aw)
-            .arg(BIN)
-            .status()
-            .is_ok_and(|s| s.success());
-    if !stripped {
-        fs::copy(BIN, &aw).unwrap();
-    }
+    common::stripped_copy(BIN, &aw);
 
     // The shipped profile, loaded by the guest only for the last run. Compiled here too (a
     // tenth of the time it takes under emulation; same pinned features file as the guest):

@@ -252,15 +252,7 @@ fn shipped_profile_confines_doctor_and_automatic_sources_without_a_denial() {
     )
     .unwrap();
     let aw = tree.join("usr/bin/armorwatch");
-    let stripped = Command::new("strip")
-        .arg("-o")
-        .arg(&aw)
-        .arg(BIN)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        std::fs::copy(BIN, &aw).unwrap();
-    }
+    common::stripped_copy(BIN, &aw);
     let out = Command::new(&aa_vm)
         .args(["-t", "300", "--journald", "-o"])
         .arg(&out_dir)

@@ -65,6 +65,20 @@ pub fn json_lines_torn(path: &Path) -> (Vec<Value>, usize) {
     (values, torn)
 }
 
+/// `bin` copied to `dest` without its debug info (`strip -o`), or as it is when `strip` is not
+/// there: the test binary is ~20 MB instead of ~140 MB in a VM's initramfs.
+pub fn stripped_copy(bin: &str, dest: &Path) {
+    let stripped = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(dest)
+        .arg(bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        fs::copy(bin, dest).unwrap_or_else(|e| panic!("{bin} to {}: {e}", dest.display()));
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
