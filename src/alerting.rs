@@ -966,6 +966,14 @@ mod tests {
         }
     }
 
+    /// A kmsg position, for the tests that need the checkpoints to move.
+    fn kmsg_pos(seq: u64) -> crate::checkpoint::Position {
+        crate::checkpoint::Position::Kmsg {
+            boot_id: "b".into(),
+            seq,
+        }
+    }
+
     /// A replay whose first record is stamped far in the future holds it until a time is
     /// reached. A save in between (the positions move past it) must not leave it out of the
     /// saved incidents: a crash then lost it.
@@ -995,13 +1003,7 @@ mod tests {
         let path = dir.path().join(super::REPLAY_INCIDENTS_FILE);
         let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
         a.deliver(&denial("1700000000.001", 1)).unwrap();
-        cp.set(
-            "s",
-            crate::checkpoint::Position::Kmsg {
-                boot_id: "b".into(),
-                seq: 1,
-            },
-        );
+        cp.set("s", kmsg_pos(1));
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap();
         let first = std::fs::read(&path).unwrap();
@@ -1012,13 +1014,7 @@ mod tests {
         assert_eq!(std::fs::read(super::prev_path(&path)).unwrap(), first);
         // Once it can be written again, the new state replaces it, and `.prev` is the old one.
         std::fs::remove_dir(crate::checkpoint::with_suffix(&path, ".tmp")).unwrap();
-        cp.set(
-            "s",
-            crate::checkpoint::Position::Kmsg {
-                boot_id: "b".into(),
-                seq: 2,
-            },
-        );
+        cp.set("s", kmsg_pos(2));
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap();
         assert_ne!(std::fs::read(&path).unwrap(), first);
@@ -1036,17 +1032,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         let mut a = replay_alerting(&rt, dir.path());
-        let pos = |seq| crate::checkpoint::Position::Kmsg {
-            boot_id: "b".into(),
-            seq,
-        };
         let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
         a.deliver(&denial("1700000000.001", 1)).unwrap();
-        cp.set("s", pos(1));
+        cp.set("s", kmsg_pos(1));
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap();
         // Lines that are no event: the positions move, the correlator does not.
-        cp.set("s", pos(2));
+        cp.set("s", kmsg_pos(2));
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap();
         // The next event is saved in the incidents; kill -9 before the checkpoints follow.
@@ -1358,16 +1350,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         let log = dir.path().join(super::SENT_FILE);
-        let pos = |seq| crate::checkpoint::Position::Kmsg {
-            boot_id: "b".into(),
-            seq,
-        };
         let t0 = 1_700_000_000_000u64;
         let mut delivered = Vec::new();
         let mut cp = crate::checkpoint::Checkpoints::open(dir.path()).unwrap();
         let mut a = follow_alerting(&rt, dir.path(), t0);
         a.deliver(&denial_of("1700000000.000", 1, "b")).unwrap();
-        cp.set("s", pos(1));
+        cp.set("s", kmsg_pos(1));
         a.persist(cp.next_generation()).unwrap();
         cp.save().unwrap(); // generation 1 on disk: the records after position 1 come again
         // After the save: incident J opens (seq 1) and closes quiet (seq 2, total 1); other
@@ -1378,13 +1366,13 @@ mod tests {
         a.deliver(&denial("1700000320.000", 3)).unwrap();
         set_clock(&mut a, t0 + 700_000);
         a.deliver(&denial_of("1700000700.000", 4, "d")).unwrap();
-        cp.set("s", pos(4));
+        cp.set("s", kmsg_pos(4));
         delivered.extend(lines_of(&log));
         a.persist(cp.next_generation()).unwrap();
         // ... cp.save() fails here (ENOSPC, EIO): the checkpoints stay at generation 1.
         set_clock(&mut a, t0 + 710_000);
         a.deliver(&denial_of("1700000710.000", 5, "c")).unwrap();
-        cp.set("s", pos(5));
+        cp.set("s", kmsg_pos(5));
         delivered.extend(lines_of(&log));
         a.persist(cp.next_generation()).unwrap(); // the retry after the back-off
         drop(a); // kill -9 before cp.save()

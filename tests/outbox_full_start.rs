@@ -9,22 +9,14 @@
 use armorwatch::sinks::outbox::Outbox;
 
 mod common;
-use common::{ignore_sigxfsz, set_fsize};
-
-fn alert(seq: u64) -> String {
-    format!(r#"{{"schema":1,"type":"incident.update","id":"i1","seq":{seq},"host":"h"}}"#)
-}
+use common::{outbox_of_two, set_fsize};
 
 /// Regression: the journal was rewritten (a new file as large as what it holds) to drop the
 /// torn line; on a full disk that failed, the outbox did not open and the daemon did not start.
 #[test]
 fn a_torn_journal_opens_on_a_full_disk() {
-    ignore_sigxfsz();
     let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal");
-    let (mut ob, _) = Outbox::open(dir.path(), true, 100).unwrap();
-    ob.push(&alert(1), 1).unwrap();
-    ob.push(&alert(2), 2).unwrap();
+    let (ob, journal) = outbox_of_two(dir.path());
     drop(ob);
     let good = std::fs::metadata(&journal).unwrap().len();
     // A crash in the middle of the third append.

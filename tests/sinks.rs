@@ -1922,19 +1922,16 @@ async fn email_through_msmtp_as_sendmail() {
     let m = smtp(dir.path());
     let pw = secret_file(dir.path(), "pw", "s3cret pass");
     // msmtp takes sendmail's -i -f FROM -- TO…; the wrapper adds the server settings.
-    let wrapper = dir.path().join("sendmail");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec /usr/bin/msmtp --host=127.0.0.1 --port={} --tls=on --tls-starttls=on \
+    let wrapper = sendmail_script(
+        dir.path(),
+        &format!(
+            "exec /usr/bin/msmtp --host=127.0.0.1 --port={} --tls=on --tls-starttls=on \
              --tls-trust-file={} --auth=on --user=armorwatch --passwordeval='cat {}' \"$@\"\n",
             m.server.port,
             m.certs.ca.display(),
             pw.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let s = specs(&format!(
         "[sinks.mail]\ntype = \"email\"\nsendmail = \"{}\"\nfrom = \"armorwatch@example.org\"\nto = [\"ops@example.org\", \"sec@example.org\"]\n",
         wrapper.display()
@@ -1977,6 +1974,14 @@ async fn email_through_msmtp_as_sendmail() {
     );
 }
 
+/// A `sendmail` shell script in `dir` running `body`, executable.
+fn sendmail_script(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("sendmail");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 /// Regression: a sendmail binary that did not finish (msmtp's own timeout is off by default; a
 /// relay that accepts the connection and never answers) held the email sink for good:
 /// `timeout_secs` bounded only SMTP sessions. Now the attempt times out (sink-wide, retried)
@@ -1985,16 +1990,13 @@ async fn email_through_msmtp_as_sendmail() {
 async fn a_sendmail_that_never_finishes_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
-    let wrapper = dir.path().join("sendmail");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho $$ > {}\ncat >/dev/null\nexec sleep 3600\n",
+    let wrapper = sendmail_script(
+        dir.path(),
+        &format!(
+            "echo $$ > {}\ncat >/dev/null\nexec sleep 3600\n",
             pid_file.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let s = specs(&format!(
         "[sinks.mail]\ntype = \"email\"\nsendmail = \"{}\"\nfrom = \"armorwatch@example.org\"\nto = \"ops@example.org\"\ntimeout_secs = 1\n",
         wrapper.display()

@@ -123,6 +123,21 @@ pub fn ignore_sigxfsz() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
+/// An alert line as the outbox spools it (tests/outbox_full*.rs).
+pub fn outbox_alert(seq: u64) -> String {
+    format!(r#"{{"schema":1,"type":"incident.update","id":"i1","seq":{seq},"host":"h"}}"#)
+}
+
+/// The set-up of the full-disk outbox tests: SIGXFSZ ignored, and an outbox in `dir` holding
+/// alerts 1 and 2. Returns it with its journal's path.
+pub fn outbox_of_two(dir: &Path) -> (armorwatch::sinks::outbox::Outbox, std::path::PathBuf) {
+    ignore_sigxfsz();
+    let (mut ob, _) = armorwatch::sinks::outbox::Outbox::open(dir, true, 100).unwrap();
+    ob.push(&outbox_alert(1), 1).unwrap();
+    ob.push(&outbox_alert(2), 2).unwrap();
+    (ob, dir.join("journal"))
+}
+
 /// Skip the rest of a test whose tool or privilege is missing: said on stderr, or, when
 /// `AW_REQUIRE_ALL` is set (tests/run-all.sh as root, which installs everything the tests use),
 /// a failure, so that CI cannot pass a test it never ran. Returns so the caller can `return`.
