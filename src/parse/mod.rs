@@ -872,6 +872,22 @@ type=1320 msg=audit(1700000001.100:600):
         assert_eq!(e.name(), Some("/var/log/msmtp.log"));
     }
 
+    /// Regression: a file name holding `msg='` (any user can create `/tmp/msg='x`; the kernel
+    /// hex-encodes only names with spaces, `"`, control or high bytes) made a kernel record look
+    /// like a USER_AVC whose `msg='` was never closed: a `'` was appended to the body, the last
+    /// field became `ouid=1000'` and the denial was rejected as malformed.
+    #[test]
+    fn a_name_holding_msg_quote_is_not_an_unclosed_user_avc() {
+        let line = "type=AVC msg=audit(1.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/tmp/msg='x\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=1000 ouid=1000";
+        let (mut p, mut out) = pushed(line);
+        p.finish(&mut out);
+        let [Output::Event(e)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(e.name(), Some("/tmp/msg='x"));
+        assert_eq!(e.field("ouid"), Some("1000"));
+    }
+
     #[test]
     fn selinux_avc_is_not_an_event() {
         let ev = events(

@@ -68,9 +68,12 @@ pub fn build(env: &Envelope<'_>, raw_line: &str, source: &Source) -> Result<Buil
     } else {
         Style::Raw
     };
-    // A USER_AVC whose `msg='…` was cut by a newline and never continued: close it.
+    // A USER_AVC whose `msg='…` was cut by a newline and never continued: close it. Only a
+    // `msg='` before the `apparmor=` key opens one; a value after it may hold `msg='` (a kernel
+    // record's `name=` is not hex-encoded for a `'`).
     let closed;
-    let body = match body.find("msg='") {
+    let opened = super::line::find_apparmor_key(body).and_then(|at| body[..at].rfind("msg='"));
+    let body = match opened {
         Some(p) if !body[p + 5..].contains('\'') => {
             closed = format!("{body}'");
             closed.as_str()
