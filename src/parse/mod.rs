@@ -19,8 +19,8 @@ use crate::event::{Event, Process, Source};
 use line::{Envelope, Line, LossReport, RecordType};
 use record::Built;
 
-/// Records (lines with an audit stamp) after which an AppArmor event stops waiting for companions
-/// with its serial. auditd writes an event's records together, so a handful would do; 64 leaves
+/// Records (lines with an audit stamp or an `apparmor=` key) after which an AppArmor event stops
+/// waiting for companions with its serial. auditd writes an event's records together, so a handful would do; 64 leaves
 /// room for interleaving from many CPUs.
 pub const DEFAULT_GRACE_RECORDS: u64 = 64;
 
@@ -250,9 +250,9 @@ impl Parser {
             }
             Line::Malformed { reason } => self.malformed(text, source, reason, out),
             Line::Record(env) => {
-                if env.stamp.is_some() {
-                    self.records += 1;
-                }
+                // Stamp-less records too: events queued behind a waiting one must not grow
+                // without bound.
+                self.records += 1;
                 match env.record_type {
                     Some(t) if t.is_companion() => self.companion(&env, t, text),
                     // A SELinux AVC shares the type: AppArmor's carry `apparmor=`.
@@ -886,6 +886,31 @@ type=1320 msg=audit(1700000001.100:600):
         };
         assert_eq!(e.name(), Some("/tmp/msg='x"));
         assert_eq!(e.field("ouid"), Some("1000"));
+    }
+
+    /// Regression: stamp-less records (dbus-daemon's syslog fallback) did not count as records
+    /// gone by, so a kernel record waiting for companions before a flood of them never expired
+    /// and every one of them was held behind it until the end of input (memory unbounded in
+    /// `armorwatch parse`).
+    #[test]
+    fn stampless_records_count_towards_the_companion_wait() {
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        p.push_line(
+            "type=AVC msg=audit(1.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\"",
+            &Source::Text,
+            &mut out,
+        );
+        let dbus = "Jul 31 17:10:35 host dbus[1692]: apparmor=\"DENIED\" operation=\"dbus_method_call\"  bus=\"session\" name=\"org.freedesktop.DBus\" path=\"/org/freedesktop/DBus\" interface=\"org.freedesktop.DBus\" member=\"Hello\" mask=\"send\" pid=2922 profile=\"/x\" peer_profile=\"unconfined\"";
+        for _ in 0..1000 {
+            p.push_line(dbus, &Source::Text, &mut out);
+        }
+        assert!(
+            p.pending.len() <= DEFAULT_GRACE_RECORDS as usize + 1,
+            "{} events held",
+            p.pending.len()
+        );
+        assert!(out.len() >= 1000 - DEFAULT_GRACE_RECORDS as usize);
     }
 
     #[test]
