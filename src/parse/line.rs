@@ -318,12 +318,21 @@ pub fn parse_stamp(s: &str) -> Option<(Stamp, bool, &str)> {
         let h: u64 = t.next()?.parse().ok()?;
         let m: u64 = t.next()?.parse().ok()?;
         let sec: u64 = t.next()?.parse().ok()?;
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        // ausearch writes four-digit years and three-digit milliseconds; anything larger would
+        // overflow the epoch computed from it.
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || !(0..=9999).contains(&year)
+            || h > 23
+            || m > 59
+            || sec > 60
+            || ms.len() > 3
+        {
             return None;
         }
         let days = crate::event::days_from_civil(year, month, day);
         let epoch = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
-        let millis = parse_u64(ms)? as u32;
+        let millis = u32::try_from(parse_u64(ms)?).ok()?;
         return Some((
             Stamp {
                 epoch,
@@ -612,6 +621,22 @@ mod tests {
             r"2026-05-26T19:47:43.396634-04:00 host kernel: a\x0a;b"
         ));
         assert!(!is_escaped_kmsg(r"type=USER_AVC msg=audit(1.000:1): a\x0a"));
+    }
+
+    /// Regression: the year of an `ausearch -i` stamp was taken at any size, and the epoch
+    /// computed from it overflowed (a panic in debug builds, a wrapped time in release); its
+    /// milliseconds were taken at any size too and cut to `u32`.
+    #[test]
+    fn interpreted_stamp_out_of_range_is_rejected() {
+        for stamp in [
+            "01/01/9223372036854775807 00:00:00.000:1",
+            "01/01/999999999999 00:00:00.000:1",
+            "04/24/2024 20:21:11.4294967296:1",
+            "04/24/2024 20:21:11.1000:1",
+        ] {
+            assert_eq!(parse_stamp(&format!("{stamp}) : x=1")), None, "{stamp}");
+        }
+        assert!(parse_stamp("12/31/9999 23:59:59.999:1) : x=1").is_some());
     }
 
     #[test]
