@@ -118,7 +118,7 @@ pub fn split(body: &str, style: Style) -> Result<Vec<RawField<'_>>, FieldError> 
             let value_start = i;
             let end = match style {
                 Style::Raw => {
-                    while i < n && bytes[i] != b' ' && bytes[i] != 0x1d && bytes[i] != b'\t' {
+                    while i < n && !matches!(bytes[i], b' ' | b'\t' | b'\n' | 0x1d) {
                         i += 1;
                     }
                     i
@@ -363,6 +363,22 @@ mod tests {
         let f = kv("pid=1 subj=snap.chromium.chromium (enforce) key=(null)");
         assert_eq!(f[1].1, "snap.chromium.chromium (enforce)");
         assert_eq!(f[2].1, "(null)");
+    }
+
+    /// Regression: a bare value ran past a newline (a dbus USER_AVC's newline before ` exe=`,
+    /// joined back by the parser), so `peer_pid=1\nexe="/x"` was one field holding both and
+    /// `exe` was lost. Newlines separate fields; they end a bare value too.
+    #[test]
+    fn a_newline_ends_a_bare_value() {
+        let f = kv("peer_pid=1\nexe=\"/usr/bin/dbus-daemon\" sauid=102\n");
+        assert_eq!(
+            f,
+            [
+                ("peer_pid".into(), "1".into()),
+                ("exe".into(), "/usr/bin/dbus-daemon".into()),
+                ("sauid".into(), "102".into())
+            ]
+        );
     }
 
     #[test]
