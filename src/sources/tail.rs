@@ -460,10 +460,17 @@ impl Reader {
     }
 
     /// The line read last is no longer where it was in the open file: the file was emptied and
-    /// written again (one `pread` of the line's start and the bytes around it).
+    /// written again (one `pread` of the line's start and the bytes around it). Before the first
+    /// line ended, the start of it read so far is checked the same way.
     fn overwritten(&self) -> bool {
+        use std::os::unix::fs::FileExt;
         match (&self.file, self.last_print) {
             (Some(f), Some(print)) if self.offset > 0 => !print.matches(f, self.offset),
+            (Some(f), None) if self.offset == 0 && !self.partial.is_empty() => {
+                let head = &self.partial[..self.partial.len().min(LinePrint::HEAD)];
+                let mut now = vec![0u8; head.len()];
+                f.read_exact_at(&mut now, 0).is_err() || now != head
+            }
             _ => false,
         }
     }
@@ -1419,6 +1426,28 @@ mod tests {
         rig.append(&numbered("bbbbbbbbbbbb", 0..10));
         let mut want = lines("a", 3..5);
         want.extend(lines("bbbbbbbbbbbb", 0..10));
+        assert_eq!(rig.step(), want);
+    }
+
+    /// copytruncate while the file held only the start of its first line, and the writer
+    /// appends past it before the reader looks: the file was not taken as truncated (with no
+    /// complete line read there was no print to check), so the held start was joined to the
+    /// new file's text from that byte on (one garbled line, the new file's start lost).
+    #[test]
+    fn copytruncate_before_the_first_line_ended_is_noticed() {
+        let mut rig = Rig::new("", None, Mode::Follow);
+        rig.append("a 0 half");
+        assert!(rig.step().is_empty());
+        std::fs::copy(&rig.path, rig.sibling("audit.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&rig.path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        rig.append(&numbered("bbbbbbbbbbbb", 0..2));
+        let mut want = vec!["a 0 half".to_string()];
+        want.extend(lines("bbbbbbbbbbbb", 0..2));
         assert_eq!(rig.step(), want);
     }
 
