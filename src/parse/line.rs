@@ -312,14 +312,20 @@ pub fn parse_stamp(s: &str) -> Option<(Stamp, bool, &str)> {
         let mut d = date.split('/');
         let month: u32 = d.next()?.parse().ok()?;
         let day: u32 = d.next()?.parse().ok()?;
-        let year: i64 = d.next()?.parse().ok()?;
+        let year = d.next()?;
+        // `%x` of the C locale has a two-digit year, read with POSIX's `%y` pivot.
+        let year: i64 = match year.parse().ok()? {
+            y @ 0..=68 if year.len() == 2 => 2000 + y,
+            y @ 69..=99 if year.len() == 2 => 1900 + y,
+            y => y,
+        };
         let (hms, ms) = clock.split_once('.')?;
         let mut t = hms.split(':');
         let h: u64 = t.next()?.parse().ok()?;
         let m: u64 = t.next()?.parse().ok()?;
         let sec: u64 = t.next()?.parse().ok()?;
-        // ausearch writes four-digit years and three-digit milliseconds; anything larger would
-        // overflow the epoch computed from it.
+        // ausearch writes years of two or four digits and three-digit milliseconds; anything
+        // larger would overflow the epoch computed from it.
         if !(1..=12).contains(&month)
             || !(1..=31).contains(&day)
             || !(0..=9999).contains(&year)
@@ -558,6 +564,30 @@ mod tests {
         assert_eq!(e.record_type, Some(RecordType::Legacy(1503)));
         assert_eq!(e.body.trim_start(), r#"operation="file_lock""#);
         assert_eq!(e.host, Some("rix"));
+    }
+
+    /// Regression: ausearch writes the date with `strftime("%x")`, which in the C/POSIX locale
+    /// (`LANG=C.UTF-8`, the default of many server images) has a two-digit year. The year was
+    /// taken as year 24 AD, the epoch came out negative, and every record of such output was
+    /// rejected as malformed.
+    #[test]
+    fn ausearch_interpreted_stamp_with_two_digit_year() {
+        let e =
+            rec("type=AVC msg=audit(04/24/24 20:21:11.708:1626) : apparmor=DENIED operation=open");
+        let s = e.stamp.unwrap();
+        assert_eq!(s.serial, 1626);
+        assert_eq!(
+            crate::event::format_rfc3339_millis(s.epoch, s.millis),
+            "2024-04-24T20:21:11.708Z"
+        );
+        // POSIX's pivot for `%y`: 69–99 are 1969–1999, 00–68 are 2000–2068.
+        for (stamp, want) in [
+            ("01/01/70 00:00:01.000:1", "1970-01-01T00:00:01.000Z"),
+            ("12/31/68 23:59:59.000:1", "2068-12-31T23:59:59.000Z"),
+        ] {
+            let (s, _, _) = parse_stamp(&format!("{stamp}) : x=1")).unwrap();
+            assert_eq!(crate::event::format_rfc3339_millis(s.epoch, s.millis), want);
+        }
     }
 
     #[test]
