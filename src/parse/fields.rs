@@ -217,6 +217,7 @@ pub fn is_untrusted_key(key: &str) -> bool {
             | "cwd"
             | "proctitle"
             | "cmd"
+            | "key"
             | "subj"
             | "info"
     )

@@ -913,6 +913,21 @@ type=1320 msg=audit(1700000001.100:600):
         assert!(out.len() >= 1000 - DEFAULT_GRACE_RECORDS as usize);
     }
 
+    /// Regression: the SYSCALL record's `key=` is written by the kernel as an untrusted string
+    /// (hex when the audit rule's key holds a space, or for several keys, joined by 0x01), and
+    /// `process.key` kept the hex text.
+    #[test]
+    fn a_hex_encoded_syscall_key_is_decoded() {
+        let input = "\
+type=AVC msg=audit(1.000:9): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\"
+type=SYSCALL msg=audit(1.000:9): arch=c000003e syscall=257 success=no exit=-13 pid=1 comm=\"c\" exe=\"/usr/bin/c\" key=6D79206B6579016F74686572
+type=EOE msg=audit(1.000:9):
+";
+        let ev = events(input);
+        let process = ev[0].process.as_ref().unwrap();
+        assert_eq!(process.key.as_deref(), Some("my key\u{1}other"));
+    }
+
     #[test]
     fn selinux_avc_is_not_an_event() {
         let ev = events(
