@@ -20,8 +20,8 @@ use line::{Envelope, Line, LossReport, RecordType};
 use record::Built;
 
 /// Records (lines with an audit stamp or an `apparmor=` key) after which an AppArmor event stops
-/// waiting for companions with its serial. auditd writes an event's records together, so a handful would do; 64 leaves
-/// room for interleaving from many CPUs.
+/// waiting for companions with its serial. auditd writes an event's records together, so a
+/// handful would do; 64 leaves room for interleaving from many CPUs.
 pub const DEFAULT_GRACE_RECORDS: u64 = 64;
 
 /// How many companion records are remembered for AppArmor records of their serial still to come
