@@ -24,6 +24,9 @@ use record::Built;
 /// handful would do; 64 leaves room for interleaving from many CPUs.
 pub const DEFAULT_GRACE_RECORDS: u64 = 64;
 
+/// How many graces an event may wait in all, its companions renewing the wait.
+const WAIT_RENEWED_MAX: u64 = 4;
+
 /// How many companion records are remembered for AppArmor records of their serial still to come
 /// (companions written first, a second denial of one syscall, the other transport's copy).
 const EARLY_COMPANIONS: usize = 32;
@@ -88,6 +91,8 @@ struct Pending {
     node: Option<String>,
     serial: u64,
     event: Box<Event>,
+    /// [`Parser::records`] when the record came, and when a companion came last.
+    arrived: u64,
     last_touch: u64,
     done: bool,
     /// A kernel record (not a userspace USER_AVC), which may have companions.
@@ -289,6 +294,7 @@ impl Parser {
                         node: None,
                         serial: 0,
                         event,
+                        arrived: self.records,
                         last_touch: self.records,
                         done: true,
                         kernel: false,
@@ -309,6 +315,7 @@ impl Parser {
                     node,
                     serial: stamp.serial,
                     event,
+                    arrived: self.records,
                     last_touch: self.records,
                     done,
                     kernel,
@@ -361,7 +368,11 @@ impl Parser {
 
     fn emit_ready(&mut self, out: &mut Vec<Output>) {
         while let Some(front) = self.pending.front() {
-            let expired = self.records.saturating_sub(front.last_touch) > self.grace_records;
+            // Each companion renews the wait, up to a bound: companions without end (forged
+            // lines of a syslog file) must not hold this event and all after it.
+            let expired = self.records.saturating_sub(front.last_touch) > self.grace_records
+                || self.records.saturating_sub(front.arrived)
+                    > WAIT_RENEWED_MAX * self.grace_records;
             if !(front.done || expired) {
                 break;
             }
@@ -911,6 +922,41 @@ type=1320 msg=audit(1700000001.100:600):
             p.pending.len()
         );
         assert!(out.len() >= 1000 - DEFAULT_GRACE_RECORDS as usize);
+    }
+
+    /// Regression: every companion of its serial renewed an event's wait, and every PATH item
+    /// was added to it. A stream of forged PATH records with the serial of a waiting event (a
+    /// syslog file takes lines from any local user) held that event, and every event after it,
+    /// until the end of input, and grew its paths without bound.
+    #[test]
+    fn companions_without_end_neither_hold_an_event_nor_grow_it() {
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        let avc = |serial: u32| {
+            format!(
+                "type=AVC msg=audit(1.000:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"a\" name=\"/x\" pid=1 comm=\"c\""
+            )
+        };
+        p.push_line(&avc(1), &Source::Text, &mut out);
+        for i in 0..10_000 {
+            p.push_line(&avc(i + 2), &Source::Text, &mut out);
+            p.push_line(
+                &format!("type=PATH msg=audit(1.000:1): item={i} name=\"/f{i}\" nametype=NORMAL"),
+                &Source::Text,
+                &mut out,
+            );
+        }
+        assert!(
+            p.pending.len() <= 10 * DEFAULT_GRACE_RECORDS as usize,
+            "{} events held",
+            p.pending.len()
+        );
+        let Some(Output::Event(first)) = out.first() else {
+            panic!("the first event is still held")
+        };
+        assert_eq!(first.name(), Some("/x"));
+        let paths = first.process.as_ref().map_or(0, |p| p.paths.len());
+        assert!(paths <= record::MAX_PATHS, "{paths} paths");
     }
 
     /// Regression: the SYSCALL record's `key=` is written by the kernel as an untrusted string

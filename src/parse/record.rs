@@ -159,6 +159,10 @@ fn shorten(v: &str) -> String {
     v[..end].to_string()
 }
 
+/// PATH items kept per event. A syscall names a handful of paths (rename: four); more come
+/// only from forged records.
+pub const MAX_PATHS: usize = 32;
+
 /// Merge a companion record (SYSCALL, PROCTITLE, CWD, PATH) into `process`. Malformed companions
 /// are ignored: they only enrich an event.
 pub fn merge_companion(process: &mut Process, env: &Envelope<'_>) {
@@ -238,6 +242,9 @@ pub fn merge_companion(process: &mut Process, env: &Envelope<'_>) {
                 .find(|p| item.item.is_some() && p.item == item.item)
             {
                 *same = item;
+                return;
+            }
+            if process.paths.len() >= MAX_PATHS {
                 return;
             }
             let at = process
