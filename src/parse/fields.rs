@@ -273,9 +273,14 @@ fn looks_hex(value: &str) -> bool {
 pub fn decode_proctitle(value: &str, quoted: bool) -> Vec<String> {
     if !quoted {
         if let Some(bytes) = decode_hex(value) {
-            return bytes
+            // NUL-separated; the kernel trims trailing NULs (`audit_proctitle_rtrim`), and an
+            // empty argument between two others stays one.
+            let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+            if end == 0 {
+                return Vec::new();
+            }
+            return bytes[..end]
                 .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
         }
@@ -389,5 +394,10 @@ mod tests {
             vec!["/usr/bin/node", "-f"]
         );
         assert_eq!(decode_proctitle("/init", true), vec!["/init"]);
+        // `sh -c '' x`: an empty argument is an argument (trailing NULs the kernel trims).
+        assert_eq!(
+            decode_proctitle("7368002D630000780000", false),
+            vec!["sh", "-c", "", "x"]
+        );
     }
 }
