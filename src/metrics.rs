@@ -252,10 +252,12 @@ impl Metrics {
         match item {
             Item::Event(e) => {
                 s.events_total += 1;
+                // Kept as rendered: values that look alike once cut and escaped are one series
+                // (two series with the same labels are a malformed scrape).
                 let key = (
-                    e.kind.as_str().to_string(),
-                    e.profile().unwrap_or("").to_string(),
-                    e.operation().unwrap_or("").to_string(),
+                    label(e.kind.as_str()),
+                    label(e.profile().unwrap_or("")),
+                    label(e.operation().unwrap_or("")),
                 );
                 if let Some(n) = s.events.get_mut(&key) {
                     *n += 1;
@@ -397,10 +399,7 @@ impl Metrics {
         for ((k, p, op), n) in &s.events {
             let _ = writeln!(
                 o,
-                "armorwatch_events_total{{kind=\"{}\",profile=\"{}\",operation=\"{}\"}} {n}",
-                label(k),
-                label(p),
-                label(op)
+                "armorwatch_events_total{{kind=\"{k}\",profile=\"{p}\",operation=\"{op}\"}} {n}"
             );
         }
         head(
@@ -781,5 +780,38 @@ mod tests {
             m.status_line()
                 .starts_with(&format!("{} events", MAX_EVENT_SERIES + 11))
         );
+    }
+
+    /// Label values are cut and their control characters replaced: two profiles that differ
+    /// only past the cut, or only in a control character, gave two series with the same
+    /// labels, which a scrape rejects as duplicates (hostile log values choose the names).
+    #[test]
+    fn profiles_that_look_alike_after_escaping_are_one_series() {
+        let m = Metrics::default();
+        let long = "p".repeat(MAX_LABEL);
+        for profile in [
+            format!("{long}a"),
+            format!("{long}b"),
+            "x\u{1}".into(),
+            "x\u{2}".into(),
+        ] {
+            let hex: String = profile.bytes().map(|b| format!("{b:02X}")).collect();
+            m.observe_item(
+                &event(&format!(
+                    "type=1400 msg=audit(1700000000.123:1): apparmor=\"DENIED\" operation=\"open\" profile={hex} name=\"/x\" pid=1 comm=\"c\""
+                )),
+                false,
+            );
+        }
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("armorwatch_events_total{"))
+            .collect();
+        let mut labels: Vec<&str> = series.iter().map(|l| &l[..l.rfind(' ').unwrap()]).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), series.len(), "duplicate series:\n{text}");
+        assert!(series.iter().all(|l| l.ends_with(" 2")), "{text}");
     }
 }
