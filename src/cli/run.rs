@@ -91,7 +91,10 @@ pub fn state_dir(config: &Config, explicit: bool) -> Option<PathBuf> {
     if explicit {
         return Some(config.state_dir.clone());
     }
-    match std::fs::create_dir_all(&config.state_dir) {
+    // Existing is not enough: checkpoints and the lock are files created in it.
+    let writable = std::fs::create_dir_all(&config.state_dir)
+        .and_then(|()| tempfile::tempfile_in(&config.state_dir).map(drop));
+    match writable {
         Ok(()) => Some(config.state_dir.clone()),
         Err(e) => {
             crate::log_warn!(
@@ -725,4 +728,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // wait) need not be waited for.
     runtime.shutdown_background();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Without a configuration file, a default state directory that exists but cannot be
+    /// written (the package's /var/lib/armorwatch, 0750 armorwatch, for another user) is
+    /// skipped like one that cannot be created: it was used, the lock failed and `run` exited
+    /// 78, a configuration error without a configuration. `/proc` cannot be written by root
+    /// either.
+    #[test]
+    fn an_unwritable_default_state_directory_is_skipped() {
+        let config = Config {
+            state_dir: PathBuf::from("/proc"),
+            ..Config::default()
+        };
+        assert_eq!(state_dir(&config, false), None);
+        assert_eq!(state_dir(&config, true), Some(PathBuf::from("/proc")));
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            state_dir: tmp.path().join("state"),
+            ..Config::default()
+        };
+        assert_eq!(state_dir(&config, false), Some(tmp.path().join("state")));
+    }
 }
