@@ -114,6 +114,24 @@ fn bad_url_and_missing_file_exit_78() {
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
 }
 
+/// Malformed TOML: the parser's message quotes the offending line, here a webhook URL with
+/// its token. Every command that reads the configuration exits 78 without printing it;
+/// `test-alert` printed the parser's message as it was, excerpt and token included.
+#[test]
+fn a_malformed_configuration_never_prints_the_secret_on_its_line() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        t.path(),
+        "[sinks.slack]\ntype = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/S3CRET\n",
+    );
+    for cmd in ["check-config", "run", "test-alert"] {
+        let o = armorwatch(&[cmd, "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(78), "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("line 15"), "{cmd}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("S3CRET"), "{cmd}: {}", stderr(&o));
+    }
+}
+
 fn apparmor_parser() -> Option<PathBuf> {
     ["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"]
         .iter()

@@ -42,7 +42,9 @@ pub fn run(args: &TestAlertArgs) -> anyhow::Result<ExitCode> {
     let table: toml::Table = match toml::from_str(&text) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("armorwatch: {}: {e}", args.config.display());
+            // The parser quotes the line, which may hold a secret (a webhook URL's token).
+            let message = crate::config::without_values(e.to_string().trim_end());
+            eprintln!("armorwatch: {}: {message}", args.config.display());
             return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
