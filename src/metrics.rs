@@ -380,7 +380,12 @@ impl Metrics {
             };
             (dir, serde_json::to_vec(&file).map_err(io::Error::other)?)
         };
-        crate::checkpoint::write_atomic(&dir.join(RECENT_FILE), &bytes)
+        let written = crate::checkpoint::write_atomic(&dir.join(RECENT_FILE), &bytes);
+        if written.is_err() {
+            // Not on disk: the next tick tries again.
+            self.lock().recent_dirty = true;
+        }
+        written
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -557,6 +562,7 @@ pub struct MetricsOutput {
     watchdog: crate::notify::Watchdog,
     last_status: String,
     follow: bool,
+    recent_failing: bool,
 }
 
 impl MetricsOutput {
@@ -568,6 +574,7 @@ impl MetricsOutput {
             watchdog: crate::notify::Watchdog::from_env(),
             last_status: String::new(),
             follow,
+            recent_failing: false,
         }
     }
 }
@@ -580,8 +587,14 @@ impl EventOutput for MetricsOutput {
 
     fn tick(&mut self) -> io::Result<()> {
         self.metrics.heartbeat();
-        if let Err(e) = self.metrics.save_recent() {
-            tracing::warn!("saving {RECENT_FILE}: {e}");
+        // Tried again every tick until it works; said once.
+        match self.metrics.save_recent() {
+            Err(e) if !self.recent_failing => {
+                tracing::warn!("saving {RECENT_FILE}: {e}; trying again every second");
+                self.recent_failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => self.recent_failing = false,
         }
         if self.follow {
             self.watchdog.tick(Instant::now(), OUTPUT_TICK);
@@ -813,5 +826,24 @@ mod tests {
         labels.dedup();
         assert_eq!(labels.len(), series.len(), "duplicate series:\n{text}");
         assert!(series.iter().all(|l| l.ends_with(" 2")), "{text}");
+    }
+
+    /// A failed save of the recent alerts is tried again at the next tick: the alerts were
+    /// marked saved before the write, and after a failed one (a full disk) `status` showed
+    /// none of them until another alert came.
+    #[test]
+    fn recent_alerts_are_saved_again_after_a_failed_save() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        let m = Metrics::default();
+        m.set_state_dir(Some(&dir));
+        // The write cannot go through: its temp file's name is taken by a directory.
+        std::fs::create_dir(dir.join(format!("{RECENT_FILE}.tmp"))).unwrap();
+        m.observe_alert(&crate::sinks::sample::sample_alert("h", 1_700_000_000_000));
+        assert!(m.save_recent().is_err());
+        std::fs::remove_dir(dir.join(format!("{RECENT_FILE}.tmp"))).unwrap();
+        m.save_recent().unwrap();
+        assert_eq!(read_recent(&dir).unwrap().alerts.len(), 1);
     }
 }
