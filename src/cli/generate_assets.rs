@@ -23,7 +23,16 @@ const EXTRA: &str = r#".SH "EXIT STATUS"
 Success.
 .TP
 1
-A runtime failure (no readable source, an I/O error).
+A runtime failure (no readable source, an I/O error; \fBparse \-\-strict\fR: a malformed line;
+\fBtest\-alert\fR: a sink that did not take the alert).
+.TP
+2
+A usage error (unknown option or command); \fBparse\fR and \fBcorrelate\fR: an input file could not
+be read.
+.TP
+74
+\fBreplay\fR met a read error (EX_IOERR): what was read was delivered, the rest of that input was
+not.
 .TP
 78
 The configuration is wrong (EX_CONFIG): \fBcheck\-config\fR and \fBrun\fR print the error with its
@@ -110,4 +119,20 @@ pub fn run(args: &GenerateAssetsArgs) -> anyhow::Result<ExitCode> {
     }
     println!("wrote {} and {}", man.display(), completions.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// armorwatch(8)'s EXIT STATUS lists every status the commands exit with: 74 (a replay
+    /// that met a read error, in the README) and 2 (a usage error; `parse` and `correlate`
+    /// when an input file cannot be read) were missing.
+    #[test]
+    fn the_man_page_lists_every_exit_status() {
+        for code in [0, 1, 2, super::super::EXIT_IOERR, super::super::EXIT_CONFIG] {
+            assert!(
+                super::EXTRA.contains(&format!(".TP\n{code}\n")),
+                "exit status {code} is not in armorwatch(8)"
+            );
+        }
+    }
 }
