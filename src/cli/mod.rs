@@ -81,3 +81,26 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The README's command table has a row for every command `--help` lists: `check-config`
+    /// had none.
+    #[test]
+    fn the_readme_lists_every_command() {
+        let readme = include_str!("../../README.md");
+        for sub in super::Cli::command().get_subcommands() {
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            let row = format!("| `armorwatch {}", sub.get_name());
+            assert!(
+                readme.contains(&row),
+                "no README row for {}",
+                sub.get_name()
+            );
+        }
+    }
+}
