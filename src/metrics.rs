@@ -543,7 +543,11 @@ fn event_ms(e: &Event) -> Option<u64> {
     if stamp.epoch == 0 {
         return None;
     }
-    Some(stamp.epoch * 1000 + u64::from(stamp.millis))
+    // The stamp comes from the log: one past any real time does not fit in milliseconds.
+    stamp
+        .epoch
+        .checked_mul(1000)?
+        .checked_add(u64::from(stamp.millis))
 }
 
 fn loss_reason(r: LossReason) -> String {
@@ -845,5 +849,20 @@ mod tests {
         std::fs::remove_dir(dir.join(format!("{RECENT_FILE}.tmp"))).unwrap();
         m.save_recent().unwrap();
         assert_eq!(read_recent(&dir).unwrap().alerts.len(), 1);
+    }
+
+    /// A hostile stamp far past any real time: `epoch * 1000` overflowed (a panic of the
+    /// output thread in a debug build, a wrapped lag in release); the event is counted and
+    /// gives no lag.
+    #[test]
+    fn a_stamp_too_large_for_milliseconds_gives_no_lag() {
+        let m = Metrics::default();
+        m.observe_item(
+            &event("type=1400 msg=audit(99999999999999999.123:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\""),
+            true,
+        );
+        let text = m.render();
+        assert!(m.status_line().starts_with("1 events"), "{text}");
+        assert!(!text.contains("armorwatch_source_lag_seconds{"), "{text}");
     }
 }
