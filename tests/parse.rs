@@ -736,3 +736,53 @@ fn regression_enriched_user_avc_keeps_its_continuation() {
     let interpreted = ev[0].interpreted.as_ref().expect("interpreted fields");
     assert_eq!(interpreted.get("UID"), Some("messagebus"));
 }
+
+/// The JSON lines of `parse`, `correlate` and `explain --json` are read in terminals too: a
+/// logged file name's C1 CSI (U+009B) and bidi override (U+202E) come out as `\uXXXX`, the
+/// same JSON value, as `replay`, the file sink and `status --json` write them. They were
+/// written raw.
+#[test]
+fn json_lines_of_the_one_shot_commands_are_safe_for_a_terminal() {
+    let bin = env!("CARGO_BIN_EXE_armorwatch");
+    let dir = tempfile::tempdir().unwrap();
+    let name: String = "/tmp/\u{9b}31mRED\u{202e}"
+        .bytes()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &log,
+        format!(
+            "type=AVC msg=audit(1700000000.123:5): apparmor=\"DENIED\" operation=\"open\" profile=\"/usr/bin/foo\" name={name} pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n"
+        ),
+    )
+    .unwrap();
+    let log = log.to_str().unwrap();
+    let profiles = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/profiles/etc/apparmor.d"
+    );
+    for args in [
+        vec!["parse", log],
+        vec!["correlate", log],
+        vec!["explain", "--json", "--profiles", profiles, "-"],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .stdin(std::fs::File::open(log).unwrap())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stdout.contains("\\u009b31mRED\\u202e"),
+            "{args:?}: {stdout}"
+        );
+        assert!(
+            !stdout.contains('\u{9b}') && !stdout.contains('\u{202e}'),
+            "{args:?}: {stdout}"
+        );
+        for line in stdout.lines() {
+            serde_json::from_str::<Value>(line).unwrap();
+        }
+    }
+}

@@ -200,11 +200,9 @@ fn feed(
 }
 
 fn write_alerts(writer: &mut impl Write, alerts: &mut Vec<Alert>) -> anyhow::Result<()> {
+    let mut line = Vec::new();
     for a in alerts.drain(..) {
-        serde_json::to_writer(&mut *writer, &a).context("writing JSON")?;
-        writer
-            .write_all(b"\n")
-            .context("writing to standard output")?;
+        super::write_json_line(writer, &mut line, &a).context("writing to standard output")?;
     }
     Ok(())
 }

@@ -140,8 +140,8 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             s.check_message = message;
         }
         if args.json {
-            serde_json::to_writer(&mut out, &exp).context("writing JSON")?;
-            writeln!(out).context("writing to standard output")?;
+            super::write_json_line(&mut out, &mut Vec::new(), &exp)
+                .context("writing to standard output")?;
         } else {
             write!(out, "{}", render_text(&exp, explainer.index()))
                 .context("writing to standard output")?;

@@ -58,6 +58,22 @@ enum Command {
     GenerateAssets(generate_assets::GenerateAssetsArgs),
 }
 
+/// Write `value` as one JSON line with the characters a terminal acts on (C1 controls, DEL,
+/// bidi overrides, from logged values) as `\uXXXX`, the same JSON value, as `replay` and the
+/// file sink write theirs: these lines are read in terminals too. `line` is a reusable buffer.
+fn write_json_line(
+    writer: &mut impl std::io::Write,
+    line: &mut Vec<u8>,
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
+    line.clear();
+    serde_json::to_writer(&mut *line, value)?;
+    // serde_json writes UTF-8.
+    let text = std::str::from_utf8(line).map_err(std::io::Error::other)?;
+    writer.write_all(crate::sinks::escape::json_for_terminal(text).as_bytes())?;
+    writer.write_all(b"\n")
+}
+
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

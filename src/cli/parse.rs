@@ -156,10 +156,10 @@ fn write_outputs(
     summary: &mut Summary,
     max_malformed: usize,
 ) -> io::Result<()> {
+    let mut line = Vec::new();
     for o in out.drain(..) {
         if let Output::Event(event) = &o {
-            serde_json::to_writer(&mut *writer, event)?;
-            writer.write_all(b"\n")?;
+            super::write_json_line(writer, &mut line, event)?;
         }
         note(o, summary, max_malformed);
     }
