@@ -278,7 +278,11 @@ fn check_profiles(config: &Config, r: &mut Report) {
             "profiles.dir",
             format!("{e}; alerts will carry no explanation (is AppArmor installed?)"),
         ),
-        Err(e) => r.error("profiles.dir", format!("{e} (as {})", whoami())),
+        // `run` starts without the tree: a warning, as there.
+        Err(e) => r.warn(
+            "profiles.dir",
+            format!("{e} (as {}); alerts will carry no explanation", whoami()),
+        ),
     }
     if config.profiles.check_suggestions && find_program("apparmor_parser").is_none() {
         r.warn(
@@ -518,6 +522,25 @@ mod tests {
         assert_eq!(r.errors.len(), 1, "{r:?}");
         assert_eq!(r.errors[0].key, "correlate");
         assert!(r.errors[0].message.contains("x.toml"), "{r:?}");
+    }
+
+    /// A profile tree that cannot be read does not stop `run` (it logs a warning and alerts
+    /// carry no explanation), so check-config warns too: it exited 78, a configuration error,
+    /// for a configuration `run` starts with.
+    #[test]
+    fn an_unreadable_profile_tree_warns_as_run_does() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("apparmor.d"), "").unwrap();
+        let c = config(&base(t.path(), ""));
+        let r = check(&c, true);
+        assert!(r.errors.is_empty(), "{r:?}");
+        let w: Vec<&Finding> = r
+            .warnings
+            .iter()
+            .filter(|w| w.key == "profiles.dir")
+            .collect();
+        assert_eq!(w.len(), 1, "{r:?}");
+        assert!(w[0].message.contains("no explanation"), "{r:?}");
     }
 
     /// The shipped example lists every key commented out with its default: uncommented, the
