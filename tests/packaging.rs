@@ -132,6 +132,23 @@ fn a_malformed_configuration_never_prints_the_secret_on_its_line() {
     }
 }
 
+/// A log file named on the `replay` command line that cannot be opened is no configuration
+/// error: replay exited 78 with ``configuration error: `sources.file.path` `` (a key that does
+/// not exist) with no configuration at all. It exits 2, as `parse` and `correlate` do.
+#[test]
+fn replay_of_a_missing_log_file_is_not_a_configuration_error() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("missing.log");
+    let o = armorwatch(&["replay", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("missing.log"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("configuration error"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 fn apparmor_parser() -> Option<PathBuf> {
     ["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"]
         .iter()

@@ -27,8 +27,8 @@ A runtime failure (no readable source, an I/O error; \fBparse \-\-strict\fR: a m
 \fBtest\-alert\fR: a sink that did not take the alert).
 .TP
 2
-A usage error (unknown option or command); \fBparse\fR and \fBcorrelate\fR: an input file could not
-be read.
+A usage error (unknown option or command); \fBparse\fR, \fBcorrelate\fR and \fBreplay\fR: a log
+file named on the command line could not be read.
 .TP
 74
 \fBreplay\fR met a read error (EX_IOERR): what was read was delivered, the rest of that input was

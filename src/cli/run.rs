@@ -150,6 +150,7 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
     };
     let mut all = outputs;
     all.push(Box::new(MetricsOutput::new(metrics, false)));
+    let files = plan.files.clone();
     // Replay ends when the sources reach their end; a signal stops either mode early.
     let result = runtime.block_on(pipeline::run(plan, all, shutdown_signal()));
     match result {
@@ -169,6 +170,15 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_IOERR));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        // A log file of the command line is no configuration: exit 2, as `parse` does.
+        Err(pipeline::PipelineError::Source(sources::SourceError::Open {
+            source_name,
+            path,
+            error,
+        })) if source_name == "file" && files.contains(&path) => {
+            eprintln!("armorwatch: cannot read {}: {error}", path.display());
+            Ok(ExitCode::from(2))
         }
         // A configured source that cannot be opened: exit 78 with its key, as `run` does.
         Err(pipeline::PipelineError::Source(se)) => {
