@@ -114,6 +114,19 @@ fn bad_url_and_missing_file_exit_78() {
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
 }
 
+/// A configuration file that cannot be read is a configuration error for every command that
+/// reads one: `test-alert` exited 1 where `run`, `check-config` and `status` exit 78.
+#[test]
+fn a_missing_configuration_file_exits_78_everywhere() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("nope.toml");
+    for cmd in ["check-config", "run", "replay", "status", "test-alert"] {
+        let o = armorwatch(&[cmd, "--config", missing.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(78), "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nope.toml"), "{cmd}: {}", stderr(&o));
+    }
+}
+
 /// Malformed TOML: the parser's message quotes the offending line, here a webhook URL with
 /// its token. Every command that reads the configuration exits 78 without printing it;
 /// `test-alert` printed the parser's message as it was, excerpt and token included.

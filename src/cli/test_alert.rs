@@ -37,8 +37,16 @@ fn hostname() -> String {
 
 /// Run the subcommand.
 pub fn run(args: &TestAlertArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "armorwatch: configuration error: cannot read {}: {e}",
+                args.config.display()
+            );
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+    };
     let table: toml::Table = match toml::from_str(&text) {
         Ok(t) => t,
         Err(e) => {
