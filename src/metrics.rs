@@ -278,7 +278,9 @@ impl Metrics {
             Item::Loss(l) => {
                 let reason = loss_reason(l.reason);
                 *s.loss_notices.entry(reason.clone()).or_default() += 1;
-                *s.loss_records.entry(reason).or_default() += l.count.unwrap_or(1);
+                // The count comes from the log (`audit_lost=N`).
+                let n = s.loss_records.entry(reason).or_default();
+                *n = n.saturating_add(l.count.unwrap_or(1));
             }
         }
     }
@@ -864,5 +866,36 @@ mod tests {
         let text = m.render();
         assert!(m.status_line().starts_with("1 events"), "{text}");
         assert!(!text.contains("armorwatch_source_lag_seconds{"), "{text}");
+    }
+
+    /// The records a loss notice counts come from the log (`audit_lost=N`, any u64): two
+    /// huge ones overflowed the counter (a panic of the output thread in a debug build, a
+    /// counter going backwards in release). It stops at its maximum.
+    #[test]
+    fn lost_records_from_hostile_notices_do_not_overflow() {
+        let m = Metrics::default();
+        for _ in 0..2 {
+            m.observe_item(
+                &Item::Loss(crate::pipeline::LossEvent::now(
+                    LossReason::AuditLost,
+                    Some(u64::MAX),
+                    None,
+                    Source::Text,
+                )),
+                false,
+            );
+        }
+        let text = m.render();
+        assert!(
+            text.contains(&format!(
+                "armorwatch_lost_records_total{{reason=\"audit_lost\"}} {}",
+                u64::MAX
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("armorwatch_loss_notices_total{reason=\"audit_lost\"} 2"),
+            "{text}"
+        );
     }
 }
