@@ -1184,6 +1184,14 @@ fn run_exits_78_with_the_key_where_check_config_does() {
                 "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}\"\n[profiles]\nenabled = false\n"
             ),
         ),
+        // A sendmail that does not exist: check-config said so, run started and every mail
+        // failed.
+        (
+            "sinks.mail.sendmail",
+            format!(
+                "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[sinks.mail]\ntype = \"email\"\nsendmail = \"{d}/no/msmtp\"\nfrom = \"a@example.org\"\nto = \"b@example.org\"\n[profiles]\nenabled = false\n"
+            ),
+        ),
         // An address not on this host (TEST-NET-1) never binds: check-config said OK, run
         // exited 1 and was restarted every 5 s.
         (

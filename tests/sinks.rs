@@ -1767,7 +1767,7 @@ url = "http://127.0.0.1:{}/x"
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("sinks.x.retries: unknown key"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`sinks.x.retries`: unknown key"));
 }
 
 #[test]

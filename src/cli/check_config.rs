@@ -125,23 +125,10 @@ fn check_sinks(config: &Config, r: &mut Report) {
         };
         r.notes
             .push(format!("sink {}: {}", spec.name, describe_sink(&spec.kind)));
-        match &spec.kind {
-            SinkKind::File(f) => {
-                if let Err(e) = writable_file(&f.path) {
-                    r.error(format!("sinks.{}.path", spec.name), e);
-                }
+        if let SinkKind::File(f) = &spec.kind {
+            if let Err(e) = writable_file(&f.path) {
+                r.error(format!("sinks.{}.path", spec.name), e);
             }
-            SinkKind::Email(e) => {
-                if let Some(p) = &e.sendmail {
-                    if !p.is_file() {
-                        r.error(
-                            format!("sinks.{}.sendmail", spec.name),
-                            format!("{} does not exist", p.display()),
-                        );
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

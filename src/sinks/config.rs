@@ -14,7 +14,7 @@ use super::policy::{POLICY_KEYS, SinkPolicy};
 
 /// A configuration error, naming the key (`sinks.NAME.KEY`).
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
+#[error("`{path}`: {message}")]
 pub struct SinkConfigError {
     /// `sinks.NAME` or `sinks.NAME.KEY`.
     pub path: String,
@@ -728,6 +728,14 @@ fn email_spec(
             name,
             "smtp_host",
             "required key is missing (or set sendmail = \"/usr/bin/msmtp\")",
+        ));
+    }
+    // Checked at start, as check-config does: else `run` started and every mail failed.
+    if let Some(p) = r.sendmail.as_deref().filter(|p| !p.is_file()) {
+        return Err(err(
+            name,
+            "sendmail",
+            format!("{} does not exist", p.display()),
         ));
     }
     if r.sendmail.is_none() && r.tls.is_none() {
