@@ -302,8 +302,11 @@ impl Checkpoints {
             return Ok(());
         }
         self.state.generation += 1;
-        let bytes = serde_json::to_vec_pretty(&self.state).unwrap_or_default();
-        if let Err(source) = write_atomic(&self.path, &bytes) {
+        // An empty file would read back as corrupt (a fresh start): not written then.
+        let written = serde_json::to_vec_pretty(&self.state)
+            .map_err(io::Error::other)
+            .and_then(|bytes| write_atomic(&self.path, &bytes));
+        if let Err(source) = written {
             // Not written: the generation on disk is still the old one.
             self.state.generation -= 1;
             return Err(CheckpointError::Io {
