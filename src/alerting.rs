@@ -167,6 +167,9 @@ pub struct Alerting {
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// The incident alerts made since the last save (none without a state directory).
     sent_log: Option<SentLog>,
+    /// Without a state directory: the private directory of the outboxes, removed at the end
+    /// (see [`Alerting::with_temporary_outboxes`]).
+    temporary_outboxes: Option<tempfile::TempDir>,
 }
 
 /// The incident alerts handed to the sinks since the last save of the incidents (see
@@ -376,6 +379,7 @@ impl Alerting {
             log_clock,
             metrics: None,
             sent_log,
+            temporary_outboxes: None,
         }
     }
 
@@ -392,6 +396,13 @@ impl Alerting {
     /// `STATUS=` line, journal and `armorwatch status`).
     pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Alerting {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// The sinks' outboxes are in `dir`, a private temporary directory (there is no state
+    /// directory), removed with this stage; what they hold at the stop is lost.
+    pub fn with_temporary_outboxes(mut self, dir: tempfile::TempDir) -> Alerting {
+        self.temporary_outboxes = Some(dir);
         self
     }
 
@@ -697,7 +708,7 @@ impl EventOutput for Alerting {
             if let Some(m) = &self.metrics {
                 m.retire_sinks();
             }
-            log_shutdown(&report);
+            log_shutdown(&report, self.temporary_outboxes.is_some());
         }
         Ok(())
     }
@@ -705,15 +716,20 @@ impl EventOutput for Alerting {
 
 /// Say what the sinks left undelivered at the stop: the admin stopping armorwatch during an
 /// outage learns that those alerts are kept, not lost.
-fn log_shutdown(report: &crate::sinks::ShutdownReport) {
+fn log_shutdown(report: &crate::sinks::ShutdownReport, temporary: bool) {
+    let kept = if temporary {
+        "lost: there is no state directory to keep the outbox in"
+    } else {
+        "kept in its outbox for the next start"
+    };
     for name in &report.aborted {
         crate::log_warn!(
-            "sink {name}: a delivery was still under way at the stop and was cut off; its alerts stay in the outbox"
+            "sink {name}: a delivery was still under way at the stop and was cut off; its alerts are {kept}"
         );
     }
     for (name, n) in report.pending.iter().filter(|(_, n)| **n > 0) {
         crate::log_warn!(
-            "sink {name}: {n} alert{} not delivered yet, kept in its outbox for the next start",
+            "sink {name}: {n} alert{} not delivered yet, {kept}",
             if *n == 1 { "" } else { "s" }
         );
     }
@@ -741,6 +757,9 @@ pub enum OutputError {
     /// severity.db or a noise drop-in is wrong.
     #[error("{0}")]
     Correlate(String),
+    /// Without a state directory, the outboxes' temporary directory could not be made.
+    #[error("cannot make a temporary directory for the outboxes: {0}")]
+    TemporaryOutbox(io::Error),
 }
 
 /// This machine's host name (for alerts whose records name none).
@@ -884,9 +903,20 @@ pub fn build_outputs_with(
         }
     }
     if !alert_specs.is_empty() {
-        let outbox_dir = state_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| std::env::temp_dir().join("armorwatch-outbox"));
+        // Without a state directory the outboxes go to a private directory of their own
+        // (0700, a random name), not to a fixed name in /tmp that another user could make
+        // first and fill with links or forged alerts.
+        let (outbox_dir, temporary) = match state_dir {
+            Some(dir) => (dir.to_path_buf(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("armorwatch-outbox-")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .tempdir()
+                    .map_err(OutputError::TemporaryOutbox)?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
         let sinks = SinkSet::start(
             &alert_specs,
             crate::sinks::SinkSetOptions::new(outbox_dir, host.clone()),
@@ -921,6 +951,10 @@ pub fn build_outputs_with(
             Some(m) => alerting.with_metrics(m),
             None => alerting,
         };
+        let alerting = match temporary {
+            Some(t) => alerting.with_temporary_outboxes(t),
+            None => alerting,
+        };
         outputs.push(Box::new(alerting));
     }
     Ok(outputs)
@@ -951,6 +985,51 @@ mod tests {
             rt.handle().clone(),
             Some(dir.to_path_buf()),
         )
+    }
+
+    /// Without a state directory the remote sinks' outboxes go to a private directory (0700, a
+    /// random name) removed at the end; they went to `$TMPDIR/armorwatch-outbox`, a fixed name
+    /// another user could make first (links, forged alerts to deliver), and stayed there.
+    #[test]
+    fn without_a_state_directory_outboxes_are_private_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let config = crate::config::parse(
+            "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n[profiles]\nenabled = false\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let ours = || -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("armorwatch-outbox-"))
+                        && p.join("outbox/hook").is_dir()
+                })
+                .collect()
+        };
+        let before = ours();
+        // As the daemon's: the sinks' tasks run on its workers.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut outputs = {
+            let _guard = rt.enter();
+            super::build_outputs_with(&config, Mode::Replay, None, None).unwrap()
+        };
+        let made: Vec<_> = ours().into_iter().filter(|p| !before.contains(p)).collect();
+        assert_eq!(made.len(), 1, "{made:?}");
+        let mode = std::fs::metadata(&made[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        for o in &mut outputs {
+            o.close().unwrap();
+        }
+        drop(outputs);
+        assert!(!made[0].exists());
     }
 
     /// A file denial of `/usr/bin/x` stamped `stamp` (`SECONDS.MILLIS`).
