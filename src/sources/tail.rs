@@ -1100,6 +1100,17 @@ mod tests {
             self.path.with_file_name(name)
         }
 
+        /// logrotate's `copytruncate`: the file copied to `audit.log.1`, then emptied in place.
+        fn copytruncate(&self) {
+            std::fs::copy(&self.path, self.sibling("audit.log.1")).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+
         /// Rotation by rename and create: the file goes to the sibling `to` (returned), a new
         /// one holding `next` takes its place.
         fn rotate(&self, to: &str, next: &str) -> PathBuf {
@@ -1416,13 +1427,7 @@ mod tests {
         rig.append(&numbered("a", 0..3));
         assert_eq!(rig.step(), lines("a", 0..3));
         rig.append(&numbered("a", 3..5));
-        std::fs::copy(&rig.path, rig.sibling("audit.log.1")).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&rig.path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        rig.copytruncate();
         rig.append(&numbered("bbbbbbbbbbbb", 0..10));
         let mut want = lines("a", 3..5);
         want.extend(lines("bbbbbbbbbbbb", 0..10));
@@ -1438,13 +1443,7 @@ mod tests {
         let mut rig = Rig::new("", None, Mode::Follow);
         rig.append("a 0 half");
         assert!(rig.step().is_empty());
-        std::fs::copy(&rig.path, rig.sibling("audit.log.1")).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&rig.path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        rig.copytruncate();
         rig.append(&numbered("bbbbbbbbbbbb", 0..2));
         let mut want = vec!["a 0 half".to_string()];
         want.extend(lines("bbbbbbbbbbbb", 0..2));
