@@ -430,27 +430,9 @@ impl EventOutput for JsonLines {
         if self.pending.len() >= JSON_LINES_BUFFER {
             self.write_pending()?;
         }
-        let mark = self.pending.len();
-        if let Err(e) = serde_json::to_writer(&mut self.pending, item) {
-            self.pending.truncate(mark);
-            return Err(e.into());
-        }
         // Files and stdout are followed in terminals: characters a terminal acts on (C1
-        // controls, DEL, bidi overrides) as `\uXXXX`, the same JSON value. One byte scan; the
-        // line is rewritten only when one is there.
-        if memchr::memchr3(0x7F, 0xC2, 0xE2, &self.pending[mark..]).is_some() {
-            let safe = std::str::from_utf8(&self.pending[mark..])
-                .ok()
-                .and_then(|line| match crate::sinks::escape::json_for_terminal(line) {
-                    std::borrow::Cow::Owned(safe) => Some(safe),
-                    std::borrow::Cow::Borrowed(_) => None,
-                });
-            if let Some(safe) = safe {
-                self.pending.truncate(mark);
-                self.pending.extend_from_slice(safe.as_bytes());
-            }
-        }
-        self.pending.push(b'\n');
+        // controls, DEL, bidi overrides) as `\uXXXX`, the same JSON value.
+        crate::sinks::escape::push_json_line(&mut self.pending, item)?;
         Ok(())
     }
 

@@ -67,11 +67,8 @@ fn write_json_line(
     value: &impl serde::Serialize,
 ) -> std::io::Result<()> {
     line.clear();
-    serde_json::to_writer(&mut *line, value)?;
-    // serde_json writes UTF-8.
-    let text = std::str::from_utf8(line).map_err(std::io::Error::other)?;
-    writer.write_all(crate::sinks::escape::json_for_terminal(text).as_bytes())?;
-    writer.write_all(b"\n")
+    crate::sinks::escape::push_json_line(line, value)?;
+    writer.write_all(line)
 }
 
 /// Entry point used by `main.rs`.

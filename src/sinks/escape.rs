@@ -154,6 +154,31 @@ fn terminal_active(c: char) -> bool {
     )
 }
 
+/// Append `value` to `out` as one JSON line (newline included), through [`json_for_terminal`].
+/// On an error nothing is appended. The line is rewritten only when one of the bytes that start
+/// such a character is in it (one byte scan, no UTF-8 check otherwise).
+pub fn push_json_line(out: &mut Vec<u8>, value: &impl serde::Serialize) -> serde_json::Result<()> {
+    let mark = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, value) {
+        out.truncate(mark);
+        return Err(e);
+    }
+    if memchr::memchr3(0x7F, 0xC2, 0xE2, &out[mark..]).is_some() {
+        let safe = std::str::from_utf8(&out[mark..])
+            .ok()
+            .and_then(|line| match json_for_terminal(line) {
+                Cow::Owned(safe) => Some(safe),
+                Cow::Borrowed(_) => None,
+            });
+        if let Some(safe) = safe {
+            out.truncate(mark);
+            out.extend_from_slice(safe.as_bytes());
+        }
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
 /// A JSON text (one line, as serde_json writes it) with the characters a terminal would act on
 /// (DEL, C1 controls, zero-width, line-separator and bidi characters) written as `\uXXXX`: the
 /// same JSON value, safe to `tail -f`. Such characters only occur inside strings (JSON's
