@@ -99,23 +99,18 @@ pub struct OpenSet {
 impl OpenSet {
     /// Load (or start empty: none saved, or unreadable, which is logged).
     pub fn load(path: &Path) -> OpenSet {
-        let open = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                crate::log_warn!(
-                    "{}: {e}; the incidents it held open are not posted again (Alertmanager resolves them when they time out)",
-                    path.display()
-                );
-                BTreeMap::new()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                crate::log_warn!(
-                    "{}: {e}; the incidents it held open are not posted again (Alertmanager resolves them when they time out)",
-                    path.display()
-                );
-                BTreeMap::new()
-            }
+        let loaded = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e.to_string()),
         };
+        let open = loaded.unwrap_or_else(|e| {
+            crate::log_warn!(
+                "{}: {e}; the incidents it held open are not posted again (Alertmanager resolves them when they time out)",
+                path.display()
+            );
+            BTreeMap::new()
+        });
         OpenSet {
             path: path.to_path_buf(),
             open,

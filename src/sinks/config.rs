@@ -730,7 +730,8 @@ fn email_spec(
             "required key is missing (or set sendmail = \"/usr/bin/msmtp\")",
         ));
     }
-    // Checked at start, as check-config does: else `run` started and every mail failed.
+    // Here, so that `run` fails at start as check-config does (it started, and every mail
+    // failed).
     if let Some(p) = r.sendmail.as_deref().filter(|p| !p.is_file()) {
         return Err(err(
             name,
