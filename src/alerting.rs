@@ -762,6 +762,37 @@ pub enum OutputError {
     TemporaryOutbox(io::Error),
 }
 
+impl OutputError {
+    /// An I/O error that may pass (a full disk, EIO, too many open files), not a mistake in the
+    /// configuration. `run` exits 1 for it, which systemd restarts; exit 78 would leave the
+    /// service down until someone starts it (`RestartPreventExitStatus=78`). A path that does
+    /// not exist, cannot be written by this user or is a directory stays a configuration error.
+    pub fn is_transient(&self) -> bool {
+        use crate::sinks::SinkError;
+        use crate::sinks::outbox::OutboxError;
+        let source = match self {
+            OutputError::Open { source, .. }
+            | OutputError::TemporaryOutbox(source)
+            | OutputError::Setup(SinkError::File { source, .. })
+            | OutputError::Setup(SinkError::Outbox {
+                source: OutboxError::Io { source, .. },
+                ..
+            }) => source,
+            _ => return false,
+        };
+        !matches!(
+            source.kind(),
+            io::ErrorKind::NotFound
+                | io::ErrorKind::PermissionDenied
+                | io::ErrorKind::IsADirectory
+                | io::ErrorKind::NotADirectory
+                | io::ErrorKind::InvalidInput
+                | io::ErrorKind::InvalidFilename
+                | io::ErrorKind::AlreadyExists
+        )
+    }
+}
+
 /// This machine's host name (for alerts whose records name none).
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

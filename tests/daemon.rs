@@ -1234,6 +1234,38 @@ fn run_exits_78_with_the_key_where_check_config_does() {
     }
 }
 
+/// An I/O error opening a sink at start that may pass (here EFBIG: the file sink's torn last
+/// line cannot be ended, as on a full disk) is no configuration error: `run` exits 1, which
+/// systemd restarts, and `replay` 74. Both exited 78, which `RestartPreventExitStatus=78` leaves
+/// down until someone starts the service again. The limit is set by `prlimit` with SIGXFSZ
+/// ignored (a disposition exec keeps), so the daemon gets the error instead of the signal.
+#[test]
+fn a_passing_io_error_at_start_is_not_a_configuration_error() {
+    let s = Setup::new();
+    let d = s.dir.display();
+    // A file sink whose last line a crash tore: opening it ends that line with a newline.
+    std::fs::write(s.p("out.jsonl"), "x".repeat(100)).unwrap();
+    s.write_config(&format!(
+        "[state]\ndir = \"{d}/state\"\n[sources.audit_log]\npath = \"{d}/audit.log\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}/out.jsonl\"\n[profiles]\nenabled = false\n"
+    ));
+    for (cmd, code) in [("run", 1), ("replay", 74)] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg("trap '' XFSZ; exec prlimit --fsize=100 -- \"$@\"")
+            .arg("bash")
+            .args([BIN, cmd, "--config"])
+            .arg(s.p("config.toml"))
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {log}");
+        assert!(log.contains("`sinks.out.path`"), "{cmd}: {log}");
+        assert!(!log.contains("configuration error"), "{cmd}: {log}");
+    }
+}
+
 /// A lock file left in the state directory by a run as root (`sudo armorwatch replay` once:
 /// root-owned, 0644) does not stop the service user: flock(2) needs no write access. `run`
 /// exited 78 with `lock: Permission denied` while check-config said OK (found by a review

@@ -23,8 +23,9 @@ const EXTRA: &str = r#".SH "EXIT STATUS"
 Success.
 .TP
 1
-A runtime failure (no readable source, an I/O error; \fBparse \-\-strict\fR: a malformed line;
-\fBtest\-alert\fR: a sink that did not take the alert).
+A runtime failure (no readable source, an I/O error; \fBrun\fR: an output that could not be
+opened at start for a reason that may pass, such as a full disk; \fBparse \-\-strict\fR: a
+malformed line; \fBtest\-alert\fR: a sink that did not take the alert).
 .TP
 2
 A usage error (unknown option or command); \fBparse\fR, \fBcorrelate\fR and \fBreplay\fR: a log
@@ -32,7 +33,7 @@ file named on the command line could not be read.
 .TP
 74
 \fBreplay\fR met a read error (EX_IOERR): what was read was delivered, the rest of that input was
-not.
+not; or it could not open an output for a reason that may pass (a full disk).
 .TP
 78
 The configuration is wrong (EX_CONFIG): \fBcheck\-config\fR and \fBrun\fR print the error with its

@@ -142,6 +142,11 @@ pub fn execute(plan: Plan, config: &Config) -> anyhow::Result<ExitCode> {
             Some(metrics.clone()),
         ) {
             Ok(o) => o,
+            // A full disk or EIO is no mistake of the configuration.
+            Err(e) if e.is_transient() => {
+                eprintln!("armorwatch: cannot start the outputs: {e}");
+                return Ok(ExitCode::from(EXIT_IOERR));
+            }
             Err(e) => {
                 eprintln!("armorwatch: configuration error: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
@@ -642,6 +647,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             (Ok(o), old) => {
                 fallback = old;
                 o
+            }
+            // A full disk or EIO may pass: exit 1, which systemd restarts (78 it does not).
+            (Err(e), None) if e.is_transient() => {
+                tracing::error!("cannot start the outputs: {e}");
+                return Ok(ExitCode::FAILURE);
             }
             (Err(e), None) => {
                 tracing::error!("configuration error: {e}");

@@ -92,6 +92,16 @@ pub enum SinkError {
         /// Why.
         message: String,
     },
+    /// A file sink's file could not be opened.
+    #[error("`{key}`: {}: {source}", path.display())]
+    File {
+        /// `sinks.NAME.path`.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The outbox could not be opened.
     #[error("sink {name}: {source}")]
     Outbox {
@@ -654,8 +664,11 @@ impl SinkSet {
             };
             let worker = match &spec.kind {
                 SinkKind::File(f) => {
-                    let w = file::FileWriter::open(f)
-                        .map_err(|e| setup(".path", format!("{}: {e}", f.path.display())))?;
+                    let w = file::FileWriter::open(f).map_err(|source| SinkError::File {
+                        key: format!("sinks.{}.path", spec.name),
+                        path: f.path.clone(),
+                        source,
+                    })?;
                     spawn_local(
                         spec,
                         LocalOut::File(w),
