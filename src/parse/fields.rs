@@ -63,7 +63,8 @@ pub fn split(body: &str, style: Style) -> Result<Vec<RawField<'_>>, FieldError> 
     // without quotes by audit) keeps its `(mode)` suffix.
     let mut last_bare: Option<usize> = None;
     while i < n {
-        // Skip separators (spaces, doubled spaces, tabs, commas of `(hostname=?, addr=?)`).
+        // Skip separators (spaces, doubled spaces, tabs, newlines). A comma is no separator:
+        // in `(hostname=?, addr=?)` it stays on the bare value before it (`?,`).
         while i < n && (bytes[i] == b' ' || bytes[i] == b'\t' || bytes[i] == b'\n') {
             i += 1;
         }

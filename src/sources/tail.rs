@@ -178,6 +178,9 @@ struct Reader {
     partial: Vec<u8>,
     /// … and the bytes of it beyond those.
     partial_cut: u64,
+    /// Following started in the middle of a line (none of the last [`MAX_LINE`] bytes was a
+    /// newline): its rest, up to the next newline, is dropped rather than read as a line.
+    skip_line: bool,
     /// Lines read and not yet in `batch`.
     chunk: FileLines,
     batch: Batch,
@@ -225,6 +228,7 @@ impl Reader {
             last_print: None,
             partial: Vec::new(),
             partial_cut: 0,
+            skip_line: false,
             chunk: FileLines::default(),
             batch: Vec::new(),
             tx,
@@ -368,8 +372,9 @@ impl Reader {
         if mode != Mode::Follow || spec.whole {
             return self.attach(f, m, None, 0, 0, None);
         }
-        let (start, print) = end_of_last_line(&f, m.len())?;
+        let (start, print, mid_line) = end_of_last_line(&f, m.len())?;
         self.attach(f, m, None, start, 0, print)?;
+        self.skip_line = mid_line;
         if let Some((path, dev, ino)) = self.file_identity() {
             self.batch.push(SourceItem::Position(Position::File {
                 path,
@@ -404,6 +409,7 @@ impl Reader {
         self.last_print = last_print;
         self.partial.clear();
         self.partial_cut = 0;
+        self.skip_line = false;
         Ok(())
     }
 
@@ -706,7 +712,10 @@ impl Reader {
                 let (head, tail) = rest.split_at(nl);
                 // What is cut off a long line still counts in the offset.
                 let consumed = (self.partial.len() + head.len() + 1) as u64 + self.partial_cut;
-                if self.partial.is_empty() {
+                if std::mem::take(&mut self.skip_line) {
+                    // The end of a line whose start was not read: no line of its own.
+                    self.offset += consumed;
+                } else if self.partial.is_empty() {
                     self.push_line(head, consumed);
                 } else {
                     let mut partial = std::mem::take(&mut self.partial);
@@ -719,7 +728,11 @@ impl Reader {
                 self.partial_cut = 0;
                 rest = &tail[1..];
             }
-            let keep = rest.len().min(MAX_LINE.saturating_sub(self.partial.len()));
+            let keep = if self.skip_line {
+                0
+            } else {
+                rest.len().min(MAX_LINE.saturating_sub(self.partial.len()))
+            };
             self.partial.extend_from_slice(&rest[..keep]);
             self.partial_cut += (rest.len() - keep) as u64;
             if self.chunk.lines.len() >= BATCH_LINES {
@@ -1006,8 +1019,9 @@ fn find_copy(
 /// is being written, and is read whole when it is done), with that line's print when the line
 /// is in the 64 KiB block its newline was found in. Looks back block by block, at most
 /// [`MAX_LINE`] past the end (a line longer is cut anyway): a file holding one incomplete line
-/// is read from its start, not from the middle of that line.
-fn end_of_last_line(f: &File, len: u64) -> io::Result<(u64, Option<LinePrint>)> {
+/// is read from its start. Past that the start is the end of the file, in the middle of a line
+/// (`true`): the rest of that line is not a line of its own.
+fn end_of_last_line(f: &File, len: u64) -> io::Result<(u64, Option<LinePrint>, bool)> {
     use std::os::unix::fs::FileExt;
     const BLOCK: u64 = 1 << 16;
     let mut end = len;
@@ -1020,16 +1034,16 @@ fn end_of_last_line(f: &File, len: u64) -> io::Result<(u64, Option<LinePrint>)> 
             let start = match memchr::memrchr(b'\n', &block[..nl]) {
                 Some(prev) => prev + 1,
                 None if base == 0 => 0,
-                None => return Ok((base + nl as u64 + 1, None)),
+                None => return Ok((base + nl as u64 + 1, None, false)),
             };
             let print = LinePrint::of(&block[start..nl], (nl + 1 - start) as u64);
-            return Ok((base + nl as u64 + 1, Some(print)));
+            return Ok((base + nl as u64 + 1, Some(print), false));
         }
         if base == 0 {
-            return Ok((0, None));
+            return Ok((0, None, false));
         }
         if len - base > MAX_LINE as u64 {
-            return Ok((len, None));
+            return Ok((len, None, true));
         }
         end = base;
     }
@@ -1329,6 +1343,26 @@ mod tests {
         assert!(rig.step().is_empty());
         rig.append(" done\n");
         assert_eq!(rig.step(), ["half done"]);
+    }
+
+    /// A first start on a file whose last [`MAX_LINE`] bytes hold no newline starts at its end,
+    /// in the middle of a line. The rest of that line was read as a line of its own: a fragment
+    /// that anyone writing the line could make look like a record.
+    #[test]
+    fn a_first_start_in_the_middle_of_a_line_drops_its_rest() {
+        let junk = "x".repeat(MAX_LINE + (1 << 17));
+        let mut rig = Rig::new(
+            &format!("{}{junk}", numbered("old", 0..2)),
+            None,
+            Mode::Follow,
+        );
+        assert!(rig.step().is_empty());
+        rig.append(" type=AVC forged\nnext\n");
+        assert_eq!(rig.step(), ["next"]);
+        let Some(Position::File { offset, .. }) = rig.position.clone() else {
+            panic!("no position");
+        };
+        assert_eq!(offset, std::fs::metadata(&rig.path).unwrap().len());
     }
 
     #[test]
