@@ -1266,6 +1266,35 @@ fn a_passing_io_error_at_start_is_not_a_configuration_error() {
     }
 }
 
+/// `replay --config C old.log`, C naming no source (kept for its sinks): only old.log is read.
+/// The host's sources were chosen automatically and replayed too, from their checkpoints on,
+/// which moved those checkpoints in C's state directory.
+#[test]
+fn replay_of_files_with_a_config_naming_no_source_reads_only_the_files() {
+    let s = Setup::new();
+    let d = s.dir.display();
+    std::fs::write(s.p("old.log"), denial(7, "open", "/etc/old")).unwrap();
+    s.write_config(&format!(
+        "[state]\ndir = \"{d}/state\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}/out.jsonl\"\n[profiles]\nenabled = false\n"
+    ));
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["replay", "--config"])
+            .arg(s.p("config.toml"))
+            .arg(s.p("old.log"))
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null()),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("choosing automatically"), "{log}");
+    let names: Vec<Value> = opened(&s.p("out.jsonl"))
+        .into_iter()
+        .map(|a| a["event"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["/etc/old"], "{log}");
+    assert!(!s.p("state").exists(), "{log}");
+}
+
 /// A lock file left in the state directory by a run as root (`sudo armorwatch replay` once:
 /// root-owned, 0644) does not stop the service user: flock(2) needs no write access. `run`
 /// exited 78 with `lock: Permission denied` while check-config said OK (found by a review

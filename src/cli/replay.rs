@@ -14,8 +14,9 @@ pub struct ReplayArgs {
     /// The configuration file.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Log files to read whole (audit.log, kern.log, syslog, kmsg dumps …). With files and no
-    /// configuration, only the files are read.
+    /// Log files to read whole (audit.log, kern.log, syslog, kmsg dumps …). With files, the
+    /// host's sources are not chosen automatically: only the files and the sources the
+    /// configuration names are read.
     pub files: Vec<PathBuf>,
     /// Without a `[sinks.*]` table: write every event (schema 1) to standard output instead of
     /// alerts.
@@ -32,7 +33,9 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.events {
         super::run::events_to_stdout(&mut config);
     }
-    let only_files = args.config.is_none() && !args.files.is_empty();
+    // `replay --config C old.log` (C for its sinks) read the host's live sources too, from
+    // their checkpoints on, and moved those checkpoints, when C named no source.
+    let only_files = !args.files.is_empty() && config.sources.is_empty();
     let sources = if only_files {
         Vec::new()
     } else {
