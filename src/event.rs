@@ -133,7 +133,12 @@ impl Fields {
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        // Keys compared as bytes: only the value found is sliced (with its boundary checks).
+        let text = self.text.as_bytes();
+        self.spans
+            .iter()
+            .find(|[k, v, _]| &text[*k..*v] == key.as_bytes())
+            .map(|&[_, v, end]| &self.text[v..end])
     }
 
     /// True when no pair is present.

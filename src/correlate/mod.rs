@@ -344,7 +344,7 @@ impl FloodGate {
 pub struct Correlator {
     config: Config,
     norm: Normaliser,
-    incidents: LruCache<InternalKey, Incident>,
+    incidents: LruCache<InternalKey, Incident, foldhash::fast::RandomState>,
     ledger: Vec<HeldBack>,
     ledger_severity: u8,
     gate: FloodGate,
@@ -523,7 +523,7 @@ impl Correlator {
             },
             config,
             norm: Normaliser::new(),
-            incidents: LruCache::unbounded(),
+            incidents: LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()),
             ledger: Vec::new(),
             ledger_severity: 0,
             next_serial: 0,

@@ -33,13 +33,16 @@ pub struct SentSeq {
     pub digest: u64,
 }
 
+/// Per incident: when it came and its recorded (`seq`, digest) pairs.
+type SentById = HashMap<String, (u64, Vec<(u64, u64)>), foldhash::fast::RandomState>;
+
 /// The recorded alerts of incidents that may make an alert under one of their `seq`s again.
 #[derive(Debug, Default)]
 pub(super) struct Sent {
     /// Per incident: when it came (a count; 0 for an incident open at the restore, which is
     /// never dropped: those are bounded by `max_open_incidents`) and its recorded (`seq`,
     /// digest) pairs.
-    by_id: HashMap<String, (u64, Vec<(u64, u64)>)>,
+    by_id: SentById,
     /// The other ids in the order they came, with that count: an id that went and came back is
     /// listed twice, and only the entry with its current count stands for it.
     order: VecDeque<(u64, String)>,
